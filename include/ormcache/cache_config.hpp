@@ -1,0 +1,35 @@
+#pragma once
+// CacheConfig mirrors Advanced Alchemy's CacheConfig (backend, expiration_time, arguments,
+// key_prefix, enabled) plus the serializer and an error callback.
+
+#include <chrono>
+#include <functional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "errors.hpp"
+#include "serializer.hpp"
+
+namespace ormcache {
+
+/// An aggregate: fields are declared in API order; add new ones at the end only.
+struct CacheConfig {
+    /// "memory" | "redis" | "memcached" | "file" | "null" | a registered name; the seed's
+    /// "dogpile.cache.*" spellings are accepted too.
+    std::string backend = "memory";
+    /// Default TTL of every entry; -1 s = never expire.
+    std::chrono::seconds expiration_time{3600};
+    /// Backend-specific arguments (a JSON object).
+    nlohmann::json arguments = nlohmann::json::object();
+    /// Every key the library writes starts with it.
+    std::string key_prefix = "aa:";
+    /// false: behave exactly like backend "null".
+    bool enabled = true;
+    /// Bytes of non-memory backends.
+    Serializer serializer = serializers::json();
+    /// Called with every backend failure after it was absorbed (optional).
+    std::function<void(const CacheError&)> on_error{};
+};
+
+}  // namespace ormcache

@@ -1,0 +1,30 @@
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "cache_config.hpp"
+
+namespace ormcache {
+
+/// An aggregate: fields are declared in API order; add new ones at the end only.
+struct DatabaseConfig {
+    /// A SQLite file path, ":memory:" (one in-memory database shared by every session of the
+    /// Database) or a "file:" URI.
+    std::string connection_string = ":memory:";
+    /// Absent = no cache (db.cache_manager() is then a manager on the null backend).
+    std::optional<CacheConfig> cache_config{};
+    /// Invalidate the cache automatically after each successful commit.
+    bool enable_cache_listener = true;
+    /// Called with every SQL statement a session or repository runs, transaction control
+    /// included (the per-connection setup PRAGMAs are not reported).
+    std::function<void(std::string_view)> on_query{};
+    /// How long a statement waits for another connection's lock before failing with
+    /// SQLITE_BUSY. 0 = fail at once.
+    std::chrono::milliseconds busy_timeout{5000};
+};
+
+}  // namespace ormcache

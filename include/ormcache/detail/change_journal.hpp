@@ -1,0 +1,125 @@
+#pragma once
+// The per-session change journal: a stack of frames, one per open savepoint (the base frame is
+// the transaction itself). Releasing a savepoint merges its frame into the parent, rolling back
+// to it empties it, and only a successful outermost commit hands the whole journal on.
+// Not thread-safe: it belongs to one session, touched only from SQLite hooks on that
+// session's connection and from the session's own calls.
+
+#include <algorithm>
+#include <cstddef>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "../change_set.hpp"
+#include "sql_text.hpp"
+
+namespace ormcache::detail {
+
+class ChangeJournal {
+public:
+    /// Past this many row records for one table in one frame, the table's records collapse
+    /// into a single whole_table record: bounded memory for bulk writes, and a bulk write
+    /// would invalidate most of the model anyway.
+    static constexpr std::size_t max_rows_per_table = 10000;
+
+    ChangeJournal() { frames_.emplace_back(); }
+
+    void record(Change change) { add(frames_.back(), std::move(change)); }
+
+    void savepoint(std::string name) {
+        frames_.emplace_back();
+        frames_.back().name = std::move(name);
+    }
+
+    /// RELEASE name: merges the frames from the most recent `name` upwards into its parent.
+    /// Unknown names are ignored (SQLite rejects the statement itself).
+    void release(std::string_view name) {
+        const auto index = find(name);
+        if (index == 0) return;
+        Frame& parent = frames_[index - 1];
+        for (std::size_t i = index; i < frames_.size(); ++i) {
+            for (auto& c : frames_[i].changes) add(parent, std::move(c));
+        }
+        frames_.resize(index);
+    }
+
+    /// ROLLBACK TO name: discards what was recorded since SAVEPOINT name; `name` stays open.
+    void rollback_to(std::string_view name) {
+        const auto index = find(name);
+        if (index == 0) return;
+        frames_.resize(index + 1);
+        Frame& frame = frames_[index];
+        frame.changes.clear();
+        frame.rows_per_table.clear();
+    }
+
+    /// The transaction ended without committing: forget everything.
+    void clear() {
+        frames_.clear();
+        frames_.emplace_back();
+    }
+
+    /// Removes and returns everything recorded (the transaction committed).
+    ChangeSet take() {
+        std::vector<Change> all;
+        for (auto& f : frames_) {
+            std::move(f.changes.begin(), f.changes.end(), std::back_inserter(all));
+        }
+        clear();
+        return ChangeSet(std::move(all));
+    }
+
+    bool empty() const {
+        return std::all_of(frames_.begin(), frames_.end(),
+                           [](const Frame& f) { return f.changes.empty(); });
+    }
+
+    /// Has anything been recorded for `table` in the open transaction?
+    bool touches(std::string_view table) const {
+        return std::any_of(frames_.begin(), frames_.end(), [&](const Frame& f) {
+            return f.rows_per_table.find(std::string(table)) != f.rows_per_table.end();
+        });
+    }
+
+    std::size_t depth() const { return frames_.size() - 1; }
+
+private:
+    struct Frame {
+        std::string name;  // empty for the base frame
+        std::vector<Change> changes;
+        // table -> number of row records in this frame (SIZE_MAX once collapsed to whole_table)
+        std::unordered_map<std::string, std::size_t> rows_per_table;
+    };
+
+    static constexpr std::size_t collapsed = static_cast<std::size_t>(-1);
+
+    // Index of the most recent frame named `name`, or 0 when none (frame 0 has no name).
+    std::size_t find(std::string_view name) const {
+        for (std::size_t i = frames_.size() - 1; i > 0; --i) {
+            if (iequals(frames_[i].name, name)) return i;
+        }
+        return 0;
+    }
+
+    static void add(Frame& frame, Change change) {
+        auto [it, inserted] = frame.rows_per_table.try_emplace(change.table, 0);
+        std::size_t& count = it->second;
+        if (count == collapsed) return;  // the whole table is already recorded
+        if (change.operation == Operation::whole_table || count + 1 > max_rows_per_table) {
+            const std::string table = change.table;
+            std::erase_if(frame.changes, [&](const Change& c) { return c.table == table; });
+            frame.changes.push_back(Change{table, Operation::whole_table, {}, {}});
+            count = collapsed;
+            return;
+        }
+        ++count;
+        frame.changes.push_back(std::move(change));
+    }
+
+    std::vector<Frame> frames_;
+};
+
+}  // namespace ormcache::detail

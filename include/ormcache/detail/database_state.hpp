@@ -1,0 +1,185 @@
+#pragma once
+// State shared by a Database and all of its sessions: the validated config, how to open a
+// connection, the commit listeners and the registry of model tables' primary keys.
+// Thread-safe: sessions on many threads use it at once.
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "../change_set.hpp"
+#include "../database_config.hpp"
+#include "../errors.hpp"
+#include "sql_text.hpp"
+#include "sqlite_error.hpp"
+#include "statement_cache.hpp"
+
+namespace ormcache::detail {
+
+/// Where a table's primary key lives, for the journal's preupdate hook.
+struct TableInfo {
+    int pk_column = -1;       ///< column index of the primary key
+    bool rowid_alias = true;  ///< INTEGER PRIMARY KEY: the rowid is the key
+};
+
+using CommitListener = std::function<void(const ChangeSet&)>;
+
+class DatabaseState {
+public:
+    explicit DatabaseState(DatabaseConfig config) : config_(std::move(config)) {
+        if (config_.connection_string.empty()) {
+            throw ConfigError("DatabaseConfig::connection_string is empty; use a file path, "
+                              "\":memory:\" or a \"file:\" URI");
+        }
+        if (config_.busy_timeout.count() < 0) {
+            throw ConfigError("DatabaseConfig::busy_timeout must be >= 0 ms");
+        }
+        static std::atomic<std::uint64_t> memory_counter{0};
+        if (config_.connection_string == ":memory:") {
+            // One in-memory database for every session: a named memdb, kept alive by keeper_.
+            // Unlike shared-cache mode it uses ordinary file locking, so busy_timeout applies.
+            path_ = "file:/ormcache-memdb-" + std::to_string(++memory_counter) + "?vfs=memdb";
+            in_memory_ = true;
+        } else {
+            path_ = config_.connection_string;
+            in_memory_ = path_.find("mode=memory") != std::string::npos;
+        }
+        try {
+            keeper_ = open_raw();
+            if (!in_memory_) {
+                // WAL is persistent in the file: set it once, here, before any session exists.
+                keeper_->exec("PRAGMA journal_mode = WAL");
+            }
+        } catch (const SQLite::Exception& e) {
+            throw ConfigError("DatabaseConfig::connection_string '" + config_.connection_string +
+                              "' cannot be opened: " + e.what());
+        }
+    }
+
+    DatabaseState(const DatabaseState&) = delete;
+    DatabaseState& operator=(const DatabaseState&) = delete;
+
+    const DatabaseConfig& config() const noexcept { return config_; }
+
+    /// A new connection with the per-connection settings applied.
+    std::unique_ptr<SQLite::Database> open_connection() const {
+        return wrap_sqlite("open " + path_, [&] { return open_raw(); });
+    }
+
+    void report_query(std::string_view sql) const {
+        if (config_.on_query) config_.on_query(sql);
+    }
+
+    std::uint64_t add_listener(CommitListener listener) {
+        std::lock_guard lock(listeners_mutex_);
+        const std::uint64_t id = ++next_listener_id_;
+        auto next = std::make_shared<Listeners>(*listeners_);
+        next->emplace_back(id, std::make_shared<const CommitListener>(std::move(listener)));
+        listeners_ = std::move(next);
+        return id;
+    }
+
+    bool remove_listener(std::uint64_t id) {
+        std::lock_guard lock(listeners_mutex_);
+        auto next = std::make_shared<Listeners>(*listeners_);
+        const auto removed = std::erase_if(*next, [&](const auto& p) { return p.first == id; });
+        listeners_ = std::move(next);
+        return removed > 0;
+    }
+
+    /// Hands a committed change set to every listener. Runs without holding any lock (the list
+    /// is copy-on-write), so a listener may do I/O or register listeners. A listener that
+    /// throws does not keep the others from running: the commit has already happened and
+    /// cannot be reported as failed, so the exception is dropped here.
+    void publish(const ChangeSet& changes) const noexcept {
+        std::shared_ptr<const Listeners> current;
+        {
+            std::lock_guard lock(listeners_mutex_);
+            current = listeners_;
+        }
+        for (const auto& [id, listener] : *current) {
+            try {
+                (*listener)(changes);
+            } catch (...) {
+            }
+        }
+    }
+
+    /// Learns where `table`'s primary key is from the schema (not from the C++ mapping: an
+    /// existing table may order its columns differently). No-op when the table does not exist.
+    void register_table(sqlite3* conn, std::string_view table) {
+        {
+            std::shared_lock lock(registry_mutex_);
+            if (registry_.find(table) != registry_.end()) return;
+        }
+        sqlite3_stmt* stmt = nullptr;
+        static constexpr std::string_view sql = "SELECT cid, type, pk FROM pragma_table_info(?)";
+        check(conn, sqlite3_prepare_v2(conn, sql.data(), int(sql.size()), &stmt, nullptr), sql);
+        std::unique_ptr<sqlite3_stmt, int (*)(sqlite3_stmt*)> guard(stmt, sqlite3_finalize);
+        sqlite3_bind_text(stmt, 1, table.data(), int(table.size()), SQLITE_TRANSIENT);
+        int pk_columns = 0;
+        TableInfo info;
+        int rc;
+        while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+            if (sqlite3_column_int(stmt, 2) > 0) {
+                ++pk_columns;
+                info.pk_column = sqlite3_column_int(stmt, 0);
+                const auto* type = reinterpret_cast<const char*>(sqlite3_column_text(stmt, 1));
+                info.rowid_alias = type != nullptr && iequals(type, "INTEGER");
+            }
+        }
+        check(conn, rc, sql);
+        if (pk_columns != 1) return;  // missing table, or no single-column key to name rows by
+        std::unique_lock lock(registry_mutex_);
+        registry_.emplace(std::string(table), info);
+        registry_version_.fetch_add(1, std::memory_order_release);
+    }
+
+    std::optional<TableInfo> table_info(std::string_view table) const {
+        std::shared_lock lock(registry_mutex_);
+        const auto it = registry_.find(table);
+        if (it == registry_.end()) return std::nullopt;
+        return it->second;
+    }
+
+    std::uint64_t registry_version() const noexcept {
+        return registry_version_.load(std::memory_order_acquire);
+    }
+
+private:
+    std::unique_ptr<SQLite::Database> open_raw() const {
+        const int flags = SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE | SQLite::OPEN_URI |
+                          SQLite::OPEN_NOMUTEX;
+        auto db = std::make_unique<SQLite::Database>(path_, flags,
+                                                     static_cast<int>(config_.busy_timeout.count()));
+        db->exec("PRAGMA foreign_keys = ON");
+        return db;
+    }
+
+    using Listeners = std::vector<std::pair<std::uint64_t, std::shared_ptr<const CommitListener>>>;
+
+    DatabaseConfig config_;
+    std::string path_;
+    bool in_memory_ = false;
+    std::unique_ptr<SQLite::Database> keeper_;  // keeps a memdb alive; checks a file opens
+
+    mutable std::mutex listeners_mutex_;  // guards listeners_ (the pointer, not the list)
+    std::shared_ptr<const Listeners> listeners_ = std::make_shared<const Listeners>();
+    std::uint64_t next_listener_id_ = 0;
+
+    mutable std::shared_mutex registry_mutex_;  // guards registry_
+    std::unordered_map<std::string, TableInfo, StringHash, std::equal_to<>> registry_;
+    std::atomic<std::uint64_t> registry_version_{0};
+};
+
+}  // namespace ormcache::detail

@@ -1,0 +1,324 @@
+#pragma once
+// One session's connection and everything hooked onto it. SQLite's hooks on the connection
+// feed the change journal with every row written through it, whoever ran the statement:
+//
+//  - preupdate hook: each inserted, updated or deleted row, with old and new primary key
+//    (cascades, triggers and INSERT OR REPLACE's deletions included);
+//  - authorizer: returns SQLITE_IGNORE for SQLITE_DELETE, which turns off the truncate
+//    optimisation so that even `DELETE FROM t` names its rows to the preupdate hook;
+//  - trace (statement start): follows SAVEPOINT / RELEASE / ROLLBACK TO by name, raw or not,
+//    records DROP/ALTER TABLE as whole-table changes, and settles a pending commit;
+//  - commit hook: marks the journal "commit pending" (the commit may still fail, e.g. BUSY);
+//  - rollback hook: discards the journal;
+//  - WAL hook: runs right after a commit has succeeded and its lock is released, and
+//    delivers the journal to the commit listeners (it replaces SQLite's auto-checkpoint
+//    hook, so it checkpoints the same way).
+//
+// Databases without WAL (":memory:") have no post-commit hook: a pending commit is settled
+// when Session::commit() returns, at the start of the connection's next statement, or at the
+// next call on the session, whichever comes first.
+//
+// Not thread-safe: a session and its repositories belong to one thread at a time.
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+
+#include "../errors.hpp"
+#include "change_journal.hpp"
+#include "column_traits.hpp"
+#include "database_state.hpp"
+#include "sql_text.hpp"
+#include "sqlite_error.hpp"
+#include "statement_cache.hpp"
+
+namespace ormcache::detail {
+
+class SessionState;
+
+/// A leased statement being bound and stepped; reports itself to on_query on its first step.
+class Query {
+public:
+    Query(StatementCache::Lease lease, SessionState& session)
+        : lease_(std::move(lease)), session_(&session) {}
+
+    sqlite3_stmt* stmt() const noexcept { return lease_.get(); }
+    std::string_view sql() const noexcept { return lease_.sql(); }
+
+    template <ColumnType V>
+    void bind(int index, const V& value) {
+        check_bind(bind_value(lease_.get(), index, value));
+    }
+    void bind_null(int index) { check_bind(sqlite3_bind_null(lease_.get(), index)); }
+
+    /// true: a row is ready; false: done. Throws the mapped error.
+    bool step();
+
+    /// Steps to the end, ignoring rows.
+    void run() {
+        while (step()) {
+        }
+    }
+
+private:
+    void check_bind(int rc);
+
+    StatementCache::Lease lease_;
+    SessionState* session_;
+    bool started_ = false;
+};
+
+class SessionState {
+public:
+    explicit SessionState(std::shared_ptr<DatabaseState> db)
+        : db_(std::move(db)), conn_(db_->open_connection()), handle_(conn_->getHandle()),
+          statements_(std::make_unique<StatementCache>(handle_)) {
+        sqlite3_preupdate_hook(handle_, &on_preupdate, this);
+        sqlite3_commit_hook(handle_, &on_commit, this);
+        sqlite3_rollback_hook(handle_, &on_rollback, this);
+        sqlite3_wal_hook(handle_, &on_wal, this);
+        sqlite3_trace_v2(handle_, SQLITE_TRACE_STMT, &on_trace, this);
+        sqlite3_set_authorizer(handle_, &on_authorize, this);
+    }
+
+    SessionState(const SessionState&) = delete;
+    SessionState& operator=(const SessionState&) = delete;
+    ~SessionState() { close(); }
+
+    /// Rolls back an open transaction, delivers a commit still pending, closes the connection.
+    void close() noexcept {
+        if (conn_ == nullptr) return;
+        settle();
+        if (in_transaction()) {
+            try {
+                run("ROLLBACK");
+            } catch (...) {
+                // Closing must not throw; SQLite rolls back on close anyway.
+            }
+        }
+        settle();
+        journal_.clear();
+        statements_.reset();
+        sqlite3_preupdate_hook(handle_, nullptr, nullptr);
+        sqlite3_commit_hook(handle_, nullptr, nullptr);
+        sqlite3_rollback_hook(handle_, nullptr, nullptr);
+        sqlite3_wal_hook(handle_, nullptr, nullptr);
+        sqlite3_trace_v2(handle_, 0, nullptr, nullptr);
+        sqlite3_set_authorizer(handle_, nullptr, nullptr);
+        conn_.reset();
+        handle_ = nullptr;
+    }
+
+    bool is_open() const noexcept { return conn_ != nullptr; }
+
+    /// Every public entry point starts here: fails on a closed session and settles a commit
+    /// that raw SQL left pending.
+    void enter() {
+        if (conn_ == nullptr) throw Error("the session is closed");
+        settle();
+    }
+
+    sqlite3* handle() const noexcept { return handle_; }
+    SQLite::Database& connection() { return *conn_; }
+    DatabaseState& database() noexcept { return *db_; }
+    const std::shared_ptr<DatabaseState>& database_ptr() const noexcept { return db_; }
+    const ChangeJournal& journal() const noexcept { return journal_; }
+
+    Query query(std::string_view sql) { return Query(statements_->acquire(sql), *this); }
+    void run(std::string_view sql) { query(sql).run(); }
+
+    bool in_transaction() const noexcept {
+        return handle_ != nullptr && sqlite3_get_autocommit(handle_) == 0;
+    }
+
+    /// Lazy transaction start before a write. IMMEDIATE takes the write lock now, so two
+    /// writers never deadlock upgrading a read lock (one waits up to busy_timeout instead).
+    void begin_write() {
+        if (!in_transaction()) run("BEGIN IMMEDIATE");
+    }
+
+    /// Explicit transaction: reads until commit/rollback see one snapshot, taken here.
+    void begin() {
+        run("BEGIN");
+        // BEGIN is deferred: SQLite takes the read snapshot at the first read. Read now so
+        // the snapshot is the one of begin(), not of some later statement.
+        run("PRAGMA schema_version");
+    }
+
+    void commit() {
+        if (!in_transaction()) return;
+        try {
+            run("COMMIT");
+        } catch (...) {
+            // COMMIT failed. If SQLite rolled back, the rollback hook already cleared the
+            // journal; if the transaction is still open (SQLITE_BUSY), its records stay.
+            commit_pending_ = false;
+            throw;
+        }
+        settle();
+    }
+
+    void rollback() {
+        if (!in_transaction()) return;
+        run("ROLLBACK");
+        journal_.clear();
+    }
+
+    /// SAVEPOINT inside the current transaction (a write transaction is begun first, so that
+    /// releasing the savepoint never commits by itself). Returns its name.
+    std::string savepoint() {
+        begin_write();
+        std::string name = "ormcache_sp_" + std::to_string(++savepoint_counter_);
+        run("SAVEPOINT " + name);
+        return name;
+    }
+    void release(const std::string& name) { run("RELEASE SAVEPOINT " + name); }
+    void rollback_to(const std::string& name) {
+        run("ROLLBACK TO SAVEPOINT " + name);
+        run("RELEASE SAVEPOINT " + name);
+    }
+
+    /// Uncommitted changes to `table` exist in this session (read-your-writes).
+    bool dirty(std::string_view table) const { return journal_.touches(table); }
+
+    void register_table(std::string_view table) { db_->register_table(handle_, table); }
+
+    /// Delivers a commit that has happened; forgets one that failed with the transaction
+    /// still open. Called wherever the outcome has become known.
+    void settle() noexcept {
+        if (!commit_pending_) return;
+        commit_pending_ = false;
+        if (in_transaction()) return;  // the commit failed (SQLITE_BUSY): records stay
+        ChangeSet changes = journal_.take();
+        if (!changes.empty()) db_->publish(changes);
+    }
+
+private:
+    std::optional<TableInfo> table_info(const std::string& table) {
+        const auto version = db_->registry_version();
+        if (version != table_cache_version_) {
+            table_cache_.clear();
+            table_cache_version_ = version;
+        }
+        auto it = table_cache_.find(table);
+        if (it == table_cache_.end()) it = table_cache_.emplace(table, db_->table_info(table)).first;
+        return it->second;
+    }
+
+    static PrimaryKey key_of(sqlite3_value* v) {
+        switch (sqlite3_value_type(v)) {
+            case SQLITE_INTEGER: return sqlite3_value_int64(v);
+            case SQLITE_NULL: return std::monostate{};
+            default: {
+                const auto* text = reinterpret_cast<const char*>(sqlite3_value_text(v));
+                return std::string(text != nullptr ? text : "",
+                                   static_cast<std::size_t>(sqlite3_value_bytes(v)));
+            }
+        }
+    }
+
+    static void on_preupdate(void* ctx, sqlite3* db, int op, const char* schema, const char* table,
+                             sqlite3_int64 old_rowid, sqlite3_int64 new_rowid) noexcept {
+        auto* self = static_cast<SessionState*>(ctx);
+        Change change;
+        change.table = std::string_view(schema) == "main" ? std::string(table)
+                                                          : std::string(schema) + "." + table;
+        change.operation = op == SQLITE_INSERT   ? Operation::insert
+                           : op == SQLITE_DELETE ? Operation::remove
+                                                 : Operation::update;
+        const auto info = self->table_info(change.table);
+        if (!info || info->rowid_alias) {
+            if (op != SQLITE_INSERT) change.old_key = old_rowid;
+            if (op != SQLITE_DELETE) change.new_key = new_rowid;
+        } else {
+            sqlite3_value* v = nullptr;
+            if (op != SQLITE_INSERT && sqlite3_preupdate_old(db, info->pk_column, &v) == SQLITE_OK)
+                change.old_key = key_of(v);
+            if (op != SQLITE_DELETE && sqlite3_preupdate_new(db, info->pk_column, &v) == SQLITE_OK)
+                change.new_key = key_of(v);
+        }
+        self->journal_.record(std::move(change));
+    }
+
+    static int on_commit(void* ctx) noexcept {
+        static_cast<SessionState*>(ctx)->commit_pending_ = true;
+        return 0;
+    }
+
+    static void on_rollback(void* ctx) noexcept {
+        auto* self = static_cast<SessionState*>(ctx);
+        self->commit_pending_ = false;
+        self->journal_.clear();
+    }
+
+    static int on_wal(void* ctx, sqlite3* db, const char* schema, int frames) noexcept {
+        static_cast<SessionState*>(ctx)->settle();
+        // Replaces sqlite3_wal_autocheckpoint's hook: same default threshold, same call.
+        if (frames >= 1000) sqlite3_wal_checkpoint_v2(db, schema, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+        return SQLITE_OK;
+    }
+
+    static int on_trace(unsigned type, void* ctx, void* /*stmt*/, void* sql_text) noexcept {
+        if (type != SQLITE_TRACE_STMT) return 0;
+        auto* self = static_cast<SessionState*>(ctx);
+        self->settle();
+        const char* sql = static_cast<const char*>(sql_text);
+        if (sql == nullptr) return 0;
+        using Kind = StatementEffect::Kind;
+        auto effect = classify_statement(sql);
+        switch (effect.kind) {
+            case Kind::none: break;
+            case Kind::savepoint: self->journal_.savepoint(std::move(effect.name)); break;
+            case Kind::release: self->journal_.release(effect.name); break;
+            case Kind::rollback_to: self->journal_.rollback_to(effect.name); break;
+            case Kind::whole_table:
+                self->journal_.record(Change{effect.name, Operation::whole_table, {}, {}});
+                if (!effect.second_name.empty()) {
+                    self->journal_.record(Change{effect.second_name, Operation::whole_table, {}, {}});
+                }
+                break;
+        }
+        return 0;
+    }
+
+    static int on_authorize(void*, int action, const char* table, const char*, const char*,
+                            const char*) noexcept {
+        // SQLITE_IGNORE on SQLITE_DELETE keeps the DELETE but disables the truncate
+        // optimisation, so every deleted row passes the preupdate hook.
+        if (action == SQLITE_DELETE && table != nullptr && std::string_view(table).substr(0, 7) != "sqlite_") {
+            return SQLITE_IGNORE;
+        }
+        return SQLITE_OK;
+    }
+
+    std::shared_ptr<DatabaseState> db_;
+    std::unique_ptr<SQLite::Database> conn_;
+    sqlite3* handle_;
+    std::unique_ptr<StatementCache> statements_;  // finalized before conn_ closes
+    ChangeJournal journal_;
+    bool commit_pending_ = false;
+    std::uint64_t savepoint_counter_ = 0;
+    std::unordered_map<std::string, std::optional<TableInfo>> table_cache_;
+    std::uint64_t table_cache_version_ = static_cast<std::uint64_t>(-1);
+};
+
+inline bool Query::step() {
+    if (!started_) {
+        started_ = true;
+        session_->database().report_query(lease_.sql());
+    }
+    const int rc = sqlite3_step(lease_.get());
+    if (rc == SQLITE_ROW) return true;
+    if (rc == SQLITE_DONE) return false;
+    throw_from_handle(session_->handle(), rc, lease_.sql());
+}
+
+inline void Query::check_bind(int rc) {
+    if (rc != SQLITE_OK) throw_from_handle(session_->handle(), rc, lease_.sql());
+}
+
+}  // namespace ormcache::detail

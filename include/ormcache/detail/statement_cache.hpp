@@ -1,0 +1,140 @@
+#pragma once
+// Prepared statements of one connection, keyed by SQL text and reused across calls.
+// Not thread-safe (one per session). A statement that is already leased (re-entrant use) is
+// prepared afresh for the second lease, so a lease never sees another's bindings.
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+
+#include "../errors.hpp"
+#include "sqlite_error.hpp"
+
+namespace ormcache::detail {
+
+struct StringHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const noexcept {
+        return std::hash<std::string_view>{}(s);
+    }
+};
+
+class StatementCache {
+    struct Entry {
+        sqlite3_stmt* stmt = nullptr;
+        std::uint64_t last_used = 0;
+        bool in_use = false;
+    };
+
+public:
+    /// A statement checked out of the cache; reset (bindings cleared) when the lease ends.
+    class Lease {
+    public:
+        Lease(const Lease&) = delete;
+        Lease& operator=(const Lease&) = delete;
+        Lease(Lease&& other) noexcept
+            : stmt_(std::exchange(other.stmt_, nullptr)),
+              entry_(std::exchange(other.entry_, nullptr)),
+              sql_(other.sql_) {}
+        Lease& operator=(Lease&&) = delete;
+        ~Lease() {
+            if (stmt_ == nullptr) return;
+            sqlite3_reset(stmt_);
+            sqlite3_clear_bindings(stmt_);
+            if (entry_ != nullptr) {
+                entry_->in_use = false;
+            } else {
+                sqlite3_finalize(stmt_);
+            }
+        }
+
+        sqlite3_stmt* get() const noexcept { return stmt_; }
+        std::string_view sql() const noexcept { return sql_; }
+
+    private:
+        friend class StatementCache;
+        Lease(sqlite3_stmt* stmt, Entry* entry, std::string_view sql)
+            : stmt_(stmt), entry_(entry), sql_(sql) {}
+        sqlite3_stmt* stmt_;
+        Entry* entry_;  // null for a one-off statement, finalized at the end of the lease
+        std::string_view sql_;
+    };
+
+    explicit StatementCache(sqlite3* db, std::size_t capacity = 256) : db_(db), capacity_(capacity) {}
+    StatementCache(const StatementCache&) = delete;
+    StatementCache& operator=(const StatementCache&) = delete;
+    ~StatementCache() { clear(); }
+
+    /// Finalizes every cached statement (none may be leased).
+    void clear() noexcept {
+        for (auto& [sql, entry] : entries_) sqlite3_finalize(entry.stmt);
+        entries_.clear();
+    }
+
+    Lease acquire(std::string_view sql) {
+        auto it = entries_.find(sql);
+        if (it != entries_.end()) {
+            Entry& entry = it->second;
+            if (!entry.in_use) {
+                entry.in_use = true;
+                entry.last_used = ++tick_;
+                return Lease(entry.stmt, &entry, it->first);
+            }
+            return Lease(prepare(sql), nullptr, it->first);
+        }
+        sqlite3_stmt* stmt = prepare(sql);
+        if (entries_.size() >= capacity_) evict_one();
+        auto [pos, inserted] = entries_.emplace(std::string(sql), Entry{stmt, ++tick_, true});
+        return Lease(stmt, &pos->second, pos->first);
+    }
+
+private:
+    sqlite3_stmt* prepare(std::string_view sql) {
+        sqlite3_stmt* stmt = nullptr;
+        const char* tail = nullptr;
+        const int rc = sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()),
+                                          SQLITE_PREPARE_PERSISTENT, &stmt, &tail);
+        if (rc != SQLITE_OK) {
+            sqlite3_finalize(stmt);
+            throw_from_handle(db_, rc, sql);
+        }
+        if (stmt == nullptr) {
+            throw QueryError("empty SQL statement: '" + std::string(sql) + "'");
+        }
+        for (const char* p = tail; p != nullptr && p < sql.data() + sql.size(); ++p) {
+            if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r' && *p != ';') {
+                sqlite3_finalize(stmt);
+                throw QueryError(
+                    "execute() runs exactly one statement; use session.connection().exec() for a "
+                    "script: '" + std::string(sql) + "'");
+            }
+        }
+        return stmt;
+    }
+
+    void evict_one() {
+        auto victim = entries_.end();
+        for (auto it = entries_.begin(); it != entries_.end(); ++it) {
+            if (!it->second.in_use && (victim == entries_.end() ||
+                                       it->second.last_used < victim->second.last_used)) {
+                victim = it;
+            }
+        }
+        if (victim != entries_.end()) {
+            sqlite3_finalize(victim->second.stmt);
+            entries_.erase(victim);
+        }
+    }
+
+    sqlite3* db_;
+    std::size_t capacity_;
+    std::uint64_t tick_ = 0;
+    // Node-based: Entry addresses stay valid while leased, whatever is inserted.
+    std::unordered_map<std::string, Entry, StringHash, std::equal_to<>> entries_;
+};
+
+}  // namespace ormcache::detail

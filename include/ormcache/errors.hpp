@@ -1,0 +1,86 @@
+#pragma once
+// The exception hierarchy of ormcache. Every exception the library throws derives from
+// ormcache::Error; SQLite::Exception and nlohmann::json exceptions never escape raw.
+
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+namespace ormcache {
+
+/// Base of every exception thrown by ormcache.
+class Error : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+/// get/update/remove of a primary key that has no row.
+class NotFoundError : public Error {
+public:
+    using Error::Error;
+};
+
+/// A bad DatabaseConfig / CacheConfig, detected when the Database or CacheManager is built.
+class ConfigError : public Error {
+public:
+    using Error::Error;
+};
+
+/// A query that cannot be built: unknown operator, unmapped member, empty or oversized collection.
+class QueryError : public Error {
+public:
+    using Error::Error;
+};
+
+/// A model's JSON (or serializer bytes) that does not decode into the model.
+class SerializationError : public Error {
+public:
+    using Error::Error;
+};
+
+/// Any failure reported by SQLite. Keeps SQLite's primary and extended result codes and the SQL
+/// that failed, so that callers can react to SQLITE_BUSY and friends without parsing messages.
+class DatabaseError : public Error {
+public:
+    DatabaseError(const std::string& message, int code, int extended_code, std::string sql)
+        : Error(message), code_(code), extended_code_(extended_code), sql_(std::move(sql)) {}
+
+    /// SQLite primary result code (SQLITE_BUSY, SQLITE_CONSTRAINT, ...).
+    int code() const noexcept { return code_; }
+    /// SQLite extended result code (SQLITE_CONSTRAINT_UNIQUE, SQLITE_BUSY_SNAPSHOT, ...).
+    int extended_code() const noexcept { return extended_code_; }
+    /// The statement that failed (may be empty for connection-level failures).
+    const std::string& sql() const noexcept { return sql_; }
+
+private:
+    int code_;
+    int extended_code_;
+    std::string sql_;
+};
+
+/// A constraint violation (UNIQUE, NOT NULL, CHECK, FOREIGN KEY, PRIMARY KEY).
+/// It is a DatabaseError, as in Python's DB-API, so one handler can catch both.
+class IntegrityError : public DatabaseError {
+public:
+    using DatabaseError::DatabaseError;
+};
+
+/// A cache backend failure (server down, timeout, corrupt payload). The cache layer absorbs
+/// these: they are counted and handed to CacheConfig::on_error, never thrown out of a
+/// repository call. Backends throw them; users see them only in on_error.
+class CacheError : public Error {
+public:
+    CacheError(const std::string& message, std::string backend, std::string operation)
+        : Error(message), backend_(std::move(backend)), operation_(std::move(operation)) {}
+
+    /// Registered name of the backend that failed ("redis", "memcached", ...).
+    const std::string& backend() const noexcept { return backend_; }
+    /// What was being done: "get", "set", "invalidate", "connect", "decode", ...
+    const std::string& operation() const noexcept { return operation_; }
+
+private:
+    std::string backend_;
+    std::string operation_;
+};
+
+}  // namespace ormcache

@@ -1,0 +1,319 @@
+#pragma once
+// Repository<T>: CRUD and filtered queries for one model on one session.
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "detail/model_sql.hpp"
+#include "detail/query_builder.hpp"
+#include "errors.hpp"
+#include "filters.hpp"
+#include "model.hpp"
+#include "options.hpp"
+#include "session.hpp"
+
+namespace ormcache {
+
+/// Typed access to T's table through one session. Cheap to construct; not thread-safe (like
+/// its session). Writes begin the session's transaction; reads run in it when one is open.
+template <class T>
+class Repository {
+    static_assert(Model<T>, "Repository<T>: T is not mapped with ORMCACHE_MODEL");
+    using Info = detail::ModelInfo<T>;
+    using Sql = detail::ModelSql<T>;
+
+public:
+    using pk_type = typename Info::pk_type;
+
+    explicit Repository(Session& session) : session_(session.state_) {
+        state().enter();
+        session_->register_table(Info::table);
+    }
+
+    // ---- writes ----
+
+    /// INSERT; an integer key equal to 0 is assigned by SQLite. Returns the stored row.
+    T add(const T& entity, Options options = {}) {
+        return write(options, [&] { return insert_one(entity); });
+    }
+
+    /// Inserts all or none (a savepoint undoes a partial batch).
+    std::vector<T> add_many(const std::vector<T>& entities, Options options = {}) {
+        return write(options, [&] {
+            return atomically([&] {
+                std::vector<T> out;
+                out.reserve(entities.size());
+                for (const auto& e : entities) out.push_back(insert_one(e));
+                return out;
+            });
+        });
+    }
+
+    /// UPDATE every column by primary key; NotFoundError if the row is gone.
+    T update(const T& entity, Options options = {}) {
+        return write(options, [&] { return update_one(entity); });
+    }
+
+    /// Updates all or none; NotFoundError (and nothing changed) if any row is gone.
+    std::vector<T> update_many(const std::vector<T>& entities, Options options = {}) {
+        return write(options, [&] {
+            return atomically([&] {
+                std::vector<T> out;
+                out.reserve(entities.size());
+                for (const auto& e : entities) out.push_back(update_one(e));
+                return out;
+            });
+        });
+    }
+
+    /// INSERT, or UPDATE of the row with the same key (an integer key of 0 always inserts).
+    T upsert(const T& entity, Options options = {}) {
+        return write(options, [&] {
+            if constexpr (Info::integer_pk) {
+                if (Info::pk(entity) == 0) return insert_one(entity);
+            }
+            auto q = state().query(Sql::get().upsert);
+            detail::bind_entity(q, entity, 1, false);
+            return single_row(q);
+        });
+    }
+
+    /// DELETE by key; returns the removed row; NotFoundError if absent.
+    T remove(const pk_type& id, Options options = {}) {
+        return write(options, [&] {
+            auto q = state().query(Sql::get().delete_by_pk);
+            q.bind(1, id);
+            if (!q.step()) throw not_found(id);
+            T removed = detail::read_entity<T>(q.stmt());
+            q.run();
+            return removed;
+        });
+    }
+
+    /// Deletes the rows with these keys; returns the removed rows (absent keys are skipped).
+    std::vector<T> remove_many(const std::vector<pk_type>& ids, Options options = {}) {
+        if (ids.empty()) {
+            state().enter();
+            return {};
+        }
+        return write(options, [&] {
+            return atomically([&] {
+                std::vector<T> out;
+                constexpr std::size_t chunk = 500;
+                for (std::size_t start = 0; start < ids.size(); start += chunk) {
+                    const std::size_t n = std::min(chunk, ids.size() - start);
+                    std::string sql = Sql::get().delete_in_prefix;
+                    for (std::size_t i = 0; i < n; ++i) sql += i == 0 ? "?" : ", ?";
+                    sql += ")" + Sql::get().returning;
+                    auto q = state().query(sql);
+                    for (std::size_t i = 0; i < n; ++i) q.bind(static_cast<int>(i + 1), ids[start + i]);
+                    while (q.step()) out.push_back(detail::read_entity<T>(q.stmt()));
+                }
+                return out;
+            });
+        });
+    }
+
+    // ---- reads ----
+
+    /// The row with this key; NotFoundError if absent.
+    T get(const pk_type& id, Options options = {}) {
+        auto found = get_or_none(id, options);
+        if (!found) throw not_found(id);
+        return std::move(*found);
+    }
+
+    std::optional<T> get_or_none(const pk_type& id, Options options = {}) {
+        state().enter();
+        (void)options;
+        return load_by_pk(id);
+    }
+
+    /// Rows matching the filters (any number of filters and at most one Options, any order).
+    template <class... Args>
+    std::vector<T> list(const Args&... args) {
+        state().enter();
+        const auto parts = build(args...);
+        return load_list(parts);
+    }
+
+    /// The page of rows and the total number of matching rows (ignoring LimitOffset).
+    template <class... Args>
+    std::pair<std::vector<T>, std::int64_t> list_and_count(const Args&... args) {
+        state().enter();
+        const auto parts = build(args...);
+        return load_list_and_count(parts);
+    }
+
+    /// Number of matching rows (LimitOffset and OrderBy do not apply).
+    template <class... Args>
+    std::int64_t count(const Args&... args) {
+        state().enter();
+        const auto parts = build(args...);
+        return load_count(parts);
+    }
+
+    /// Whether any row matches (LimitOffset and OrderBy do not apply).
+    template <class... Args>
+    bool exists(const Args&... args) {
+        state().enter();
+        const auto parts = build(args...);
+        auto q = state().query("SELECT EXISTS(SELECT 1 FROM " + Sql::get().table + parts.where + ")");
+        parts.bind(q, false);
+        q.step();
+        return sqlite3_column_int64(q.stmt(), 0) != 0;
+    }
+
+private:
+    detail::SessionState& state() const {
+        if (!session_ || !session_->is_open()) throw Error("the repository's session is closed");
+        return *session_;
+    }
+
+    template <class... Args>
+    detail::QueryParts build(const Args&... args) const {
+        const auto max = static_cast<std::size_t>(
+            sqlite3_limit(state().handle(), SQLITE_LIMIT_VARIABLE_NUMBER, -1));
+        return detail::build_query<T>(max, args...);
+    }
+
+    static NotFoundError not_found(const pk_type& id) {
+        std::string key;
+        if constexpr (Info::integer_pk) {
+            key = std::to_string(id);
+        } else {
+            key = "'" + id + "'";
+        }
+        return NotFoundError("no row in '" + std::string(Info::table) + "' with " +
+                             std::string(Info::pk_name()) + " = " + key);
+    }
+
+    /// Runs a write: begins the transaction, commits after it when auto_commit is set. A
+    /// failure rolls back only a transaction this call began for auto_commit.
+    template <class Fn>
+    auto write(const Options& options, Fn&& fn) {
+        auto& s = state();
+        s.enter();
+        const bool began = !s.in_transaction();
+        s.begin_write();
+        try {
+            auto result = fn();
+            if (options.auto_commit) s.commit();
+            return result;
+        } catch (...) {
+            if (began && options.auto_commit) {
+                try {
+                    s.rollback();
+                } catch (...) {
+                }
+            }
+            throw;
+        }
+    }
+
+    /// Runs fn inside a savepoint: all of it or none of it.
+    template <class Fn>
+    auto atomically(Fn&& fn) {
+        auto& s = state();
+        const std::string name = s.savepoint();
+        try {
+            auto result = fn();
+            s.release(name);
+            return result;
+        } catch (...) {
+            try {
+                s.rollback_to(name);
+            } catch (...) {
+            }
+            throw;
+        }
+    }
+
+    T single_row(detail::Query& q) {
+        if (!q.step()) {
+            throw DatabaseError("statement returned no row", SQLITE_INTERNAL, SQLITE_INTERNAL,
+                                std::string(q.sql()));
+        }
+        T row = detail::read_entity<T>(q.stmt());
+        q.run();
+        return row;
+    }
+
+    T insert_one(const T& entity) {
+        bool auto_key = false;
+        if constexpr (Info::integer_pk) auto_key = Info::pk(entity) == 0;
+        auto q = state().query(auto_key ? Sql::get().insert_auto : Sql::get().insert_all);
+        detail::bind_entity(q, entity, 1, auto_key);
+        return single_row(q);
+    }
+
+    T update_one(const T& entity) {
+        auto q = state().query(Sql::get().update_by_pk);
+        detail::bind_for_update(q, entity);
+        if (!q.step()) throw not_found(Info::pk(entity));
+        T row = detail::read_entity<T>(q.stmt());
+        q.run();
+        return row;
+    }
+
+    std::optional<T> load_by_pk(const pk_type& id) {
+        auto q = state().query(Sql::get().select_by_pk);
+        q.bind(1, id);
+        if (!q.step()) return std::nullopt;
+        return detail::read_entity<T>(q.stmt());
+    }
+
+    std::string list_sql(const detail::QueryParts& parts, std::string_view extra_column) const {
+        std::string sql = "SELECT " + Sql::get().columns;
+        sql += extra_column;
+        sql += " FROM " + Sql::get().table + parts.where + parts.order;
+        if (parts.page) {
+            // A page needs a total order, or rows can repeat or vanish between pages.
+            sql += parts.order.empty() ? " ORDER BY " : ", ";
+            sql += detail::quote_identifier(Info::pk_name());
+        }
+        return sql + parts.page_sql();
+    }
+
+    std::vector<T> load_list(const detail::QueryParts& parts) {
+        auto q = state().query(list_sql(parts, ""));
+        parts.bind(q, true);
+        std::vector<T> out;
+        while (q.step()) out.push_back(detail::read_entity<T>(q.stmt()));
+        return out;
+    }
+
+    std::pair<std::vector<T>, std::int64_t> load_list_and_count(const detail::QueryParts& parts) {
+        std::vector<T> rows;
+        std::int64_t total = 0;
+        {
+            // One statement: rows and total come from the same snapshot.
+            auto q = state().query(list_sql(parts, ", COUNT(*) OVER ()"));
+            parts.bind(q, true);
+            while (q.step()) {
+                rows.push_back(detail::read_entity<T>(q.stmt()));
+                total = sqlite3_column_int64(q.stmt(), static_cast<int>(Info::columns));
+            }
+        }
+        if (rows.empty() && parts.page && (parts.page->offset > 0 || parts.page->limit == 0)) {
+            total = load_count(parts);  // the page is empty, so the window had no row to say it
+        }
+        return {std::move(rows), total};
+    }
+
+    std::int64_t load_count(const detail::QueryParts& parts) {
+        auto q = state().query("SELECT COUNT(*) FROM " + Sql::get().table + parts.where);
+        parts.bind(q, false);
+        q.step();
+        return sqlite3_column_int64(q.stmt(), 0);
+    }
+
+    std::shared_ptr<detail::SessionState> session_;
+};
+
+}  // namespace ormcache
