@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Configure, build and test ormcache in one of three modes:
+#
+#   scripts/run-tests.sh [default]   RelWithDebInfo, -Werror, benchmarks, all tests incl. the
+#                                    consumer-project (packaging) tests      -> build/
+#   scripts/run-tests.sh asan        ASan+UBSan, consumer tests skipped      -> build-asan/
+#   scripts/run-tests.sh tsan        TSan, consumer tests skipped            -> build-tsan/
+#
+# Environment: JOBS (default: nproc), CXX (compiler, picked up by CMake as usual).
+set -euo pipefail
+
+mode="${1:-default}"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+jobs="${JOBS:-$(nproc)}"
+
+"$root/scripts/setup-debian.sh"
+
+# Sanitizer builds: Debug keeps assertions, -O1 keeps the sanitized tests reasonably fast.
+sanitizer_flags=(-DCMAKE_BUILD_TYPE=Debug "-DCMAKE_CXX_FLAGS_DEBUG=-g -O1"
+                 -DORMCACHE_BUILD_BENCHMARKS=OFF -DORMCACHE_BUILD_EXAMPLES=OFF)
+ctest_args=()
+case "$mode" in
+    default)
+        build="$root/build"
+        cmake_args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DORMCACHE_BUILD_BENCHMARKS=ON
+                    -DORMCACHE_BUILD_EXAMPLES=ON -DORMCACHE_SANITIZE=)
+        ;;
+    asan)
+        build="$root/build-asan"
+        cmake_args=("${sanitizer_flags[@]}" -DORMCACHE_SANITIZE=address)
+        ctest_args=(-LE consumer)
+        export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1"
+        export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+        ;;
+    tsan)
+        build="$root/build-tsan"
+        cmake_args=("${sanitizer_flags[@]}" -DORMCACHE_SANITIZE=thread)
+        ctest_args=(-LE consumer)
+        export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1"
+        ;;
+    *)
+        echo "usage: $0 [default|asan|tsan]" >&2
+        exit 2
+        ;;
+esac
+
+cmake -S "$root" -B "$build" -DORMCACHE_BUILD_TESTS=ON -DORMCACHE_WERROR=ON "${cmake_args[@]}"
+cmake --build "$build" --parallel "$jobs"
+
+runner=()
+if [[ "$mode" == tsan ]]; then
+    # TSan's shadow-memory layout clashes with high-entropy ASLR on some kernels
+    # ("FATAL: ThreadSanitizer: unexpected memory mapping"). Probe with a trivial TSan
+    # program and, if it hits that, run the tests with ASLR disabled for this process tree.
+    probe_dir="$build/tsan-probe"
+    mkdir -p "$probe_dir"
+    printf 'int main() { return 0; }\n' >"$probe_dir/probe.cpp"
+    "${CXX:-c++}" -fsanitize=thread "$probe_dir/probe.cpp" -o "$probe_dir/probe"
+    if ! probe_out="$("$probe_dir/probe" 2>&1)"; then
+        if grep -q "unexpected memory mapping" <<<"$probe_out" &&
+            setarch "$(uname -m)" -R "$probe_dir/probe"; then
+            echo "run-tests: TSan needs ASLR off on this kernel, using setarch -R"
+            runner=(setarch "$(uname -m)" -R)
+        else
+            echo "run-tests: a trivial TSan program fails here:" >&2
+            echo "$probe_out" >&2
+            exit 1
+        fi
+    fi
+fi
+
+"${runner[@]}" ctest --test-dir "$build" --output-on-failure --parallel "$jobs" "${ctest_args[@]}"
