@@ -6,7 +6,8 @@
 #   scripts/run-tests.sh asan        ASan+UBSan, consumer tests skipped      -> build-asan/
 #   scripts/run-tests.sh tsan        TSan, consumer tests skipped            -> build-tsan/
 #
-# Environment: JOBS (default: nproc), CXX (compiler, picked up by CMake as usual).
+# Environment: JOBS (default: nproc), BUILD_DIR (overrides the build directory),
+# CXX (compiler, picked up by CMake as usual).
 set -euo pipefail
 
 mode="${1:-default}"
@@ -21,19 +22,19 @@ sanitizer_flags=(-DCMAKE_BUILD_TYPE=Debug "-DCMAKE_CXX_FLAGS_DEBUG=-g -O1"
 ctest_args=()
 case "$mode" in
     default)
-        build="$root/build"
+        build="${BUILD_DIR:-$root/build}"
         cmake_args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DORMCACHE_BUILD_BENCHMARKS=ON
                     -DORMCACHE_BUILD_EXAMPLES=ON -DORMCACHE_SANITIZE=)
         ;;
     asan)
-        build="$root/build-asan"
+        build="${BUILD_DIR:-$root/build-asan}"
         cmake_args=("${sanitizer_flags[@]}" -DORMCACHE_SANITIZE=address)
         ctest_args=(-LE consumer)
         export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1"
         export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
         ;;
     tsan)
-        build="$root/build-tsan"
+        build="${BUILD_DIR:-$root/build-tsan}"
         cmake_args=("${sanitizer_flags[@]}" -DORMCACHE_SANITIZE=thread)
         ctest_args=(-LE consumer)
         export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1"
