@@ -18,13 +18,13 @@ jobs="${JOBS:-$(nproc)}"
 
 # Sanitizer builds: Debug keeps assertions, -O1 keeps the sanitized tests reasonably fast.
 sanitizer_flags=(-DCMAKE_BUILD_TYPE=Debug "-DCMAKE_CXX_FLAGS_DEBUG=-g -O1"
-                 -DORMCACHE_BUILD_BENCHMARKS=OFF -DORMCACHE_BUILD_EXAMPLES=OFF)
+                 -DORMCACHE_BUILD_BENCHMARKS=OFF)
 ctest_args=()
 case "$mode" in
     default)
         build="${BUILD_DIR:-$root/build}"
         cmake_args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DORMCACHE_BUILD_BENCHMARKS=ON
-                    -DORMCACHE_BUILD_EXAMPLES=ON -DORMCACHE_SANITIZE=)
+                    -DORMCACHE_SANITIZE=)
         ;;
     asan)
         build="${BUILD_DIR:-$root/build-asan}"
@@ -45,7 +45,9 @@ case "$mode" in
         ;;
 esac
 
-cmake -S "$root" -B "$build" -DORMCACHE_BUILD_TESTS=ON -DORMCACHE_WERROR=ON "${cmake_args[@]}"
+# Examples are built and run (as a test) in every mode, under the sanitizers too.
+cmake -S "$root" -B "$build" -DORMCACHE_BUILD_TESTS=ON -DORMCACHE_BUILD_EXAMPLES=ON \
+    -DORMCACHE_WERROR=ON "${cmake_args[@]}"
 cmake --build "$build" --parallel "$jobs"
 
 runner=()
