@@ -5,6 +5,7 @@
 // (BLOB), enums (as their underlying integer), std::chrono::system_clock::time_point (integer
 // microseconds since the epoch, UTC) and std::optional of any of these (NULL).
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <concepts>
@@ -123,10 +124,22 @@ constexpr std::string_view scalar_type_code() {
     else return "time_us";
 }
 
+/// The microseconds a TimePoint can hold: its duration (nanoseconds with libstdc++) spans less
+/// than int64 microseconds, and floor(time_point::min()) is already outside it.
+inline constexpr std::int64_t min_micros =
+    std::chrono::ceil<std::chrono::microseconds>(TimePoint::duration::min()).count();
+inline constexpr std::int64_t max_micros =
+    std::chrono::floor<std::chrono::microseconds>(TimePoint::duration::max()).count();
+
+/// Floored to the microsecond, except that the earliest time points round up to min_micros
+/// (flooring them would not convert back: the conversion overflowed into the far future).
 inline std::int64_t to_micros(TimePoint tp) {
-    return std::chrono::floor<std::chrono::microseconds>(tp.time_since_epoch()).count();
+    return std::max(std::chrono::floor<std::chrono::microseconds>(tp.time_since_epoch()).count(),
+                    min_micros);
 }
+/// Saturates a stored value outside the clock's range instead of overflowing.
 inline TimePoint from_micros(std::int64_t us) {
+    us = std::clamp(us, min_micros, max_micros);
     return TimePoint{std::chrono::duration_cast<TimePoint::duration>(std::chrono::microseconds{us})};
 }
 
@@ -277,7 +290,12 @@ T value_from_json(const nlohmann::json& j, std::string_view field) {
         if (!bytes) throw SerializationError("field '" + std::string(field) + "': invalid base64");
         return std::move(*bytes);
     } else {
-        return from_micros(json_integer<std::int64_t>(j, field));
+        const auto us = json_integer<std::int64_t>(j, field);
+        if (us < min_micros || us > max_micros) {
+            throw SerializationError("field '" + std::string(field) +
+                                     "': time point out of the clock's range");
+        }
+        return from_micros(us);
     }
 }
 
