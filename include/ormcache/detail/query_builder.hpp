@@ -250,7 +250,7 @@ QueryParts build_query(std::size_t max_params, const Args&... args) {
                   "give at most one ormcache::Options per call");
     QueryParts parts;
     parts.max_params = max_params;
-    FilterApplier<T> apply{parts};
+    [[maybe_unused]] FilterApplier<T> apply{parts};  // unused when no filter is given
     (apply(args), ...);
     return parts;
 }
