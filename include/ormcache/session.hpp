@@ -103,7 +103,11 @@ public:
         if (!sqlite3_stmt_readonly(q.stmt()) && !detail::is_connection_statement(sql)) {
             state_->begin_write();
         }
+        const auto before = sqlite3_total_changes64(state_->handle());
         q.run();
+        // sqlite3_changes64() keeps the count of the last INSERT/UPDATE/DELETE across
+        // statements that change no rows (SELECT, DDL, ...): those changed nothing.
+        if (sqlite3_total_changes64(state_->handle()) == before) return 0;
         return sqlite3_changes64(state_->handle());
     }
 
