@@ -1,6 +1,7 @@
 #pragma once
 // Repository<T>: CRUD and filtered queries for one model on one session.
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -104,7 +105,11 @@ public:
         return write(options, [&] {
             return atomically([&] {
                 std::vector<T> out;
-                constexpr std::size_t chunk = 500;
+                // At most 500 keys per statement, and never more than the connection binds.
+                const int limit =
+                    sqlite3_limit(state().handle(), SQLITE_LIMIT_VARIABLE_NUMBER, -1);
+                const std::size_t chunk =
+                    std::min<std::size_t>(500, static_cast<std::size_t>(std::max(limit, 1)));
                 for (std::size_t start = 0; start < ids.size(); start += chunk) {
                     const std::size_t n = std::min(chunk, ids.size() - start);
                     std::string sql = Sql::get().delete_in_prefix;
