@@ -252,6 +252,14 @@ QueryParts build_query(std::size_t max_params, const Args&... args) {
     parts.max_params = max_params;
     [[maybe_unused]] FilterApplier<T> apply{parts};  // unused when no filter is given
     (apply(args), ...);
+    // Each collection checks itself against the limit; the whole query must fit too, whatever
+    // the order of the filters (else SQLite fails at prepare time with a DatabaseError).
+    const std::size_t total = parts.params.size() + (parts.page ? 2 : 0);
+    if (total > max_params) {
+        throw QueryError("the query binds " + std::to_string(total) +
+                         " values; SQLite binds at most " + std::to_string(max_params) +
+                         " parameters per statement");
+    }
     return parts;
 }
 
