@@ -105,13 +105,22 @@ private:
         if (stmt == nullptr) {
             throw QueryError("empty SQL statement: '" + std::string(sql) + "'");
         }
-        for (const char* p = tail; p != nullptr && p < sql.data() + sql.size(); ++p) {
-            if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r' && *p != ';') {
+        // What follows may only be empty statements: whitespace, ';' and comments, from which
+        // SQLite prepares nothing. Anything else is a second statement.
+        const char* const end = sql.data() + sql.size();
+        for (const char* p = tail; p != nullptr && p < end;) {
+            sqlite3_stmt* next = nullptr;
+            const char* rest = nullptr;
+            const int next_rc =
+                sqlite3_prepare_v2(db_, p, static_cast<int>(end - p), &next, &rest);
+            if (next_rc != SQLITE_OK || next != nullptr || rest == nullptr || rest <= p) {
+                sqlite3_finalize(next);
                 sqlite3_finalize(stmt);
                 throw QueryError(
                     "execute() runs exactly one statement; use session.connection().exec() for a "
                     "script: '" + std::string(sql) + "'");
             }
+            p = rest;
         }
         return stmt;
     }
