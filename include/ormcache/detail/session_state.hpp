@@ -285,11 +285,19 @@ private:
         return 0;
     }
 
-    static int on_authorize(void*, int action, const char* table, const char*, const char*,
+    static int on_authorize(void* ctx, int action, const char* table, const char*, const char*,
                             const char*) noexcept {
+        auto* self = static_cast<SessionState*>(ctx);
+        const int previous = std::exchange(self->last_auth_action_, action);
         // SQLITE_IGNORE on SQLITE_DELETE keeps the DELETE but disables the truncate
         // optimisation, so every deleted row passes the preupdate hook.
-        if (action == SQLITE_DELETE && table != nullptr && std::string_view(table).substr(0, 7) != "sqlite_") {
+        // DROP TABLE/VIEW also asks for SQLITE_DELETE on the dropped object, right after its
+        // SQLITE_DROP_* code, and silently skips the drop on anything but SQLITE_OK.
+        const bool dropping = previous == SQLITE_DROP_TABLE || previous == SQLITE_DROP_TEMP_TABLE ||
+                              previous == SQLITE_DROP_VIEW || previous == SQLITE_DROP_TEMP_VIEW ||
+                              previous == SQLITE_DROP_VTABLE;
+        if (action == SQLITE_DELETE && !dropping && table != nullptr &&
+            std::string_view(table).substr(0, 7) != "sqlite_") {
             return SQLITE_IGNORE;
         }
         return SQLITE_OK;
@@ -301,6 +309,7 @@ private:
     std::unique_ptr<StatementCache> statements_;  // finalized before conn_ closes
     ChangeJournal journal_;
     bool commit_pending_ = false;
+    int last_auth_action_ = 0;  // the authorizer's previous action code
     std::uint64_t savepoint_counter_ = 0;
     std::unordered_map<std::string, std::optional<TableInfo>> table_cache_;
     std::uint64_t table_cache_version_ = static_cast<std::uint64_t>(-1);
