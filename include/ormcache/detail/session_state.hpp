@@ -183,7 +183,12 @@ public:
     }
 
     /// Uncommitted changes to `table` exist in this session (read-your-writes).
-    bool dirty(std::string_view table) const { return journal_.touches(table); }
+    bool dirty(std::string_view table) const {
+        // A commit that succeeded but is not delivered yet (raw COMMIT on ":memory:") has
+        // left nothing uncommitted.
+        if (commit_pending_ && !in_transaction()) return false;
+        return journal_.touches(table);
+    }
 
     void register_table(std::string_view table) { db_->register_table(handle_, table); }
 
