@@ -140,6 +140,21 @@ public:
         }
         check(conn, rc, sql);
         if (pk_columns != 1) return;  // missing table, or no single-column key to name rows by
+        if (info.rowid_alias) {
+            // An INTEGER key is the rowid unless SQLite gave it an index of its own: WITHOUT
+            // ROWID tables (whose preupdate rowids are undefined) and INTEGER PRIMARY KEY DESC.
+            static constexpr std::string_view pk_index =
+                "SELECT 1 FROM pragma_index_list(?) WHERE origin = 'pk'";
+            sqlite3_stmt* ix = nullptr;
+            check(conn,
+                  sqlite3_prepare_v2(conn, pk_index.data(), int(pk_index.size()), &ix, nullptr),
+                  pk_index);
+            std::unique_ptr<sqlite3_stmt, int (*)(sqlite3_stmt*)> ix_guard(ix, sqlite3_finalize);
+            sqlite3_bind_text(ix, 1, table.data(), int(table.size()), SQLITE_TRANSIENT);
+            rc = sqlite3_step(ix);
+            check(conn, rc, pk_index);
+            info.rowid_alias = rc != SQLITE_ROW;
+        }
         std::unique_lock lock(registry_mutex_);
         registry_.emplace(std::string(table), info);
         registry_version_.fetch_add(1, std::memory_order_release);
