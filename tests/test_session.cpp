@@ -579,6 +579,34 @@ TEST_CASE("Session: foreign keys are on in every session", "[session][config]") 
     s2.rollback();
 }
 
+TEST_CASE("Session: DDL runs on session connections", "[session][connection]") {
+    // The session's authorizer (which makes DELETE name its rows) must not block DDL.
+    TempDir dir;
+    ormcache::Database db{file_config(dir)};
+    db.create_all<app::User>();
+    auto s = db.session();
+    s.execute("CREATE TABLE scratch (id INTEGER PRIMARY KEY, v TEXT)");
+    s.execute("CREATE VIEW scratch_view AS SELECT v FROM scratch");
+    s.execute("CREATE TEMP TABLE temp_scratch (id INTEGER PRIMARY KEY)");
+    s.commit();
+    auto other = db.session();
+    CHECK(other.connection().tableExists("scratch"));
+    s.execute("DROP VIEW scratch_view");
+    s.execute("DROP TABLE scratch");
+    s.execute("DROP TABLE temp.temp_scratch");
+    s.commit();
+    CHECK_FALSE(s.connection().tableExists("scratch"));
+    CHECK_FALSE(other.connection().tableExists("scratch"));
+    CHECK(other.connection()
+              .execAndGet("SELECT count(*) FROM sqlite_schema WHERE name = "
+                          "'scratch_view'")
+              .getInt() == 0);
+    CHECK(s.connection().execAndGet("SELECT count(*) FROM sqlite_temp_schema").getInt() == 0);
+    s.connection().exec("CREATE TABLE raw_scratch (id INTEGER PRIMARY KEY)");
+    s.connection().exec("DROP TABLE raw_scratch");
+    CHECK_FALSE(other.connection().tableExists("raw_scratch"));
+}
+
 TEST_CASE("Session: file databases are in WAL mode", "[session][config]") {
     TempDir dir;
     {
