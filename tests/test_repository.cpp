@@ -112,16 +112,23 @@ std::vector<std::int64_t> I(std::initializer_list<std::int64_t> ids) {
     return ids;
 }
 
-/// How many statements with exactly this text are prepared on the session's connection.
-int prepared_count(ormcache::Session& session, const std::string& sql) {
+/// The statements with exactly this text prepared on the session's connection: how many there
+/// are, and how many times they have run in total.
+struct Prepared {
+    int count = 0;
+    int runs = 0;
+};
+Prepared prepared(ormcache::Session& session, const std::string& sql) {
     sqlite3* handle = session.connection().getHandle();
-    int n = 0;
+    Prepared out;
     for (sqlite3_stmt* st = sqlite3_next_stmt(handle, nullptr); st != nullptr;
          st = sqlite3_next_stmt(handle, st)) {
-        if (sqlite3_sql(st) == sql)
-            ++n;
+        if (sqlite3_sql(st) == sql) {
+            ++out.count;
+            out.runs += sqlite3_stmt_status(st, SQLITE_STMTSTATUS_RUN, 0);
+        }
     }
-    return n;
+    return out;
 }
 
 template <class E, class Fn>
@@ -344,8 +351,9 @@ TEST_CASE("get and get_or_none read by key with one prepared statement", "[repos
     // and a read outside a transaction does not begin one.
     CHECK(f.log.statements() == std::vector<std::string>(4, kUserGet));
     CHECK_FALSE(session.in_transaction());
-    // Reused: one prepared statement for that text on the session's connection.
-    CHECK(prepared_count(session, kUserGet) == 1);
+    // Reused: one prepared statement for that text on the session's connection, run 4 times.
+    CHECK(prepared(session, kUserGet).count == 1);
+    CHECK(prepared(session, kUserGet).runs == 4);
 }
 
 TEST_CASE("list returns matching rows; the same filters reuse one statement",
@@ -366,7 +374,8 @@ TEST_CASE("list returns matching rows; the same filters reuse one statement",
     const std::string expected = "SELECT " + kUserColumns + R"( FROM "users" WHERE "age" >= ?)";
     CHECK(statements[0] == expected);
     CHECK(statements[1] == expected);  // another value, the same text
-    CHECK(prepared_count(session, expected) == 1);
+    CHECK(prepared(session, expected).count == 1);
+    CHECK(prepared(session, expected).runs == 2);
 }
 
 TEST_CASE("filter values are always bound, never inlined", "[repository][filters][sql]") {
