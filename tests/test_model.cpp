@@ -420,7 +420,11 @@ TEST_CASE("negative zero reads back from SQLite as +0.0 (documented limitation)"
     v.f32 = -0.0f;
     v.f64 = -0.0;
     v.o_f64 = -0.0;
-    const auto out = through_file({v});
+    AllTypes positive = v;
+    positive.f32 = 0.0f;
+    positive.f64 = 0.0;
+    positive.o_f64 = 0.0;
+    const auto out = through_file({v}, {positive});
     REQUIRE(out.size() == 1);
     CHECK(out[0].f32 == 0.0f);
     CHECK_FALSE(std::signbit(out[0].f32));

@@ -28,7 +28,7 @@ namespace ormcache::detail {
 
 /// Where a table's primary key lives, for the journal's preupdate hook.
 struct TableInfo {
-    int pk_column = -1;       ///< column index of the primary key
+    int pk_column = -1;       ///< column index of the primary key; -1: rows cannot be named
     bool rowid_alias = true;  ///< INTEGER PRIMARY KEY: the rowid is the key
 };
 

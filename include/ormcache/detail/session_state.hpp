@@ -203,14 +203,25 @@ public:
     }
 
 private:
-    std::optional<TableInfo> table_info(const std::string& table) {
+    /// How the hook names `name`'s rows: the registry's answer for model tables; for other
+    /// tables the rowid, unless the table has none (WITHOUT ROWID: the hook's rowid arguments
+    /// are undefined), which is told by asking SQLite's C API for its "rowid" column (no SQL
+    /// runs, so the statement executing the hook is undisturbed). Cached per session.
+    std::optional<TableInfo> table_info(const char* schema, const char* table, const std::string& name) {
         const auto version = db_->registry_version();
         if (version != table_cache_version_) {
             table_cache_.clear();
             table_cache_version_ = version;
         }
-        auto it = table_cache_.find(table);
-        if (it == table_cache_.end()) it = table_cache_.emplace(table, db_->table_info(table)).first;
+        auto it = table_cache_.find(name);
+        if (it == table_cache_.end()) {
+            std::optional<TableInfo> info = db_->table_info(name);
+            if (!info && sqlite3_table_column_metadata(handle_, schema, table, "rowid", nullptr,
+                                                       nullptr, nullptr, nullptr, nullptr) != SQLITE_OK) {
+                info = TableInfo{-1, false};  // no rowid and no registered key: whole table
+            }
+            it = table_cache_.emplace(name, info).first;
+        }
         return it->second;
     }
 
@@ -235,8 +246,10 @@ private:
         change.operation = op == SQLITE_INSERT   ? Operation::insert
                            : op == SQLITE_DELETE ? Operation::remove
                                                  : Operation::update;
-        const auto info = self->table_info(change.table);
-        if (!info || info->rowid_alias) {
+        const auto info = self->table_info(schema, table, change.table);
+        if (info && info->pk_column < 0) {
+            change.operation = Operation::whole_table;
+        } else if (!info || info->rowid_alias) {
             if (op != SQLITE_INSERT) change.old_key = old_rowid;
             if (op != SQLITE_DELETE) change.new_key = new_rowid;
         } else {
