@@ -1,5 +1,5 @@
 #pragma once
-// Database: configuration, sessions and commit listeners over one SQLite database.
+// Database: configuration, sessions, commit listeners and the cache over one SQLite database.
 
 #include <cstdint>
 #include <functional>
@@ -7,6 +7,7 @@
 #include <string>
 #include <utility>
 
+#include "cache_manager.hpp"
 #include "change_set.hpp"
 #include "database_config.hpp"
 #include "detail/database_state.hpp"
@@ -16,12 +17,28 @@
 
 namespace ormcache {
 
+class Database;
+void setup_cache_listeners(Database& db, CacheManager& manager);
+
+namespace detail {
+inline CacheConfig config_or_null(const DatabaseConfig& config) {
+    if (config.cache_config) return *config.cache_config;
+    CacheConfig null_config;
+    null_config.backend = "null";
+    return null_config;
+}
+}  // namespace detail
+
 /// Thread-safe: any number of threads may each open their own Session.
-/// Configuration is validated here; a bad config throws ConfigError.
+/// Configuration (cache_config included) is validated here; a bad config throws ConfigError.
 class Database {
 public:
     explicit Database(DatabaseConfig config)
-        : state_(std::make_shared<detail::DatabaseState>(std::move(config))) {}
+        : state_(std::make_shared<detail::DatabaseState>(config)),
+          cache_(std::make_shared<detail::CacheCore>(detail::config_or_null(config))) {
+        state_->set_default_cache(cache_.core_);
+        if (config.cache_config && config.enable_cache_listener) setup_cache_listeners(*this, cache_);
+    }
 
     Database(const Database&) = delete;
     Database& operator=(const Database&) = delete;
@@ -47,7 +64,12 @@ public:
 
     const DatabaseConfig& config() const noexcept { return state_->config(); }
 
+    /// The manager built from cache_config (on the null backend when there is none).
+    CacheManager& cache_manager() noexcept { return cache_; }
+
 private:
+    friend void setup_cache_listeners(Database& db, CacheManager& manager);
+
     template <Model T>
     static void create_one(detail::SessionState& s) {
         s.enter();
@@ -56,6 +78,18 @@ private:
     }
 
     std::shared_ptr<detail::DatabaseState> state_;
+    CacheManager cache_;
 };
+
+/// Manual setup, as in the seed: every commit on `db` invalidates `manager`'s cache, and
+/// explicit transactions on `db` guard their fills against `manager`'s counters. The listener
+/// holds the manager weakly: it stops when the manager is destroyed.
+inline void setup_cache_listeners(Database& db, CacheManager& manager) {
+    std::weak_ptr<detail::CacheCore> weak = manager.core_;
+    db.state_->add_listener([weak](const ChangeSet& changes) {
+        if (auto core = weak.lock()) core->on_commit(changes);
+    });
+    db.state_->attach_cache(manager.core_);
+}
 
 }  // namespace ormcache

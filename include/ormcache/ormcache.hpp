@@ -3,8 +3,13 @@
 // follows transactions. This umbrella header brings the ORM, the CacheManager and the memory
 // and null backends.
 
+#include "backend.hpp"
+#include "backends/memory.hpp"
 #include "cache_config.hpp"
+#include "cache_manager.hpp"
+#include "cache_stats.hpp"
 #include "change_set.hpp"
+#include "codec.hpp"
 #include "database.hpp"
 #include "database_config.hpp"
 #include "errors.hpp"

@@ -10,6 +10,8 @@
 #include <utility>
 #include <vector>
 
+#include "cache_manager.hpp"
+#include "detail/cache_core.hpp"
 #include "detail/model_sql.hpp"
 #include "detail/query_builder.hpp"
 #include "errors.hpp"
@@ -31,10 +33,13 @@ class Repository {
 public:
     using pk_type = typename Info::pk_type;
 
-    explicit Repository(Session& session) : session_(session.state_) {
-        state().enter();
-        session_->register_table(Info::table);
-    }
+    /// Uses the cache of the session's Database (`db.cache_manager()`).
+    explicit Repository(Session& session)
+        : Repository(session, std::static_pointer_cast<detail::CacheCore>(
+                                  session.state().database().default_cache())) {}
+
+    /// Manual setup: uses `manager` (see setup_cache_listeners).
+    Repository(Session& session, CacheManager& manager) : Repository(session, manager.core_) {}
 
     // ---- writes ----
 
@@ -133,18 +138,25 @@ public:
         return std::move(*found);
     }
 
+    /// Cached by key (API.md section 4, rule 1); absence is cached too, and an insert of
+    /// the key invalidates it.
     std::optional<T> get_or_none(const pk_type& id, Options options = {}) {
-        state().enter();
-        (void)options;
-        return load_by_pk(id);
+        auto& s = state();
+        s.enter();
+        if (!options.use_cache) return load_by_pk(id);
+        return cache_->template read<std::optional<T>>(
+            cache_->template entity_key<T>(detail::to_primary_key(id)), Info::table, {}, true,
+            context(), options.expiration_time, [&] { return load_by_pk(id); });
     }
 
     /// Rows matching the filters (any number of filters and at most one Options, any order).
+    /// Cached under T's list version and the query's text and values.
     template <class... Args>
     std::vector<T> list(const Args&... args) {
         state().enter();
         const auto parts = build(args...);
-        return load_list(parts);
+        return cached_query<std::vector<T>>("list", list_sql(parts, ""), parts,
+                                            [&] { return load_list(parts); });
     }
 
     /// The page of rows and the total number of matching rows (ignoring LimitOffset).
@@ -152,7 +164,9 @@ public:
     std::pair<std::vector<T>, std::int64_t> list_and_count(const Args&... args) {
         state().enter();
         const auto parts = build(args...);
-        return load_list_and_count(parts);
+        return cached_query<std::pair<std::vector<T>, std::int64_t>>(
+            "list_and_count", list_sql(parts, ", COUNT(*) OVER ()"), parts,
+            [&] { return load_list_and_count(parts); });
     }
 
     /// Number of matching rows (LimitOffset and OrderBy do not apply).
@@ -160,7 +174,8 @@ public:
     std::int64_t count(const Args&... args) {
         state().enter();
         const auto parts = build(args...);
-        return load_count(parts);
+        return cached_query<std::int64_t>("count", count_sql(parts), parts,
+                                          [&] { return load_count(parts); });
     }
 
     /// Whether any row matches (LimitOffset and OrderBy do not apply).
@@ -168,13 +183,63 @@ public:
     bool exists(const Args&... args) {
         state().enter();
         const auto parts = build(args...);
-        auto q = state().query("SELECT EXISTS(SELECT 1 FROM " + Sql::get().table + parts.where + ")");
-        parts.bind(q, false);
-        q.step();
-        return sqlite3_column_int64(q.stmt(), 0) != 0;
+        const std::string sql =
+            "SELECT EXISTS(SELECT 1 FROM " + Sql::get().table + parts.where + ")";
+        return cached_query<bool>("exists", sql, parts, [&] {
+            auto q = state().query(sql);
+            parts.bind(q, false);
+            q.step();
+            return sqlite3_column_int64(q.stmt(), 0) != 0;
+        });
     }
 
 private:
+    Repository(Session& session, std::shared_ptr<detail::CacheCore> cache)
+        : session_(session.state_), cache_(std::move(cache)) {
+        state().enter();
+        session_->register_table(Info::table);
+        cache_->template register_model<T>();
+    }
+
+    /// How this call may use the cache, from the session's transaction state.
+    detail::ReadContext context() const {
+        using Kind = detail::SessionState::TxnKind;
+        using detail::FillMode;
+        const auto& s = state();
+        if (s.dirty(Info::table)) return {FillMode::bypass, {}};  // read-your-writes
+        switch (s.txn_kind()) {
+            case Kind::none: return {FillMode::shared, {}};
+            case Kind::immediate: return {FillMode::fill, {}};
+            case Kind::unknown: return {FillMode::read_only, {}};
+            case Kind::snapshot: break;
+        }
+        // An explicit transaction fills only while the table's counters are still the ones
+        // read before its snapshot was taken.
+        const auto* guard = s.snapshot_guard(cache_.get());
+        if (guard == nullptr) return {FillMode::read_only, {}};
+        detail::ReadContext ctx{FillMode::fill, {}};
+        for (const auto& counter : {cache_->version_key(Info::table), cache_->generation_key(Info::table)}) {
+            const auto it = guard->find(counter);
+            if (it == guard->end()) return {FillMode::read_only, {}};
+            ctx.guards.emplace_back(counter, it->second);
+        }
+        return ctx;
+    }
+
+    template <class R, class Load>
+    R cached_query(std::string_view kind, const std::string& sql, const detail::QueryParts& parts,
+                   Load&& load) {
+        if (!parts.options.use_cache) return load();
+        const std::string canonical = std::string(kind) + '\n' + sql + '\n' + parts.canonical_values();
+        return cache_->template read<R>(cache_->template query_key<T>(kind, canonical), Info::table,
+                                        canonical, false, context(), parts.options.expiration_time,
+                                        std::forward<Load>(load));
+    }
+
+    std::string count_sql(const detail::QueryParts& parts) const {
+        return "SELECT COUNT(*) FROM " + Sql::get().table + parts.where;
+    }
+
     detail::SessionState& state() const {
         if (!session_ || !session_->is_open()) throw Error("the repository's session is closed");
         return *session_;
@@ -312,13 +377,14 @@ private:
     }
 
     std::int64_t load_count(const detail::QueryParts& parts) {
-        auto q = state().query("SELECT COUNT(*) FROM " + Sql::get().table + parts.where);
+        auto q = state().query(count_sql(parts));
         parts.bind(q, false);
         q.step();
         return sqlite3_column_int64(q.stmt(), 0);
     }
 
     std::shared_ptr<detail::SessionState> session_;
+    std::shared_ptr<detail::CacheCore> cache_;
 };
 
 }  // namespace ormcache

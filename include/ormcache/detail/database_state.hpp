@@ -34,6 +34,19 @@ struct TableInfo {
 
 using CommitListener = std::function<void(const ChangeSet&)>;
 
+/// Counter values (list versions, entity generations) by counter key.
+using CounterSnapshot = std::unordered_map<std::string, std::int64_t>;
+
+/// What a session needs from a cache attached to its database, without depending on the
+/// cache layer: the counters to guard fills with, read before an explicit transaction takes
+/// its snapshot.
+class CacheHook {
+public:
+    virtual ~CacheHook() = default;
+    /// nullopt when the cache cannot answer (then the transaction never fills).
+    virtual std::optional<CounterSnapshot> snapshot_counters() noexcept = 0;
+};
+
 class DatabaseState {
 public:
     explicit DatabaseState(DatabaseConfig config) : config_(std::move(config)) {
@@ -115,6 +128,27 @@ public:
         }
     }
 
+    /// Caches whose snapshot guard sessions take at begin() (held weakly: a manual
+    /// CacheManager may go away first).
+    void attach_cache(const std::shared_ptr<CacheHook>& hook) {
+        std::lock_guard lock(caches_mutex_);
+        std::erase_if(caches_, [](const auto& w) { return w.expired(); });
+        caches_.push_back(hook);
+    }
+
+    /// The Database's own cache (its cache_manager()), set once by the Database.
+    void set_default_cache(std::shared_ptr<CacheHook> hook) { default_cache_ = std::move(hook); }
+    const std::shared_ptr<CacheHook>& default_cache() const noexcept { return default_cache_; }
+
+    std::vector<std::shared_ptr<CacheHook>> caches() const {
+        std::lock_guard lock(caches_mutex_);
+        std::vector<std::shared_ptr<CacheHook>> out;
+        for (const auto& w : caches_) {
+            if (auto hook = w.lock()) out.push_back(std::move(hook));
+        }
+        return out;
+    }
+
     /// Learns where `table`'s primary key is from the schema (not from the C++ mapping: an
     /// existing table may order its columns differently). No-op when the table does not exist.
     void register_table(sqlite3* conn, std::string_view table) {
@@ -191,6 +225,10 @@ private:
     mutable std::mutex listeners_mutex_;  // guards listeners_ (the pointer, not the list)
     std::shared_ptr<const Listeners> listeners_ = std::make_shared<const Listeners>();
     std::uint64_t next_listener_id_ = 0;
+
+    std::shared_ptr<CacheHook> default_cache_;
+    mutable std::mutex caches_mutex_;  // guards caches_
+    std::vector<std::weak_ptr<CacheHook>> caches_;
 
     mutable std::shared_mutex registry_mutex_;  // guards registry_
     std::unordered_map<std::string, TableInfo, StringHash, std::equal_to<>> registry_;

@@ -5,6 +5,7 @@
 
 #include <array>
 #include <cstdint>
+#include <cstring>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -71,6 +72,38 @@ struct QueryParts {
 
     /// " LIMIT ? OFFSET ?" when paged (its two values are bound after `params`).
     std::string page_sql() const { return page ? " LIMIT ? OFFSET ?" : ""; }
+
+    /// Every bound value, typed and length-prefixed: with the SQL text, it identifies the
+    /// query's result exactly (the cache's list key digests it and the entry stores it).
+    std::string canonical_values() const {
+        std::string out;
+        auto add = [&](const SqlValue& v) {
+            std::visit(
+                [&](const auto& x) {
+                    using X = std::decay_t<decltype(x)>;
+                    if constexpr (std::is_same_v<X, std::monostate>) {
+                        out += "n;";
+                    } else if constexpr (std::is_same_v<X, std::int64_t>) {
+                        out += "i" + std::to_string(x) + ";";
+                    } else if constexpr (std::is_same_v<X, double>) {
+                        std::uint64_t bits;
+                        std::memcpy(&bits, &x, sizeof bits);
+                        out += "d" + std::to_string(bits) + ";";
+                    } else {
+                        out += (std::is_same_v<X, std::string> ? "s" : "b") + std::to_string(x.size()) + ":";
+                        out.append(reinterpret_cast<const char*>(x.data()), x.size());
+                        out += ';';
+                    }
+                },
+                v);
+        };
+        for (const auto& v : params) add(v);
+        if (page) {
+            add(page->limit);
+            add(page->offset);
+        }
+        return out;
+    }
 
     /// Binds the WHERE values, then LIMIT/OFFSET when `paged`.
     void bind(Query& q, bool paged) const {

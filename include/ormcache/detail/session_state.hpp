@@ -135,18 +135,50 @@ public:
         return handle_ != nullptr && sqlite3_get_autocommit(handle_) == 0;
     }
 
+    /// How the open transaction began, which decides how its reads may fill the cache.
+    enum class TxnKind {
+        none,       ///< autocommit: each statement reads the latest committed state
+        immediate,  ///< BEGIN IMMEDIATE by the library: holds the write lock, so no commit
+                    ///< can land between its reads; they see the latest committed state
+        snapshot,   ///< begin(): reads see the snapshot taken at begin()
+        unknown,    ///< begun by raw SQL: nothing is known of its snapshot
+    };
+
+    TxnKind txn_kind() const noexcept {
+        if (!in_transaction()) return TxnKind::none;
+        return txn_kind_ == TxnKind::none ? TxnKind::unknown : txn_kind_;
+    }
+
+    /// The counters `hook` had before this session's begin() took its snapshot, if read.
+    const CounterSnapshot* snapshot_guard(const CacheHook* hook) const noexcept {
+        if (txn_kind() != TxnKind::snapshot) return nullptr;
+        for (const auto& [h, snapshot] : guards_) {
+            if (h == hook) return snapshot ? &*snapshot : nullptr;
+        }
+        return nullptr;
+    }
+
     /// Lazy transaction start before a write. IMMEDIATE takes the write lock now, so two
     /// writers never deadlock upgrading a read lock (one waits up to busy_timeout instead).
     void begin_write() {
-        if (!in_transaction()) run("BEGIN IMMEDIATE");
+        if (in_transaction()) return;
+        run("BEGIN IMMEDIATE");
+        txn_kind_ = TxnKind::immediate;
+        guards_.clear();
     }
 
     /// Explicit transaction: reads until commit/rollback see one snapshot, taken here.
     void begin() {
+        // The caches' counters are read before the snapshot exists, so a commit landing
+        // between the two only makes the guard stricter (API.md rule 6).
+        std::vector<std::pair<const CacheHook*, std::optional<CounterSnapshot>>> guards;
+        for (const auto& hook : db_->caches()) guards.emplace_back(hook.get(), hook->snapshot_counters());
         run("BEGIN");
         // BEGIN is deferred: SQLite takes the read snapshot at the first read. Read now so
         // the snapshot is the one of begin(), not of some later statement.
         run("PRAGMA schema_version");
+        txn_kind_ = TxnKind::snapshot;
+        guards_ = std::move(guards);
     }
 
     void commit() {
@@ -159,6 +191,7 @@ public:
             commit_pending_ = false;
             throw;
         }
+        end_transaction();
         settle();
     }
 
@@ -166,6 +199,7 @@ public:
         if (!in_transaction()) return;
         run("ROLLBACK");
         journal_.clear();
+        end_transaction();
     }
 
     /// SAVEPOINT inside the current transaction (a write transaction is begun first, so that
@@ -262,14 +296,24 @@ private:
         self->journal_.record(std::move(change));
     }
 
+    void end_transaction() noexcept {
+        txn_kind_ = TxnKind::none;
+        guards_.clear();
+    }
+
     static int on_commit(void* ctx) noexcept {
-        static_cast<SessionState*>(ctx)->commit_pending_ = true;
+        auto* self = static_cast<SessionState*>(ctx);
+        self->commit_pending_ = true;
+        // Whether or not this commit succeeds, what is known of the transaction's start no
+        // longer holds for whatever runs next (a failed commit's transaction reads as unknown).
+        self->end_transaction();
         return 0;
     }
 
     static void on_rollback(void* ctx) noexcept {
         auto* self = static_cast<SessionState*>(ctx);
         self->commit_pending_ = false;
+        self->end_transaction();
         self->journal_.clear();
     }
 
@@ -327,6 +371,8 @@ private:
     std::unique_ptr<StatementCache> statements_;  // finalized before conn_ closes
     ChangeJournal journal_;
     bool commit_pending_ = false;
+    TxnKind txn_kind_ = TxnKind::none;
+    std::vector<std::pair<const CacheHook*, std::optional<CounterSnapshot>>> guards_;
     int last_auth_action_ = 0;  // the authorizer's previous action code
     std::uint64_t savepoint_counter_ = 0;
     std::unordered_map<std::string, std::optional<TableInfo>> table_cache_;

@@ -1,0 +1,282 @@
+#pragma once
+// The in-process memory backend: sharded LRU with a TTL per entry. It stores decoded objects
+// (stores_objects), so a hit parses nothing. Thread-safe; no global lock on the hit path: a
+// key's shard lock, and the counter's shard lock when the read asks for a counter.
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "../backend.hpp"
+#include "../detail/statement_cache.hpp"  // StringHash
+
+namespace ormcache {
+
+class MemoryBackend {
+public:
+    static constexpr bool stores_objects = true;
+
+    struct Options {
+        /// Most entries kept (leases included); the least recently used go first. 0 = unbounded.
+        std::size_t max_entries = 100000;
+        /// Independent LRU shards (more shards, less contention; each holds max_entries/shards).
+        std::size_t shards = 16;
+    };
+
+    MemoryBackend() : MemoryBackend(Options{}) {}
+    explicit MemoryBackend(Options options)
+        : options_(options),
+          shard_count_(std::max<std::size_t>(
+              1, options.max_entries == 0 ? options.shards
+                                          : std::min(options.shards, options.max_entries))),
+          shards_(shard_count_), counter_shards_(shard_count_) {
+        if (options_.max_entries != 0) {
+            per_shard_capacity_ = (options_.max_entries + shard_count_ - 1) / shard_count_;
+        }
+    }
+
+    std::string_view name() const noexcept { return "memory"; }
+
+    ReadResult read(const ReadRequest& request) {
+        ReadResult result;
+        result.counters.reserve(request.counters.size());
+        for (const auto& counter : request.counters) result.counters.push_back(counter_value(counter, 0));
+        Shard& shard = shard_for(request.key);
+        std::lock_guard lock(shard.mutex);
+        const auto now = Clock::now();
+        auto it = shard.map.find(request.key);
+        if (it != shard.map.end() && expired(it->second, now)) {
+            erase(shard, it);
+            it = shard.map.end();
+        }
+        if (it != shard.map.end()) {
+            if (it->second.lease.empty()) {
+                touch(shard, it->second);
+                result.value = it->second.value;
+            }
+            return result;  // a hit, or someone else's lease: a miss without a lease
+        }
+        if (request.lease_ttl) {
+            result.lease = new_token();
+            Slot slot;
+            slot.lease = result.lease;
+            slot.expires = expiry(now, *request.lease_ttl);
+            insert(shard, request.key, std::move(slot));
+        }
+        return result;
+    }
+
+    bool fill(const FillRequest& request) {
+        Shard& shard = shard_for(request.key);
+        std::lock_guard lock(shard.mutex);
+        auto it = shard.map.find(request.key);
+        if (!request.lease.empty()) {
+            if (it == shard.map.end() || it->second.lease != request.lease) return false;
+        }
+        for (const auto& [counter, expected] : request.guards) {
+            if (counter_value(counter, 0) != expected) {
+                if (it != shard.map.end() && !request.lease.empty()) erase(shard, it);
+                return false;
+            }
+        }
+        Slot slot;
+        slot.value = request.value;
+        slot.expires = expiry(Clock::now(), request.ttl);
+        if (it != shard.map.end()) erase(shard, it);
+        insert(shard, request.key, std::move(slot));
+        return true;
+    }
+
+    void set(const std::string& key, CacheValue value, Ttl ttl) {
+        fill(FillRequest{key, std::move(value), ttl, {}, {}});
+    }
+
+    std::optional<CacheValue> get(const std::string& key) {
+        return read(ReadRequest{key, {}, std::nullopt}).value;
+    }
+
+    void remove(const std::vector<std::string>& keys) {
+        for (const auto& key : keys) {
+            Shard& shard = shard_for(key);
+            std::lock_guard lock(shard.mutex);
+            if (auto it = shard.map.find(key); it != shard.map.end()) erase(shard, it);
+        }
+    }
+
+    void invalidate(const InvalidationBatch& batch) {
+        // Bump first: a reader that sees the new counter must not then find the old entry.
+        for (const auto& counter : batch.bump) counter_value(counter, 1);
+        remove(batch.remove);
+    }
+
+    void clear() {
+        for (auto& shard : shards_) {
+            std::lock_guard lock(shard.mutex);
+            shard.map.clear();
+            shard.lru.clear();
+        }
+        // Counters survive clear(): dropping them could let a re-created counter repeat an
+        // old value; they are tiny.
+    }
+
+    /// Entries held now (leases included; expired entries not yet swept count too).
+    std::size_t size() const {
+        std::size_t n = 0;
+        for (const auto& shard : shards_) {
+            std::lock_guard lock(shard.mutex);
+            n += shard.map.size();
+        }
+        return n;
+    }
+
+    /// Entries dropped to stay within max_entries.
+    std::uint64_t evictions() const noexcept { return evictions_.load(std::memory_order_relaxed); }
+
+private:
+    using Clock = std::chrono::steady_clock;
+
+    struct Slot {
+        CacheValue value;
+        std::string lease;  // non-empty: a fill lease, not a value
+        Clock::time_point expires = Clock::time_point::max();
+        std::list<const std::string*>::iterator lru;
+    };
+
+    struct Shard {
+        mutable std::mutex mutex;  // guards map and lru
+        std::unordered_map<std::string, Slot, detail::StringHash, std::equal_to<>> map;
+        std::list<const std::string*> lru;  // most recent first; points at map keys
+    };
+
+    struct CounterShard {
+        std::mutex mutex;  // guards values
+        std::unordered_map<std::string, std::int64_t, detail::StringHash, std::equal_to<>> values;
+    };
+
+    static bool expired(const Slot& slot, Clock::time_point now) { return slot.expires <= now; }
+
+    static Clock::time_point expiry(Clock::time_point now, Ttl ttl) {
+        if (ttl.count() < 0) return Clock::time_point::max();
+        return now + ttl;
+    }
+
+    std::size_t index_of(std::string_view key) const {
+        return std::hash<std::string_view>{}(key) % shard_count_;
+    }
+    Shard& shard_for(std::string_view key) { return shards_[index_of(key)]; }
+
+    /// Reads a counter, creating it from the clock when missing, after adding `delta`.
+    std::int64_t counter_value(const std::string& key, std::int64_t delta) {
+        CounterShard& shard = counter_shards_[index_of(key)];
+        std::lock_guard lock(shard.mutex);
+        auto it = shard.values.find(key);
+        if (it == shard.values.end()) {
+            const auto seed = std::chrono::duration_cast<std::chrono::microseconds>(
+                                  std::chrono::system_clock::now().time_since_epoch())
+                                  .count();
+            it = shard.values.emplace(key, seed).first;
+        }
+        it->second += delta;
+        return it->second;
+    }
+
+    std::string new_token() {
+        thread_local std::mt19937_64 rng{std::random_device{}()};
+        return std::to_string(rng()) + "-" + std::to_string(++token_counter_);
+    }
+
+    void touch(Shard& shard, Slot& slot) { shard.lru.splice(shard.lru.begin(), shard.lru, slot.lru); }
+
+    void insert(Shard& shard, const std::string& key, Slot slot) {
+        auto [it, inserted] = shard.map.emplace(key, std::move(slot));
+        shard.lru.push_front(&it->first);
+        it->second.lru = shard.lru.begin();
+        if (per_shard_capacity_ == 0) return;
+        while (shard.map.size() > per_shard_capacity_) {
+            const std::string* victim = shard.lru.back();
+            erase(shard, shard.map.find(*victim));
+            evictions_.fetch_add(1, std::memory_order_relaxed);
+        }
+    }
+
+    template <class It>
+    static void erase(Shard& shard, It it) {
+        shard.lru.erase(it->second.lru);
+        shard.map.erase(it);
+    }
+
+    Options options_;
+    std::size_t shard_count_;
+    std::size_t per_shard_capacity_ = 0;
+    std::vector<Shard> shards_;
+    std::vector<CounterShard> counter_shards_;
+    std::atomic<std::uint64_t> token_counter_{0};
+    std::atomic<std::uint64_t> evictions_{0};
+};
+
+/// Stores nothing: every read misses, nothing is written. Also what `enabled = false` gives.
+class NullBackend {
+public:
+    static constexpr bool stores_objects = true;
+    std::string_view name() const noexcept { return "null"; }
+    ReadResult read(const ReadRequest& r) {
+        return ReadResult{std::nullopt, std::vector<std::int64_t>(r.counters.size(), 0), {}};
+    }
+    bool fill(const FillRequest&) { return false; }
+    void set(const std::string&, CacheValue, Ttl) {}
+    std::optional<CacheValue> get(const std::string&) { return std::nullopt; }
+    void remove(const std::vector<std::string>&) {}
+    void invalidate(const InvalidationBatch&) {}
+    void clear() {}
+};
+
+namespace detail {
+
+/// Reads MemoryBackend::Options from CacheConfig::arguments; ConfigError names a bad field.
+inline MemoryBackend::Options memory_options(const CacheConfig& config) {
+    MemoryBackend::Options options;
+    for (const auto& [key, value] : config.arguments.items()) {
+        if (key == "max_entries") {
+            if (!value.is_number_integer() || value.get<std::int64_t>() < 0) {
+                throw ConfigError("CacheConfig::arguments.max_entries must be a non-negative integer "
+                                  "(0 = unbounded), got " + value.dump());
+            }
+            options.max_entries = value.get<std::size_t>();
+        } else if (key == "shards") {
+            if (!value.is_number_integer() || value.get<std::int64_t>() < 1) {
+                throw ConfigError("CacheConfig::arguments.shards must be a positive integer, got " +
+                                  value.dump());
+            }
+            options.shards = value.get<std::size_t>();
+        } else {
+            throw ConfigError("CacheConfig::arguments." + key +
+                              " is not an argument of the memory backend (max_entries, shards)");
+        }
+    }
+    return options;
+}
+
+inline const bool builtin_backends_registered = [] {
+    register_backend("memory", [](const CacheConfig& config) {
+        return std::make_unique<AnyBackend>(std::make_unique<MemoryBackend>(memory_options(config)));
+    });
+    register_backend("null", [](const CacheConfig&) {
+        return std::make_unique<AnyBackend>(std::make_unique<NullBackend>());
+    });
+    return true;
+}();
+
+}  // namespace detail
+}  // namespace ormcache

@@ -1,0 +1,566 @@
+#pragma once
+// The shared state behind a CacheManager: the backend, the key layout, the fill protocol,
+// singleflight, stats and the commit listener. Thread-safe.
+//
+// Keys (every one starts with key_prefix):
+//   e:<table>:<digest>:<serializer>:<i|s><key>   one entity (or its absence)
+//   q:<table>:<digest>:<serializer>:<kind>:<hash> one list/count/exists result
+//   v:<table>                                     list version, bumped by every committed change
+//   g:<table>                                     entity generation, bumped when changed rows
+//                                                 cannot be named (whole-table changes)
+//   r:<user key>                                  get_or_create values
+// An entity entry stores the generation it was read under, a query entry the list version and
+// its canonical query text; a read whose counter differs, or whose text differs (a hash
+// collision), is a miss. So bumping a counter makes every older entry unreachable at once.
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+#include <string_view>
+#include <typeinfo>
+#include <unordered_map>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "../backend.hpp"
+#include "../backends/memory.hpp"
+#include "../cache_config.hpp"
+#include "../cache_stats.hpp"
+#include "../change_set.hpp"
+#include "../codec.hpp"
+#include "../errors.hpp"
+#include "../model.hpp"
+#include "../model_json.hpp"
+#include "base64.hpp"
+#include "database_state.hpp"
+#include "singleflight.hpp"
+
+namespace ormcache::detail {
+
+// ---- payloads: a cached result's JSON form (for byte backends) ----
+
+template <class R>
+struct is_model_vector : std::false_type {};
+template <Model T>
+struct is_model_vector<std::vector<T>> : std::true_type {};
+
+template <class R>
+struct is_pair : std::false_type {};
+template <class A, class B>
+struct is_pair<std::pair<A, B>> : std::true_type {};
+
+template <class R>
+nlohmann::json to_payload(const R& value) {
+    if constexpr (HasCodec<R>) {
+        const std::string bytes = codec<R>::encode(value);
+        return base64_encode(std::vector<std::uint8_t>(bytes.begin(), bytes.end()));
+    } else if constexpr (Model<R>) {
+        return ormcache::to_json(value);
+    } else if constexpr (is_optional_v<R>) {
+        return value ? to_payload(*value) : nlohmann::json(nullptr);
+    } else if constexpr (is_model_vector<R>::value) {
+        nlohmann::json out = nlohmann::json::array();
+        for (const auto& item : value) out.push_back(to_payload(item));
+        return out;
+    } else if constexpr (is_pair<R>::value) {
+        return nlohmann::json{{"items", to_payload(value.first)}, {"total", value.second}};
+    } else {
+        return nlohmann::json(value);  // nlohmann's own conversions (ADL to_json)
+    }
+}
+
+template <class R>
+R from_payload(const nlohmann::json& j) {
+    if constexpr (HasCodec<R>) {
+        if (!j.is_string()) throw SerializationError("codec payload must be base64 text");
+        auto bytes = base64_decode(j.get_ref<const std::string&>());
+        if (!bytes) throw SerializationError("codec payload is not valid base64");
+        return codec<R>::decode(std::string_view(reinterpret_cast<const char*>(bytes->data()), bytes->size()));
+    } else if constexpr (Model<R>) {
+        return ormcache::from_json<R>(j);
+    } else if constexpr (is_optional_v<R>) {
+        if (j.is_null()) return std::nullopt;
+        return from_payload<typename R::value_type>(j);
+    } else if constexpr (is_model_vector<R>::value) {
+        if (!j.is_array()) throw SerializationError("cached list payload is not an array");
+        R out;
+        out.reserve(j.size());
+        for (const auto& item : j) out.push_back(from_payload<typename R::value_type>(item));
+        return out;
+    } else if constexpr (is_pair<R>::value) {
+        return R{from_payload<typename R::first_type>(j.at("items")),
+                 j.at("total").template get<typename R::second_type>()};
+    } else {
+        return j.template get<R>();
+    }
+}
+
+template <class K>
+PrimaryKey to_primary_key(const K& key) {
+    if constexpr (std::is_same_v<K, std::string>) {
+        return key;
+    } else {
+        return to_int64(key);
+    }
+}
+
+/// What an object-storing backend holds: the result plus its validity stamp and check text.
+struct CachedObjectBase {
+    const std::type_info* type;
+    std::int64_t stamp;
+    std::string check;
+};
+template <class R>
+struct CachedObject : CachedObjectBase {
+    CachedObject(std::int64_t s, std::string c, R v)
+        : CachedObjectBase{&typeid(R), s, std::move(c)}, value(std::move(v)) {}
+    R value;
+};
+
+/// How a read may use the cache, decided per call from the session's state.
+enum class FillMode {
+    bypass,     ///< uncommitted changes to the model in this session: database only
+    read_only,  ///< read hits, never fill (a transaction whose snapshot is not guarded)
+    fill,       ///< fill under a lease (and guards), no singleflight
+    shared,     ///< autocommit: singleflight, fill under a lease
+};
+
+struct ReadContext {
+    FillMode mode = FillMode::shared;
+    /// Counter values the fill must still see (the snapshot guard of an explicit transaction).
+    std::vector<std::pair<std::string, std::int64_t>> guards;
+};
+
+class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCore> {
+public:
+    explicit CacheCore(CacheConfig config) : config_(std::move(config)) {
+        validate();
+        if (!config_.enabled) {
+            backend_ = std::make_unique<AnyBackend>(std::make_unique<NullBackend>());
+        } else {
+            backend_ = make_backend(config_);
+        }
+        null_ = backend_->name() == "null";
+    }
+
+    const CacheConfig& config() const noexcept { return config_; }
+    bool active() const noexcept { return !null_; }
+    AnyBackend& backend() noexcept { return *backend_; }
+
+    CacheStats stats() const {
+        CacheStats s;
+        s.hits = hits_.load(std::memory_order_relaxed);
+        s.misses = misses_.load(std::memory_order_relaxed);
+        s.sets = sets_.load(std::memory_order_relaxed);
+        s.invalidations = invalidations_.load(std::memory_order_relaxed);
+        s.version_bumps = version_bumps_.load(std::memory_order_relaxed);
+        s.singleflight_waits = singleflight_waits_.load(std::memory_order_relaxed);
+        s.errors = errors_.load(std::memory_order_relaxed);
+        return s;
+    }
+
+    // ---- keys ----
+
+    std::string version_key(std::string_view table) const { return config_.key_prefix + "v:" + std::string(table); }
+    std::string generation_key(std::string_view table) const { return config_.key_prefix + "g:" + std::string(table); }
+
+    template <Model T>
+    std::string entity_key(const PrimaryKey& key) const {
+        std::string out = config_.key_prefix + "e:" + std::string(ModelInfo<T>::table) + ":" +
+                          model_digest<T>() + ":" + config_.serializer.name + ":";
+        append_key(out, key);
+        return out;
+    }
+
+    template <Model T>
+    std::string query_key(std::string_view kind, std::string_view canonical) const {
+        return config_.key_prefix + "q:" + std::string(ModelInfo<T>::table) + ":" +
+               model_digest<T>() + ":" + config_.serializer.name + ":" + std::string(kind) + ":" +
+               hash_hex(canonical);
+    }
+
+    std::string region_key(std::string_view key) const { return config_.key_prefix + "r:" + std::string(key); }
+
+    // ---- models ----
+
+    template <Model T>
+    void register_model() {
+        const std::string digest = model_digest<T>();
+        std::unique_lock lock(models_mutex_);
+        auto& entries = models_[std::string(ModelInfo<T>::table)];
+        for (const auto& e : entries) {
+            if (e.digest == digest) return;
+        }
+        entries.push_back(ModelEntry{digest, !ModelInfo<T>::integer_pk});
+    }
+
+    // ---- the read path ----
+
+    /// A cached read: `load` runs the query on the database. `kind` and `canonical` identify
+    /// query results; entity reads pass the key instead.
+    template <class R, class Load>
+    R read(const std::string& key, std::string_view table, std::string_view check, bool entity,
+           const ReadContext& context, std::optional<std::chrono::seconds> ttl, Load&& load) {
+        if (!active() || context.mode == FillMode::bypass) return load();
+        const std::string counter = entity ? generation_key(table) : version_key(table);
+        // Entities take the lease in this same round trip unless singleflight will decide
+        // who fills (then the leader takes it, see below).
+        const bool lease_now = entity && context.mode == FillMode::fill;
+        auto first = guarded("read", [&] {
+            return backend_->read(ReadRequest{key, {counter}, lease_now ? std::optional<Ttl>(lease_ttl) : std::nullopt});
+        });
+        if (!first) return load();  // backend down: the database answers
+        const std::int64_t stamp = first->counters.empty() ? 0 : first->counters[0];
+        if (first->value) {
+            if (auto hit = decode<R>(key, *first->value, stamp, check)) {
+                hits_.fetch_add(1, std::memory_order_relaxed);
+                return std::move(*hit);
+            }
+        }
+        misses_.fetch_add(1, std::memory_order_relaxed);
+        if (context.mode == FillMode::read_only) return load();
+        if (context.mode == FillMode::fill) {
+            R value = load();
+            store(key, value, stamp, check, ttl, first->lease, context.guards, entity);
+            return value;
+        }
+        // Shared: one load per key and counter value in this process.
+        bool waited = false;
+        auto result = flights_.run(
+            key + '#' + std::to_string(stamp),
+            [&]() -> Singleflight::Result {
+                std::string lease;
+                std::int64_t fill_stamp = stamp;
+                if (entity) {
+                    // The leader takes the lease (and re-checks: the key may have been filled
+                    // since our first read).
+                    auto second = guarded("read", [&] {
+                        return backend_->read(ReadRequest{key, {counter}, lease_ttl});
+                    });
+                    if (second) {
+                        fill_stamp = second->counters.empty() ? 0 : second->counters[0];
+                        if (second->value) {
+                            if (auto hit = decode<R>(key, *second->value, fill_stamp, check)) {
+                                return std::make_shared<const R>(std::move(*hit));
+                            }
+                        }
+                        lease = second->lease;
+                    }
+                    if (lease.empty()) {
+                        // Someone else (another process) holds the lease: read through.
+                        return std::make_shared<const R>(load());
+                    }
+                }
+                auto value = std::make_shared<const R>(load());
+                store(key, *value, fill_stamp, check, ttl, lease, {}, entity);
+                return value;
+            },
+            waited);
+        if (waited) singleflight_waits_.fetch_add(1, std::memory_order_relaxed);
+        return *std::static_pointer_cast<const R>(result);
+    }
+
+    // ---- region-style get_or_create ----
+
+    template <class V, class Create>
+    V get_or_create(const std::string& user_key, Create&& create, std::optional<std::chrono::seconds> ttl) {
+        const std::string key = region_key(user_key);
+        if (!active()) return create();
+        auto found = guarded("get", [&] { return backend_->get(key); });
+        if (found && *found) {
+            if (auto hit = decode<V>(key, **found, 0, {})) {
+                hits_.fetch_add(1, std::memory_order_relaxed);
+                return std::move(*hit);
+            }
+        }
+        misses_.fetch_add(1, std::memory_order_relaxed);
+        bool waited = false;
+        auto result = flights_.run(
+            key,
+            [&]() -> Singleflight::Result {
+                auto value = std::make_shared<const V>(create());
+                if (auto encoded = encode(key, *value, 0, {})) {
+                    if (guarded("set", [&] { backend_->set(key, std::move(*encoded), ttl_of(ttl)); return true; })) {
+                        sets_.fetch_add(1, std::memory_order_relaxed);
+                    }
+                }
+                return value;
+            },
+            waited);
+        if (waited) singleflight_waits_.fetch_add(1, std::memory_order_relaxed);
+        return *std::static_pointer_cast<const V>(result);
+    }
+
+    // ---- invalidation ----
+
+    /// The commit listener: after a successful commit, drop the changed entities and bump the
+    /// list version of every changed table, in one backend batch.
+    void on_commit(const ChangeSet& changes) {
+        if (!active() || changes.empty()) return;
+        InvalidationBatch batch;
+        std::vector<std::string> dropped;
+        std::shared_lock lock(models_mutex_);
+        for (const auto& table : changes.tables()) {
+            batch.bump.push_back(version_key(table));
+            version_bumps_.fetch_add(1, std::memory_order_relaxed);
+            const auto it = models_.find(table);
+            bool whole = it == models_.end() || changes.whole_table(table);
+            std::vector<PrimaryKey> keys;
+            if (!whole) {
+                keys = changes.keys(table);
+                for (const auto& k : keys) {
+                    for (const auto& model : it->second) {
+                        // A text-keyed model that got rowids cannot name its rows.
+                        if (model.text_pk && !std::holds_alternative<std::string>(k)) whole = true;
+                    }
+                }
+            }
+            if (whole) {
+                batch.bump.push_back(generation_key(table));
+                continue;
+            }
+            for (const auto& k : keys) {
+                for (const auto& model : it->second) {
+                    std::string key = config_.key_prefix + "e:" + table + ":" + model.digest + ":" +
+                                      config_.serializer.name + ":";
+                    append_key(key, k);
+                    batch.remove.push_back(std::move(key));
+                }
+            }
+        }
+        lock.unlock();
+        apply(batch);
+    }
+
+    template <Model T>
+    void invalidate_entity(const PrimaryKey& key) {
+        InvalidationBatch batch;
+        batch.remove.push_back(entity_key<T>(key));
+        batch.bump.push_back(version_key(ModelInfo<T>::table));
+        version_bumps_.fetch_add(1, std::memory_order_relaxed);
+        apply(batch);
+    }
+
+    template <Model T>
+    void invalidate_model() {
+        InvalidationBatch batch;
+        batch.bump.push_back(version_key(ModelInfo<T>::table));
+        batch.bump.push_back(generation_key(ModelInfo<T>::table));
+        version_bumps_.fetch_add(1, std::memory_order_relaxed);
+        apply(batch);
+    }
+
+    void clear() {
+        if (!active()) return;
+        guarded("clear", [&] { backend_->clear(); return true; });
+    }
+
+    /// CacheHook: the counters of every registered table, read before an explicit
+    /// transaction takes its snapshot (the snapshot guard).
+    std::optional<CounterSnapshot> snapshot_counters() noexcept override {
+        if (!active()) return std::nullopt;
+        std::vector<std::string> counters;
+        {
+            std::shared_lock lock(models_mutex_);
+            for (const auto& [table, entries] : models_) {
+                counters.push_back(version_key(table));
+                counters.push_back(generation_key(table));
+            }
+        }
+        auto result = guarded("read", [&] { return backend_->read(ReadRequest{{}, counters, std::nullopt}); });
+        if (!result || result->counters.size() != counters.size()) return std::nullopt;
+        CounterSnapshot snapshot;
+        for (std::size_t i = 0; i < counters.size(); ++i) snapshot.emplace(counters[i], result->counters[i]);
+        return snapshot;
+    }
+
+    void report(const CacheError& error) noexcept {
+        errors_.fetch_add(1, std::memory_order_relaxed);
+        if (config_.on_error) {
+            try {
+                config_.on_error(error);
+            } catch (...) {
+                // The callback is for reporting; its own failure must not fail the call.
+            }
+        }
+    }
+
+    /// Leases outlive the slowest query we expect; a dead holder's lease only delays fills.
+    static constexpr Ttl lease_ttl{30000};
+
+private:
+    struct ModelEntry {
+        std::string digest;
+        bool text_pk;
+    };
+
+    void validate() {
+        if (config_.expiration_time.count() < -1) {
+            throw ConfigError("CacheConfig::expiration_time must be >= 0 s, or -1 s for never, got " +
+                              std::to_string(config_.expiration_time.count()) + " s");
+        }
+        if (!config_.arguments.is_object()) {
+            throw ConfigError("CacheConfig::arguments must be a JSON object, got " +
+                              std::string(config_.arguments.type_name()));
+        }
+        if (!config_.serializer.encode || !config_.serializer.decode) {
+            throw ConfigError("CacheConfig::serializer needs both encode and decode functions");
+        }
+        if (config_.serializer.name.empty() || config_.serializer.name.find(':') != std::string::npos) {
+            throw ConfigError("CacheConfig::serializer.name must be non-empty and contain no ':'");
+        }
+    }
+
+    static void append_key(std::string& out, const PrimaryKey& key) {
+        if (const auto* i = std::get_if<std::int64_t>(&key)) {
+            out += 'i';
+            out += std::to_string(*i);
+        } else if (const auto* s = std::get_if<std::string>(&key)) {
+            out += 's';
+            out += *s;
+        } else {
+            out += 'n';
+        }
+    }
+
+    /// 128 bits from two independent 64-bit FNV-1a variants; the entry also stores the full
+    /// text, so a collision is a miss, never a wrong answer.
+    static std::string hash_hex(std::string_view text) {
+        std::uint64_t a = fnv1a(0xcbf29ce484222325ULL, text);
+        std::uint64_t b = fnv1a(0x84222325cbf29ce4ULL, text) ^ (text.size() * 0x9e3779b97f4a7c15ULL);
+        static constexpr char hex[] = "0123456789abcdef";
+        std::string out(32, '0');
+        for (int i = 15; i >= 0; --i, a >>= 4) out[static_cast<std::size_t>(i)] = hex[a & 15];
+        for (int i = 31; i >= 16; --i, b >>= 4) out[static_cast<std::size_t>(i)] = hex[b & 15];
+        return out;
+    }
+
+    Ttl ttl_of(std::optional<std::chrono::seconds> ttl) const {
+        const auto seconds = ttl.value_or(config_.expiration_time);
+        if (seconds.count() < 0) return Ttl{-1};
+        return std::chrono::duration_cast<Ttl>(seconds);
+    }
+
+    /// Runs a backend operation; a failure is counted, reported and turned into nullopt.
+    template <class Op>
+    auto guarded(const char* operation, Op&& op) noexcept -> std::optional<decltype(op())> {
+        try {
+            return op();
+        } catch (const CacheError& e) {
+            report(e);
+        } catch (const std::exception& e) {
+            report(CacheError(e.what(), std::string(backend_->name()), operation));
+        } catch (...) {
+            report(CacheError("unknown exception", std::string(backend_->name()), operation));
+        }
+        return std::nullopt;
+    }
+
+    template <class R>
+    std::optional<CacheValue> encode(const std::string& key, const R& value, std::int64_t stamp,
+                                     std::string_view check) noexcept {
+        try {
+            CacheValue out;
+            if (backend_->stores_objects()) {
+                out.object = std::make_shared<const CachedObject<R>>(stamp, std::string(check), value);
+            } else {
+                std::string payload;
+                if constexpr (HasCodec<R>) {
+                    payload = codec<R>::encode(value);
+                } else {
+                    payload = config_.serializer.encode(to_payload(value));
+                }
+                out.bytes = "oc1 " + std::to_string(stamp) + " " + std::to_string(check.size()) + "\n";
+                out.bytes.append(check);
+                out.bytes += payload;
+            }
+            return out;
+        } catch (const std::exception& e) {
+            report(CacheError(std::string("cannot encode value for ") + key + ": " + e.what(),
+                              std::string(backend_->name()), "encode"));
+            return std::nullopt;
+        }
+    }
+
+    /// The entry's value if it decodes and is still valid (stamp and check match). A corrupt
+    /// entry is counted, reported and deleted; a stale one is simply a miss.
+    template <class R>
+    std::optional<R> decode(const std::string& key, const CacheValue& cached, std::int64_t stamp,
+                            std::string_view check) noexcept {
+        try {
+            if (cached.object) {
+                const auto* base = static_cast<const CachedObjectBase*>(cached.object.get());
+                if (*base->type != typeid(R)) throw SerializationError("cached object has another type");
+                if (base->stamp != stamp || base->check != check) return std::nullopt;
+                return static_cast<const CachedObject<R>*>(base)->value;
+            }
+            std::string_view bytes = cached.bytes;
+            if (!bytes.starts_with("oc1 ")) throw SerializationError("unknown envelope");
+            bytes.remove_prefix(4);
+            const auto space = bytes.find(' ');
+            const auto newline = bytes.find('\n');
+            if (space == std::string_view::npos || newline == std::string_view::npos || newline < space) {
+                throw SerializationError("truncated envelope");
+            }
+            const std::int64_t stored = std::stoll(std::string(bytes.substr(0, space)));
+            const std::size_t check_size = std::stoull(std::string(bytes.substr(space + 1, newline - space - 1)));
+            bytes.remove_prefix(newline + 1);
+            if (bytes.size() < check_size) throw SerializationError("truncated envelope");
+            if (stored != stamp || bytes.substr(0, check_size) != check) return std::nullopt;
+            bytes.remove_prefix(check_size);
+            if constexpr (HasCodec<R>) {
+                return codec<R>::decode(bytes);
+            } else {
+                return from_payload<R>(config_.serializer.decode(bytes));
+            }
+        } catch (const std::exception& e) {
+            report(CacheError(std::string("corrupt cache entry ") + key + ": " + e.what(),
+                              std::string(backend_->name()), "decode"));
+            guarded("remove", [&] { backend_->remove({key}); return true; });
+            return std::nullopt;
+        }
+    }
+
+    template <class R>
+    void store(const std::string& key, const R& value, std::int64_t stamp, std::string_view check,
+               std::optional<std::chrono::seconds> ttl, const std::string& lease,
+               const std::vector<std::pair<std::string, std::int64_t>>& guards, bool entity) {
+        if (entity && lease.empty()) return;  // never fill an entity without holding its lease
+        auto encoded = encode(key, value, stamp, check);
+        if (!encoded) return;
+        auto landed = guarded("fill", [&] {
+            return backend_->fill(FillRequest{key, std::move(*encoded), ttl_of(ttl), lease, guards});
+        });
+        if (landed && *landed) sets_.fetch_add(1, std::memory_order_relaxed);
+    }
+
+    void apply(const InvalidationBatch& batch) {
+        if (batch.empty()) return;
+        for (const auto& key : batch.remove) flights_.forget(key);
+        if (guarded("invalidate", [&] { backend_->invalidate(batch); return true; })) {
+            invalidations_.fetch_add(batch.remove.size(), std::memory_order_relaxed);
+        }
+    }
+
+    CacheConfig config_;
+    std::unique_ptr<AnyBackend> backend_;
+    bool null_ = false;
+    Singleflight flights_;
+
+    mutable std::shared_mutex models_mutex_;  // guards models_
+    std::unordered_map<std::string, std::vector<ModelEntry>> models_;
+
+    std::atomic<std::uint64_t> hits_{0}, misses_{0}, sets_{0}, invalidations_{0}, version_bumps_{0},
+        singleflight_waits_{0}, errors_{0};
+};
+
+}  // namespace ormcache::detail
