@@ -215,54 +215,36 @@ public:
         // Entities take the lease in this same round trip unless singleflight will decide
         // who fills (then the leader takes it, see below).
         const bool lease_now = entity && context.mode == FillMode::fill;
-        auto first = guarded("read", [&] {
-            return backend_->read(ReadRequest{key, {counter}, lease_now ? std::optional<Ttl>(lease_ttl) : std::nullopt});
-        });
+        auto first = lookup<R>(key, check, counter, lease_now);
         if (!first) return load();  // backend down: the database answers
-        const std::int64_t stamp = first->counters.empty() ? 0 : first->counters[0];
-        if (first->value) {
-            if (auto hit = decode<R>(key, *first->value, stamp, check)) {
-                hits_.fetch_add(1, std::memory_order_relaxed);
-                return std::move(*hit);
-            }
+        if (first->hit) {
+            hits_.fetch_add(1, std::memory_order_relaxed);
+            return std::move(*first->hit);
         }
         misses_.fetch_add(1, std::memory_order_relaxed);
         if (context.mode == FillMode::read_only) return load();
         if (context.mode == FillMode::fill) {
-            R value = load();
-            store(key, value, stamp, check, ttl, first->lease, context.guards, entity);
-            return value;
+            return load_and_store<R>(key, check, entity, first->stamp, first->lease, context.guards,
+                                     ttl, load);
         }
         // Shared: one load per key and counter value in this process.
         bool waited = false;
         auto result = flights_.run(
-            key + '#' + std::to_string(stamp),
+            key + '#' + std::to_string(first->stamp),
             [&]() -> Singleflight::Result {
                 std::string lease;
-                std::int64_t fill_stamp = stamp;
+                std::int64_t stamp = first->stamp;
                 if (entity) {
                     // The leader takes the lease (and re-checks: the key may have been filled
                     // since our first read).
-                    auto second = guarded("read", [&] {
-                        return backend_->read(ReadRequest{key, {counter}, lease_ttl});
-                    });
-                    if (second) {
-                        fill_stamp = second->counters.empty() ? 0 : second->counters[0];
-                        if (second->value) {
-                            if (auto hit = decode<R>(key, *second->value, fill_stamp, check)) {
-                                return std::make_shared<const R>(std::move(*hit));
-                            }
-                        }
+                    if (auto second = lookup<R>(key, check, counter, true)) {
+                        if (second->hit) return std::make_shared<const R>(std::move(*second->hit));
+                        stamp = second->stamp;
                         lease = second->lease;
                     }
-                    if (lease.empty()) {
-                        // Someone else (another process) holds the lease: read through.
-                        return std::make_shared<const R>(load());
-                    }
                 }
-                auto value = std::make_shared<const R>(load());
-                store(key, *value, fill_stamp, check, ttl, lease, {}, entity);
-                return value;
+                return std::make_shared<const R>(
+                    load_and_store<R>(key, check, entity, stamp, lease, {}, ttl, load));
             },
             waited);
         if (waited) singleflight_waits_.fetch_add(1, std::memory_order_relaxed);
@@ -495,12 +477,15 @@ private:
     /// entry is counted, reported and deleted; a stale one is simply a miss.
     template <class R>
     std::optional<R> decode(const std::string& key, const CacheValue& cached, std::int64_t stamp,
-                            std::string_view check) noexcept {
+                            std::string_view check, bool* stale = nullptr) noexcept {
         try {
             if (cached.object) {
                 const auto* base = static_cast<const CachedObjectBase*>(cached.object.get());
                 if (*base->type != typeid(R)) throw SerializationError("cached object has another type");
-                if (base->stamp != stamp || base->check != check) return std::nullopt;
+                if (base->stamp != stamp || base->check != check) {
+                    if (stale != nullptr) *stale = true;
+                    return std::nullopt;
+                }
                 return static_cast<const CachedObject<R>*>(base)->value;
             }
             std::string_view bytes = cached.bytes;
@@ -515,7 +500,10 @@ private:
             const std::size_t check_size = std::stoull(std::string(bytes.substr(space + 1, newline - space - 1)));
             bytes.remove_prefix(newline + 1);
             if (bytes.size() < check_size) throw SerializationError("truncated envelope");
-            if (stored != stamp || bytes.substr(0, check_size) != check) return std::nullopt;
+            if (stored != stamp || bytes.substr(0, check_size) != check) {
+                if (stale != nullptr) *stale = true;
+                return std::nullopt;
+            }
             bytes.remove_prefix(check_size);
             if constexpr (HasCodec<R>) {
                 return codec<R>::decode(bytes);
@@ -528,6 +516,59 @@ private:
             guarded("remove", [&] { backend_->remove({key}); return true; });
             return std::nullopt;
         }
+    }
+
+    template <class R>
+    struct Lookup {
+        std::optional<R> hit;
+        std::int64_t stamp = 0;
+        std::string lease;
+    };
+
+    /// One backend read: a valid entry, or the counter (and a lease when asked). An entry
+    /// that is stale (older counter) is removed, so that the lease can be taken on the key:
+    /// left in place it would block every fill until it expired.
+    template <class R>
+    std::optional<Lookup<R>> lookup(const std::string& key, std::string_view check,
+                                    const std::string& counter, bool lease) {
+        const auto request = [&] {
+            return backend_->read(ReadRequest{key, {counter}, lease ? std::optional<Ttl>(lease_ttl) : std::nullopt});
+        };
+        auto result = guarded("read", request);
+        if (!result) return std::nullopt;
+        Lookup<R> out;
+        out.stamp = result->counters.empty() ? 0 : result->counters[0];
+        out.lease = std::move(result->lease);
+        if (!result->value) return out;
+        bool stale = false;
+        out.hit = decode<R>(key, *result->value, out.stamp, check, &stale);
+        if (out.hit || !lease) return out;
+        if (stale) guarded("remove", [&] { backend_->remove({key}); return true; });
+        // Stale or corrupt (decode removed it): try again for the lease on the now-empty key.
+        if (auto again = guarded("read", request)) {
+            out.stamp = again->counters.empty() ? 0 : again->counters[0];
+            out.lease = std::move(again->lease);
+        }
+        return out;
+    }
+
+    /// Loads from the database and stores the result under the lease and guards. If the load
+    /// throws, the lease is given back (removing the key), so the next reader can fill.
+    template <class R, class Load>
+    R load_and_store(const std::string& key, std::string_view check, bool entity, std::int64_t stamp,
+                     const std::string& lease,
+                     const std::vector<std::pair<std::string, std::int64_t>>& guards,
+                     std::optional<std::chrono::seconds> ttl, Load& load) {
+        R value = [&] {
+            try {
+                return load();
+            } catch (...) {
+                if (!lease.empty()) guarded("remove", [&] { backend_->remove({key}); return true; });
+                throw;
+            }
+        }();
+        store(key, value, stamp, check, ttl, lease, guards, entity);
+        return value;
     }
 
     template <class R>

@@ -15,6 +15,7 @@
 
 #include "../change_set.hpp"
 #include "sql_text.hpp"
+#include "statement_cache.hpp"  // StringHash
 
 namespace ormcache::detail {
 
@@ -79,8 +80,9 @@ public:
 
     /// Has anything been recorded for `table` in the open transaction?
     bool touches(std::string_view table) const {
+        // On every cached read: no allocation (heterogeneous lookup).
         return std::any_of(frames_.begin(), frames_.end(), [&](const Frame& f) {
-            return f.rows_per_table.find(std::string(table)) != f.rows_per_table.end();
+            return f.rows_per_table.find(table) != f.rows_per_table.end();
         });
     }
 
@@ -91,7 +93,7 @@ private:
         std::string name;  // empty for the base frame
         std::vector<Change> changes;
         // table -> number of row records in this frame (SIZE_MAX once collapsed to whole_table)
-        std::unordered_map<std::string, std::size_t> rows_per_table;
+        std::unordered_map<std::string, std::size_t, StringHash, std::equal_to<>> rows_per_table;
     };
 
     static constexpr std::size_t collapsed = static_cast<std::size_t>(-1);
