@@ -1,8 +1,8 @@
 # cmake -DPKG_CONFIG_EXECUTABLE=... -DCXX=... -DPREFIX=<install prefix> -DPCDIR=<dir of ormcache.pc>
-#       -DSOURCE=main.cpp -DBINARY_DIR=<scratch dir> -P check.cmake
+#       -DSOURCE=../consumer_main.cpp -DBINARY_DIR=<scratch dir> -P check.cmake
 #
 # 1. `pkg-config --cflags --libs ormcache` succeeds and its -I names <PREFIX>/include.
-# 2. main.cpp compiles, links and runs with exactly those flags.
+# 2. SOURCE (tests/cmake/consumer_main.cpp) compiles, links and runs with exactly those flags.
 cmake_minimum_required(VERSION 3.21)
 
 foreach(var IN ITEMS PKG_CONFIG_EXECUTABLE CXX PREFIX PCDIR SOURCE BINARY_DIR)

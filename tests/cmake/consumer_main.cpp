@@ -1,4 +1,6 @@
-// Consumer that builds ormcache with add_subdirectory(). Uses only the public API (API.md 1-3).
+// The program every consumer-project test builds and runs, whichever way it found ormcache:
+// find_package after an install, add_subdirectory, FetchContent, or bare pkg-config flags.
+// Uses only the public API (API.md 1-3).
 #include <ormcache/ormcache.hpp>
 
 #include <chrono>
@@ -6,14 +8,18 @@
 #include <optional>
 #include <string>
 
-// Including the backend headers proves that ormcache::redis / ormcache::memcached carry the
-// hiredis / libmemcached include paths and libraries. The guard only exists while the
-// backends are being written; it is true for every complete installation.
+// The CMake consumers (ORMCACHE_CONSUMER_WITH_BACKENDS) also include the backend headers, which
+// proves that ormcache::redis / ormcache::memcached carry the hiredis / libmemcached include
+// paths and libraries. The __has_include guard only exists while the backends are being
+// written; it is true for every complete installation. The pkg-config consumer covers the
+// core only: ormcache.pc does not describe the backends.
+#ifdef ORMCACHE_CONSUMER_WITH_BACKENDS
 #if __has_include(<ormcache/backends/redis.hpp>)
 #include <ormcache/backends/redis.hpp>
 #endif
 #if __has_include(<ormcache/backends/memcached.hpp>)
 #include <ormcache/backends/memcached.hpp>
+#endif
 #endif
 
 namespace app {
