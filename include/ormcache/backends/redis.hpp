@@ -1,0 +1,643 @@
+#pragma once
+// The Redis backend, on hiredis: a cache shared by every process of an application.
+// Include this header and link ormcache::redis; then CacheConfig::backend = "redis" (or the
+// seed's "dogpile.cache.redis") works.
+//
+// One round trip per operation: read (entry, counters and lease), fill (compare-and-set on the
+// lease and the guard counters) and invalidate (delete entities, bump counters) are Lua scripts
+// run with EVALSHA. It fails open: a server that is down, slow or answers garbage makes the
+// operation throw a CacheError (the CacheManager absorbs it and serves from the database), and
+// a circuit breaker stops paying the connect timeout on every call while it stays down.
+// Invalidations that could not be delivered are kept and replayed before anything else once
+// the server answers again, so an outage never leaves stale entries behind; if more were lost
+// than can be kept, everything under key_prefix is dropped on recovery instead.
+//
+// Thread-safe: a pool of connections, each used by one thread at a time.
+
+#include <sys/time.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <hiredis/hiredis.h>
+#include <nlohmann/json.hpp>
+
+#include "../backend.hpp"
+#include "../errors.hpp"
+
+namespace ormcache {
+
+/// Redis connection settings, read from CacheConfig::arguments. An aggregate: append only.
+struct RedisOptions {
+    std::string host = "127.0.0.1";
+    int port = 6379;
+    int db = 0;
+    std::string username{};     ///< ACL user (Redis 6+); empty = the default user
+    std::string password{};     ///< empty = no AUTH
+    std::string unix_socket{};  ///< non-empty: connect to this socket instead of host:port
+    std::chrono::milliseconds connect_timeout{500};
+    std::chrono::milliseconds socket_timeout{500};
+    std::size_t pool_size = 8;  ///< most connections open at once
+    bool distributed_lock = false;
+    std::chrono::milliseconds lock_timeout{5000};
+    /// How long the circuit stays open after a connection failure before one retry.
+    std::chrono::milliseconds retry_interval{1000};
+};
+
+namespace detail {
+
+inline void redis_url_into(RedisOptions& o, const std::string& url) {
+    const std::string_view scheme = "redis://";
+    if (url.rfind(scheme, 0) != 0) {
+        throw ConfigError("CacheConfig::arguments.url must look like redis://[user:pass@]host:port/db, got '" + url + "'");
+    }
+    std::string rest = url.substr(scheme.size());
+    if (const auto at = rest.rfind('@'); at != std::string::npos) {
+        const std::string credentials = rest.substr(0, at);
+        rest = rest.substr(at + 1);
+        if (const auto colon = credentials.find(':'); colon != std::string::npos) {
+            o.username = credentials.substr(0, colon);
+            o.password = credentials.substr(colon + 1);
+        } else {
+            o.password = credentials;
+        }
+    }
+    if (const auto slash = rest.find('/'); slash != std::string::npos) {
+        const std::string db = rest.substr(slash + 1);
+        rest = rest.substr(0, slash);
+        if (!db.empty()) {
+            try {
+                std::size_t used = 0;
+                o.db = std::stoi(db, &used);
+                if (used != db.size() || o.db < 0) throw std::invalid_argument(db);
+            } catch (const std::exception&) {
+                throw ConfigError("CacheConfig::arguments.url: database '" + db + "' is not a number");
+            }
+        }
+    }
+    if (const auto colon = rest.rfind(':'); colon != std::string::npos) {
+        const std::string port = rest.substr(colon + 1);
+        rest = rest.substr(0, colon);
+        try {
+            std::size_t used = 0;
+            o.port = std::stoi(port, &used);
+            if (used != port.size() || o.port <= 0 || o.port > 65535) throw std::invalid_argument(port);
+        } catch (const std::exception&) {
+            throw ConfigError("CacheConfig::arguments.url: port '" + port + "' is not a port number");
+        }
+    }
+    if (!rest.empty()) o.host = rest;
+}
+
+inline RedisOptions redis_options(const nlohmann::json& args) {
+    RedisOptions o;
+    auto text = [](const std::string& key, const nlohmann::json& v) {
+        if (!v.is_string()) throw ConfigError("CacheConfig::arguments." + key + " must be a string, got " + v.dump());
+        return v.get<std::string>();
+    };
+    auto integer = [](const std::string& key, const nlohmann::json& v, std::int64_t min, std::int64_t max) {
+        if (!v.is_number_integer() || v.get<std::int64_t>() < min || v.get<std::int64_t>() > max) {
+            throw ConfigError("CacheConfig::arguments." + key + " must be an integer from " +
+                              std::to_string(min) + " to " + std::to_string(max) + ", got " + v.dump());
+        }
+        return v.get<std::int64_t>();
+    };
+    // url first, so that explicit arguments override what it says.
+    if (auto it = args.find("url"); it != args.end()) redis_url_into(o, text("url", *it));
+    for (const auto& [key, v] : args.items()) {
+        if (key == "url") continue;
+        if (key == "host") o.host = text(key, v);
+        else if (key == "port") o.port = static_cast<int>(integer(key, v, 1, 65535));
+        else if (key == "db") o.db = static_cast<int>(integer(key, v, 0, 1 << 20));
+        else if (key == "username") o.username = text(key, v);
+        else if (key == "password") o.password = text(key, v);
+        else if (key == "unix_socket") o.unix_socket = text(key, v);
+        else if (key == "connect_timeout_ms") o.connect_timeout = std::chrono::milliseconds{integer(key, v, 1, 3600000)};
+        else if (key == "socket_timeout_ms") o.socket_timeout = std::chrono::milliseconds{integer(key, v, 1, 3600000)};
+        else if (key == "pool_size") o.pool_size = static_cast<std::size_t>(integer(key, v, 1, 4096));
+        else if (key == "lock_timeout_ms") o.lock_timeout = std::chrono::milliseconds{integer(key, v, 1, 3600000)};
+        else if (key == "retry_interval_ms") o.retry_interval = std::chrono::milliseconds{integer(key, v, 0, 3600000)};
+        else if (key == "distributed_lock") {
+            if (!v.is_boolean()) throw ConfigError("CacheConfig::arguments.distributed_lock must be a boolean, got " + v.dump());
+            o.distributed_lock = v.get<bool>();
+        } else {
+            throw ConfigError("CacheConfig::arguments." + key +
+                              " is not an argument of the redis backend (host, port, db, username, password, url, "
+                              "unix_socket, connect_timeout_ms, socket_timeout_ms, pool_size, distributed_lock, "
+                              "lock_timeout_ms, retry_interval_ms)");
+        }
+    }
+    if (o.host.empty() && o.unix_socket.empty()) throw ConfigError("CacheConfig::arguments.host is empty");
+    return o;
+}
+
+inline timeval to_timeval(std::chrono::milliseconds ms) {
+    timeval tv{};
+    tv.tv_sec = static_cast<decltype(tv.tv_sec)>(ms.count() / 1000);
+    tv.tv_usec = static_cast<decltype(tv.tv_usec)>((ms.count() % 1000) * 1000);
+    return tv;
+}
+
+struct RedisContextDeleter {
+    void operator()(redisContext* c) const noexcept { redisFree(c); }
+};
+struct RedisReplyDeleter {
+    void operator()(redisReply* r) const noexcept { freeReplyObject(r); }
+};
+using RedisReply = std::unique_ptr<redisReply, RedisReplyDeleter>;
+
+/// The one place a hiredis failure becomes an exception.
+[[noreturn]] inline void throw_redis(std::string_view operation, std::string_view what) {
+    throw CacheError("redis " + std::string(operation) + ": " + std::string(what), "redis", std::string(operation));
+}
+
+/// One connection. Any I/O or protocol error marks it broken (hiredis cannot reuse it).
+class RedisConnection {
+public:
+    explicit RedisConnection(const RedisOptions& o) {
+        redisContext* c = o.unix_socket.empty()
+                              ? redisConnectWithTimeout(o.host.c_str(), o.port, to_timeval(o.connect_timeout))
+                              : redisConnectUnixWithTimeout(o.unix_socket.c_str(), to_timeval(o.connect_timeout));
+        context_.reset(c);
+        if (c == nullptr) throw_redis("connect", "cannot allocate a context");
+        if (c->err != 0) throw_redis("connect", c->errstr);
+        if (redisSetTimeout(c, to_timeval(o.socket_timeout)) != REDIS_OK) throw_redis("connect", c->errstr);
+        if (!o.password.empty()) {
+            std::vector<std::string> auth{"AUTH"};
+            if (!o.username.empty()) auth.push_back(o.username);
+            auth.push_back(o.password);
+            expect_ok(command(auth), "auth");
+        }
+        if (o.db != 0) expect_ok(command({"SELECT", std::to_string(o.db)}), "select");
+    }
+
+    bool broken() const noexcept { return broken_; }
+
+    RedisReply command(const std::vector<std::string>& args) {
+        auto replies = pipeline({args});
+        return std::move(replies.front());
+    }
+
+    /// Sends every command, then reads every reply: one round trip.
+    std::vector<RedisReply> pipeline(const std::vector<std::vector<std::string>>& commands) {
+        for (const auto& args : commands) {
+            std::vector<const char*> argv;
+            std::vector<std::size_t> lengths;
+            for (const auto& a : args) {
+                argv.push_back(a.data());
+                lengths.push_back(a.size());
+            }
+            if (redisAppendCommandArgv(context_.get(), static_cast<int>(argv.size()), argv.data(),
+                                       lengths.data()) != REDIS_OK) {
+                fail("send");
+            }
+        }
+        std::vector<RedisReply> replies;
+        for (std::size_t i = 0; i < commands.size(); ++i) {
+            void* reply = nullptr;
+            if (redisGetReply(context_.get(), &reply) != REDIS_OK || reply == nullptr) fail("receive");
+            replies.emplace_back(static_cast<redisReply*>(reply));
+        }
+        return replies;
+    }
+
+private:
+    [[noreturn]] void fail(std::string_view operation) {
+        broken_ = true;
+        throw_redis(operation, context_->errstr[0] != '\0' ? context_->errstr : "connection lost");
+    }
+
+    static void expect_ok(const RedisReply& r, std::string_view operation) {
+        if (r->type == REDIS_REPLY_ERROR) throw_redis(operation, std::string(r->str, r->len));
+    }
+
+    std::unique_ptr<redisContext, RedisContextDeleter> context_;
+    bool broken_ = false;
+};
+
+/// A bounded pool with a circuit breaker. Never connects while holding its lock.
+class RedisPool {
+public:
+    explicit RedisPool(RedisOptions options) : options_(std::move(options)) {}
+
+    /// A connection checked out of the pool; given back (or dropped if broken) on destruction.
+    class Lease {
+    public:
+        Lease(RedisPool& pool, std::unique_ptr<RedisConnection> c) : pool_(&pool), c_(std::move(c)) {}
+        Lease(Lease&&) = default;
+        ~Lease() {
+            if (pool_ != nullptr) pool_->give_back(std::move(c_));
+        }
+        RedisConnection* operator->() const noexcept { return c_.get(); }
+
+    private:
+        RedisPool* pool_;
+        std::unique_ptr<RedisConnection> c_;
+    };
+
+    Lease acquire() {
+        std::unique_lock lock(mutex_);
+        if (Clock::now() < open_until_) throw_redis("connect", "server unavailable (circuit open, retrying later)");
+        const auto deadline = Clock::now() + options_.socket_timeout;
+        while (idle_.empty() && open_ >= options_.pool_size) {
+            if (available_.wait_until(lock, deadline) == std::cv_status::timeout) {
+                throw_redis("connect", "all " + std::to_string(options_.pool_size) + " pooled connections are busy");
+            }
+        }
+        if (!idle_.empty()) {
+            auto c = std::move(idle_.back());
+            idle_.pop_back();
+            return Lease(*this, std::move(c));
+        }
+        ++open_;
+        lock.unlock();
+        try {
+            auto c = std::make_unique<RedisConnection>(options_);
+            std::lock_guard relock(mutex_);
+            open_until_ = {};
+            return Lease(*this, std::move(c));
+        } catch (...) {
+            std::lock_guard relock(mutex_);
+            --open_;
+            open_until_ = Clock::now() + options_.retry_interval;  // stop paying the connect timeout
+            available_.notify_one();
+            throw;
+        }
+    }
+
+    /// After an I/O failure on a pooled connection: drop the idle ones (the server probably
+    /// went away) and open the circuit.
+    void trip() {
+        std::lock_guard lock(mutex_);
+        open_ -= idle_.size();
+        idle_.clear();
+        open_until_ = Clock::now() + options_.retry_interval;
+    }
+
+    const RedisOptions& options() const noexcept { return options_; }
+
+private:
+    using Clock = std::chrono::steady_clock;
+
+    void give_back(std::unique_ptr<RedisConnection> c) {
+        std::lock_guard lock(mutex_);
+        if (c && !c->broken()) {
+            idle_.push_back(std::move(c));
+        } else {
+            --open_;
+        }
+        available_.notify_one();
+    }
+
+    RedisOptions options_;
+    std::mutex mutex_;  // guards idle_, open_, open_until_
+    std::condition_variable available_;
+    std::vector<std::unique_ptr<RedisConnection>> idle_;
+    std::size_t open_ = 0;
+    Clock::time_point open_until_{};
+};
+
+}  // namespace detail
+
+class RedisBackend {
+public:
+    static constexpr bool stores_objects = false;
+
+    RedisBackend(RedisOptions options, std::string key_prefix)
+        : pool_(std::move(options)), prefix_(std::move(key_prefix)) {}
+
+    std::string_view name() const noexcept { return "redis"; }
+    const RedisOptions& options() const noexcept { return pool_.options(); }
+
+    ReadResult read(const ReadRequest& request) {
+        std::vector<std::string> args{request.key.empty() ? std::string("\x01") : request.key};
+        for (const auto& c : request.counters) args.push_back(c);
+        const std::string token = request.lease_ttl ? new_token() : std::string();
+        args.push_back(request.lease_ttl ? std::to_string(std::max<std::int64_t>(1, request.lease_ttl->count())) : "0");
+        args.push_back(token);
+        args.push_back(std::to_string(clock_seed()));
+        args.push_back(request.key.empty() ? "0" : "1");
+        auto reply = run_script(read_script, 1 + request.counters.size(), std::move(args));
+        if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 + request.counters.size()) {
+            throw_garbage("read");
+        }
+        ReadResult result;
+        const redisReply* entry = reply->element[0];
+        if (entry->type == REDIS_REPLY_STRING) {
+            result.value = CacheValue{std::string(entry->str, entry->len), nullptr};
+        }
+        const redisReply* lease = reply->element[1];
+        if (lease->type == REDIS_REPLY_STRING) result.lease.assign(lease->str, lease->len);
+        for (std::size_t i = 0; i < request.counters.size(); ++i) {
+            result.counters.push_back(to_integer(reply->element[2 + i], "read"));
+        }
+        return result;
+    }
+
+    bool fill(const FillRequest& request) {
+        std::vector<std::string> args{request.key};
+        for (const auto& [counter, value] : request.guards) args.push_back(counter);
+        args.push_back(request.lease);
+        args.push_back(request.value.bytes);
+        args.push_back(std::to_string(request.ttl.count()));
+        for (const auto& [counter, value] : request.guards) args.push_back(std::to_string(value));
+        auto reply = run_script(fill_script, 1 + request.guards.size(), std::move(args));
+        return to_integer(reply.get(), "fill") == 1;
+    }
+
+    void set(const std::string& key, CacheValue value, Ttl ttl) {
+        fill(FillRequest{key, std::move(value), ttl, {}, {}});
+    }
+
+    std::optional<CacheValue> get(const std::string& key) {
+        auto c = connect();
+        auto reply = checked(c, [&] { return c->command({"GET", key}); }, "get");
+        if (reply->type == REDIS_REPLY_NIL) return std::nullopt;
+        if (reply->type != REDIS_REPLY_STRING) throw_garbage("get");
+        std::string bytes(reply->str, reply->len);
+        if (bytes.rfind(lease_marker, 0) == 0) return std::nullopt;
+        return CacheValue{std::move(bytes), nullptr};
+    }
+
+    void remove(const std::vector<std::string>& keys) {
+        if (keys.empty()) return;
+        invalidate(InvalidationBatch{keys, {}});
+    }
+
+    void invalidate(const InvalidationBatch& batch) {
+        if (batch.empty()) return;
+        {
+            std::lock_guard lock(pending_mutex_);
+            if (pending_keys_ + batch.remove.size() + batch.bump.size() > max_pending_keys) {
+                lost_ = true;  // too much to replay: clear everything on recovery
+                pending_.clear();
+                pending_keys_ = 0;
+            } else {
+                pending_.push_back(batch);
+                pending_keys_ += batch.remove.size() + batch.bump.size();
+            }
+        }
+        flush_pending();
+    }
+
+    void clear() {
+        auto c = connect();
+        clear_on(c);
+    }
+
+    /// Undelivered invalidations waiting for the server (for tests and monitoring).
+    std::size_t pending_invalidations() const {
+        std::lock_guard lock(pending_mutex_);
+        return pending_.size() + (lost_ ? 1 : 0);
+    }
+
+private:
+    static constexpr std::string_view lease_marker{"\0lease:", 7};
+    static constexpr std::size_t max_pending_keys = 100000;
+
+    // KEYS[1] entry (ARGV[#] = "0": none), KEYS[2..] counters.
+    // ARGV: lease ttl ms (0 = none), lease token, counter seed, has-entry flag.
+    static constexpr std::string_view read_script = R"lua(
+local n = #KEYS
+local ttl, token, seed, has_entry = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local out = {false, false}
+for i = 2, n do
+  local v = redis.call('GET', KEYS[i])
+  if not v then
+    redis.call('SET', KEYS[i], seed, 'NX')
+    v = redis.call('GET', KEYS[i])
+  end
+  out[i + 1] = v
+end
+if has_entry == '1' then
+  local e = redis.call('GET', KEYS[1])
+  if e then
+    if string.sub(e, 1, 7) ~= '\0lease:' then out[1] = e end
+  elseif tonumber(ttl) > 0 then
+    if redis.call('SET', KEYS[1], '\0lease:' .. token, 'PX', ttl, 'NX') then out[2] = token end
+  end
+end
+return out
+)lua";
+
+    // KEYS[1] entry, KEYS[2..] guard counters.
+    // ARGV: lease token ('' = none), value, ttl ms (< 0 = none), expected counter values.
+    static constexpr std::string_view fill_script = R"lua(
+local lease, value, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+if lease ~= '' and redis.call('GET', KEYS[1]) ~= '\0lease:' .. lease then return 0 end
+for i = 2, #KEYS do
+  if redis.call('GET', KEYS[i]) ~= ARGV[i + 2] then
+    if lease ~= '' then redis.call('DEL', KEYS[1]) end
+    return 0
+  end
+end
+if ttl < 0 then
+  redis.call('SET', KEYS[1], value)
+elseif ttl == 0 then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], value, 'PX', ttl)
+end
+return 1
+)lua";
+
+    // KEYS: entries to delete, then counters to bump. ARGV: number of entries, counter seed.
+    static constexpr std::string_view invalidate_script = R"lua(
+local removes, seed = tonumber(ARGV[1]), ARGV[2]
+for i = 1, #KEYS do
+  if i <= removes then
+    redis.call('DEL', KEYS[i])
+  else
+    redis.call('SET', KEYS[i], seed, 'NX')
+    redis.call('INCR', KEYS[i])
+  end
+end
+return 1
+)lua";
+
+    static std::int64_t clock_seed() {
+        return std::chrono::duration_cast<std::chrono::microseconds>(
+                   std::chrono::system_clock::now().time_since_epoch())
+            .count();
+    }
+
+    static std::string new_token() {
+        thread_local std::mt19937_64 rng{std::random_device{}()};
+        return std::to_string(rng()) + std::to_string(rng());
+    }
+
+    [[noreturn]] static void throw_garbage(std::string_view operation) {
+        detail::throw_redis(operation, "unexpected reply from the server");
+    }
+
+    static std::int64_t to_integer(const redisReply* r, std::string_view operation) {
+        if (r->type == REDIS_REPLY_INTEGER) return r->integer;
+        if (r->type == REDIS_REPLY_STRING) {
+            try {
+                std::size_t used = 0;
+                const std::string text(r->str, r->len);
+                const auto value = std::stoll(text, &used);
+                if (used == text.size()) return value;
+            } catch (const std::exception&) {
+            }
+        }
+        if (r->type == REDIS_REPLY_ERROR) detail::throw_redis(operation, std::string(r->str, r->len));
+        throw_garbage(operation);
+    }
+
+    detail::RedisPool::Lease connect() {
+        auto c = pool_.acquire();
+        replay(c);
+        return c;
+    }
+
+    /// Runs `op` on `c`; an I/O failure trips the circuit breaker before rethrowing.
+    template <class Op>
+    detail::RedisReply checked(detail::RedisPool::Lease& c, Op&& op, std::string_view operation) {
+        try {
+            auto reply = op();
+            if (reply->type == REDIS_REPLY_ERROR) detail::throw_redis(operation, std::string(reply->str, reply->len));
+            return reply;
+        } catch (...) {
+            if (c->broken()) pool_.trip();
+            throw;
+        }
+    }
+
+    detail::RedisReply run_script(std::string_view script, std::size_t keys, std::vector<std::string> args) {
+        auto c = connect();
+        return eval(c, script, keys, std::move(args));
+    }
+
+    detail::RedisReply eval(detail::RedisPool::Lease& c, std::string_view script, std::size_t keys,
+                            std::vector<std::string> args) {
+        std::vector<std::string> command{"EVALSHA", sha_of(c, script), std::to_string(keys)};
+        command.insert(command.end(), std::make_move_iterator(args.begin()), std::make_move_iterator(args.end()));
+        try {
+            return checked(c, [&] { return c->command(command); }, "script");
+        } catch (const CacheError& e) {
+            if (c->broken() || std::string_view(e.what()).find("NOSCRIPT") == std::string_view::npos) throw;
+        }
+        // The server forgot the script (restart, SCRIPT FLUSH): send it whole.
+        command[0] = "EVAL";
+        command[1] = std::string(script);
+        forget_shas();
+        return checked(c, [&] { return c->command(command); }, "script");
+    }
+
+    std::string sha_of(detail::RedisPool::Lease& c, std::string_view script) {
+        {
+            std::lock_guard lock(sha_mutex_);
+            for (const auto& [text, sha] : shas_) {
+                if (text == script.data()) return sha;
+            }
+        }
+        auto reply = checked(c, [&] { return c->command({"SCRIPT", "LOAD", std::string(script)}); }, "script");
+        if (reply->type != REDIS_REPLY_STRING) throw_garbage("script");
+        std::string sha(reply->str, reply->len);
+        std::lock_guard lock(sha_mutex_);
+        shas_.emplace_back(script.data(), sha);
+        return sha;
+    }
+
+    void forget_shas() {
+        std::lock_guard lock(sha_mutex_);
+        shas_.clear();
+    }
+
+    /// Delivers the invalidations that failed earlier, oldest first, before anything else.
+    void replay(detail::RedisPool::Lease& c) {
+        std::unique_lock lock(pending_mutex_);
+        if (!lost_ && pending_.empty()) return;
+        if (lost_) {
+            lock.unlock();
+            clear_on(c);
+            lock.lock();
+            lost_ = false;
+        }
+        while (!pending_.empty()) {
+            InvalidationBatch batch = pending_.front();
+            lock.unlock();
+            std::vector<std::string> args = batch.remove;
+            args.insert(args.end(), batch.bump.begin(), batch.bump.end());
+            args.push_back(std::to_string(batch.remove.size()));
+            args.push_back(std::to_string(clock_seed()));
+            eval(c, invalidate_script, batch.remove.size() + batch.bump.size(), std::move(args));
+            lock.lock();
+            if (!pending_.empty()) {
+                pending_keys_ -= pending_.front().remove.size() + pending_.front().bump.size();
+                pending_.pop_front();
+            }
+        }
+    }
+
+    void flush_pending() {
+        auto c = pool_.acquire();
+        replay(c);
+    }
+
+    void clear_on(detail::RedisPool::Lease& c) {
+        std::string cursor = "0";
+        do {
+            auto reply = checked(c, [&] {
+                return c->command({"SCAN", cursor, "MATCH", glob_escape(prefix_) + "*", "COUNT", "1000"});
+            }, "clear");
+            if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+                reply->element[0]->type != REDIS_REPLY_STRING || reply->element[1]->type != REDIS_REPLY_ARRAY) {
+                throw_garbage("clear");
+            }
+            cursor.assign(reply->element[0]->str, reply->element[0]->len);
+            const redisReply* keys = reply->element[1];
+            if (keys->elements > 0) {
+                std::vector<std::string> del{"DEL"};
+                for (std::size_t i = 0; i < keys->elements; ++i) {
+                    del.emplace_back(keys->element[i]->str, keys->element[i]->len);
+                }
+                checked(c, [&] { return c->command(del); }, "clear");
+            }
+        } while (cursor != "0");
+    }
+
+    static std::string glob_escape(std::string_view text) {
+        std::string out;
+        for (char ch : text) {
+            if (ch == '*' || ch == '?' || ch == '[' || ch == ']' || ch == '\\') out += '\\';
+            out += ch;
+        }
+        return out;
+    }
+
+    detail::RedisPool pool_;
+    std::string prefix_;
+
+    std::mutex sha_mutex_;  // guards shas_
+    std::vector<std::pair<const char*, std::string>> shas_;
+
+    mutable std::mutex pending_mutex_;  // guards pending_, pending_keys_, lost_
+    std::deque<InvalidationBatch> pending_;
+    std::size_t pending_keys_ = 0;
+    bool lost_ = false;
+};
+
+namespace detail {
+inline const bool redis_backend_registered = [] {
+    const BackendFactory factory = [](const CacheConfig& config) {
+        return std::make_unique<AnyBackend>(
+            std::make_unique<RedisBackend>(redis_options(config.arguments), config.key_prefix));
+    };
+    register_backend("redis", factory);
+    return true;
+}();
+}  // namespace detail
+
+}  // namespace ormcache
