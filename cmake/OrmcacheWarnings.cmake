@@ -29,7 +29,12 @@ function(ormcache_warnings target)
       target_compile_options(${target} PRIVATE /WX)
     endif()
   else()
-    target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic)
+    # GCC 12's -Wmissing-field-initializers (part of -Wextra) warns when a designated
+    # initializer leaves out a member that has no default member initializer, as API.md's own
+    # `users.add({.name = "tmp"})` does (it leaves out `email`). Omitted members are
+    # value-initialized, so in that documented style the warning finds nothing wrong.
+    target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic
+                                             -Wno-missing-field-initializers)
     if(ORMCACHE_WERROR)
       target_compile_options(${target} PRIVATE -Werror)
     endif()
