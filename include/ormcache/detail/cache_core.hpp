@@ -325,6 +325,7 @@ public:
 
     template <Model T>
     void invalidate_entity(const PrimaryKey& key) {
+        if (!active()) return;  // null backend: nothing to drop, nothing to count
         InvalidationBatch batch;
         batch.remove.push_back(entity_key<T>(key));
         batch.bump.push_back(version_key(ModelInfo<T>::table));
@@ -334,6 +335,7 @@ public:
 
     template <Model T>
     void invalidate_model() {
+        if (!active()) return;
         InvalidationBatch batch;
         batch.bump.push_back(version_key(ModelInfo<T>::table));
         batch.bump.push_back(generation_key(ModelInfo<T>::table));
