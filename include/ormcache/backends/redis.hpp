@@ -383,7 +383,7 @@ public:
                 pending_.clear();
                 pending_keys_ = 0;
             } else {
-                pending_.push_back(batch);
+                pending_.emplace_back(++pending_serial_, batch);
                 pending_keys_ += batch.remove.size() + batch.bump.size();
             }
         }
@@ -566,7 +566,10 @@ return 1
             lost_ = false;
         }
         while (!pending_.empty()) {
-            InvalidationBatch batch = pending_.front();
+            // Several threads may replay at once (each delivers the front batch; deletes and
+            // bumps can be repeated). Only the batch just delivered may be dropped: popping
+            // whatever is at the front by then would drop one nobody delivered.
+            const auto [serial, batch] = pending_.front();
             lock.unlock();
             std::vector<std::string> args = batch.remove;
             args.insert(args.end(), batch.bump.begin(), batch.bump.end());
@@ -574,8 +577,8 @@ return 1
             args.push_back(std::to_string(clock_seed()));
             eval(c, invalidate_script, batch.remove.size() + batch.bump.size(), std::move(args));
             lock.lock();
-            if (!pending_.empty()) {
-                pending_keys_ -= pending_.front().remove.size() + pending_.front().bump.size();
+            if (!pending_.empty() && pending_.front().first == serial) {
+                pending_keys_ -= batch.remove.size() + batch.bump.size();
                 pending_.pop_front();
             }
         }
@@ -623,8 +626,9 @@ return 1
     std::mutex sha_mutex_;  // guards shas_
     std::vector<std::pair<const char*, std::string>> shas_;
 
-    mutable std::mutex pending_mutex_;  // guards pending_, pending_keys_, lost_
-    std::deque<InvalidationBatch> pending_;
+    mutable std::mutex pending_mutex_;  // guards pending_, pending_serial_, pending_keys_, lost_
+    std::deque<std::pair<std::uint64_t, InvalidationBatch>> pending_;  // (serial, batch), oldest first
+    std::uint64_t pending_serial_ = 0;
     std::size_t pending_keys_ = 0;
     bool lost_ = false;
 };
