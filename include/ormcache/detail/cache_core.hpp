@@ -230,7 +230,7 @@ public:
         // Shared: one load per key and counter value in this process.
         bool waited = false;
         auto result = flights_.run(
-            key + '#' + std::to_string(first->stamp),
+            key, first->stamp,
             [&]() -> Singleflight::Result {
                 std::string lease;
                 std::int64_t stamp = first->stamp;
@@ -267,7 +267,7 @@ public:
         misses_.fetch_add(1, std::memory_order_relaxed);
         bool waited = false;
         auto result = flights_.run(
-            key,
+            key, 0,
             [&]() -> Singleflight::Result {
                 auto value = std::make_shared<const V>(create());
                 if (auto encoded = encode(key, *value, 0, {})) {

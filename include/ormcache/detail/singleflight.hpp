@@ -1,8 +1,9 @@
 #pragma once
 // Singleflight: concurrent misses on one key run one load; the others wait on a
-// std::shared_future and get the same result or the same exception. Keyed by cache key (with
-// the counters the key was read under, so a flight that started before an invalidation is
-// never joined after it), with striped locks. No I/O happens under a lock.
+// std::shared_future and get the same result or the same exception. Keyed by cache key and a
+// tag (the counter the key was read under), with striped locks. An invalidation ends every
+// flight of the key, whatever its tag, so that a flight that started before it is never joined
+// after it. No I/O happens under a lock.
 
 #include <array>
 #include <cstdint>
@@ -14,6 +15,7 @@
 #include <string_view>
 #include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include "statement_cache.hpp"  // StringHash
 
@@ -23,20 +25,23 @@ class Singleflight {
 public:
     using Result = std::shared_ptr<const void>;
 
-    /// Runs `load` unless a flight for `key` is under way, in which case waits for it.
-    /// `waited` tells which happened. Exceptions of the load reach every waiter.
+    /// Runs `load` unless a flight for `key` and `tag` is under way, in which case waits for
+    /// it. `waited` tells which happened. Exceptions of the load reach every waiter.
     template <class Load>
-    Result run(const std::string& key, Load&& load, bool& waited) {
+    Result run(const std::string& key, std::int64_t tag, Load&& load, bool& waited) {
         Stripe& stripe = stripe_for(key);
         std::promise<Result> promise;
         std::shared_future<Result> flight;
+        std::uint64_t id = 0;
         {
             std::lock_guard lock(stripe.mutex);
-            auto it = stripe.flights.find(key);
-            if (it != stripe.flights.end()) {
-                flight = it->second;
-            } else {
-                stripe.flights.emplace(key, promise.get_future().share());
+            auto& flights = stripe.flights[key];
+            for (const auto& f : flights) {
+                if (f.tag == tag) flight = f.future;
+            }
+            if (!flight.valid()) {
+                id = ++stripe.last_id;
+                flights.push_back(Flight{tag, id, promise.get_future().share()});
             }
         }
         if (flight.valid()) {
@@ -49,16 +54,17 @@ public:
             result = std::forward<Load>(load)();
         } catch (...) {
             // Land the flight before publishing, so an error is never served to a later caller.
-            forget(key);
+            land(stripe, key, id);
             promise.set_exception(std::current_exception());
             throw;
         }
-        forget(key);
+        land(stripe, key, id);
         promise.set_value(result);
         return result;
     }
 
-    /// Ends `key`'s flight for newcomers (the load in progress still answers its waiters).
+    /// Ends every flight of `key` for newcomers (the loads in progress still answer their
+    /// waiters).
     void forget(const std::string& key) {
         Stripe& stripe = stripe_for(key);
         std::lock_guard lock(stripe.mutex);
@@ -66,10 +72,26 @@ public:
     }
 
 private:
-    struct Stripe {
-        std::mutex mutex;  // guards flights
-        std::unordered_map<std::string, std::shared_future<Result>, StringHash, std::equal_to<>> flights;
+    struct Flight {
+        std::int64_t tag;
+        std::uint64_t id;  // tells this flight from a later one with the same key and tag
+        std::shared_future<Result> future;
     };
+
+    struct Stripe {
+        std::mutex mutex;  // guards flights and last_id
+        std::unordered_map<std::string, std::vector<Flight>, StringHash, std::equal_to<>> flights;
+        std::uint64_t last_id = 0;
+    };
+
+    /// Removes flight `id` only: after forget(), a newer flight of the key may be under way.
+    static void land(Stripe& stripe, const std::string& key, std::uint64_t id) {
+        std::lock_guard lock(stripe.mutex);
+        const auto it = stripe.flights.find(key);
+        if (it == stripe.flights.end()) return;
+        std::erase_if(it->second, [&](const Flight& f) { return f.id == id; });
+        if (it->second.empty()) stripe.flights.erase(it);
+    }
 
     Stripe& stripe_for(std::string_view key) {
         return stripes_[std::hash<std::string_view>{}(key) % stripes_.size()];
