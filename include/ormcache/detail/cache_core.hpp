@@ -229,6 +229,7 @@ public:
         }
         // Shared: one load per key and counter value in this process.
         bool waited = false;
+        const CountWait count_wait{waited, singleflight_waits_};
         auto result = flights_.run(
             key, first->stamp,
             [&]() -> Singleflight::Result {
@@ -247,7 +248,6 @@ public:
                     load_and_store<R>(key, check, entity, stamp, lease, {}, ttl, load));
             },
             waited);
-        if (waited) singleflight_waits_.fetch_add(1, std::memory_order_relaxed);
         return *std::static_pointer_cast<const R>(result);
     }
 
@@ -266,6 +266,7 @@ public:
         }
         misses_.fetch_add(1, std::memory_order_relaxed);
         bool waited = false;
+        const CountWait count_wait{waited, singleflight_waits_};
         auto result = flights_.run(
             key, 0,
             [&]() -> Singleflight::Result {
@@ -278,7 +279,6 @@ public:
                 return value;
             },
             waited);
-        if (waited) singleflight_waits_.fetch_add(1, std::memory_order_relaxed);
         return *std::static_pointer_cast<const V>(result);
     }
 
@@ -382,6 +382,16 @@ public:
     static constexpr Ttl lease_ttl{30000};
 
 private:
+    /// Counts a singleflight wait when the call leaves, whether the flight it waited on
+    /// returned or threw.
+    struct CountWait {
+        const bool& waited;
+        std::atomic<std::uint64_t>& waits;
+        ~CountWait() {
+            if (waited) waits.fetch_add(1, std::memory_order_relaxed);
+        }
+    };
+
     struct ModelEntry {
         std::string digest;
         bool text_pk;
