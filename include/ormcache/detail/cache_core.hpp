@@ -235,14 +235,13 @@ public:
             [&]() -> Singleflight::Result {
                 std::string lease;
                 std::int64_t stamp = first->stamp;
-                if (entity) {
-                    // The leader takes the lease (and re-checks: the key may have been filled
-                    // since our first read).
-                    if (auto second = lookup<R>(key, check, counter, true)) {
-                        if (second->hit) return std::make_shared<const R>(std::move(*second->hit));
-                        stamp = second->stamp;
-                        lease = second->lease;
-                    }
+                // The leader re-checks: the key may have been filled since our first read, by
+                // a flight that landed in between (a miss concurrent with it must not run a
+                // second query). For an entity this read also takes the lease.
+                if (auto second = lookup<R>(key, check, counter, entity)) {
+                    if (second->hit) return std::make_shared<const R>(std::move(*second->hit));
+                    stamp = second->stamp;
+                    lease = second->lease;
                 }
                 return std::make_shared<const R>(
                     load_and_store<R>(key, check, entity, stamp, lease, {}, ttl, load));
