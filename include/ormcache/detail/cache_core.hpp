@@ -14,6 +14,7 @@
 // collision), is a miss. So bumping a counter makes every older entry unreachable at once.
 
 #include <atomic>
+#include <charconv>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -170,22 +171,27 @@ public:
 
     // ---- keys ----
 
-    std::string version_key(std::string_view table) const { return config_.key_prefix + "v:" + std::string(table); }
-    std::string generation_key(std::string_view table) const { return config_.key_prefix + "g:" + std::string(table); }
+    // Every read builds its key and counter name, so they are built in place, in one buffer
+    // of the right size (no temporaries, no digest string).
+
+    std::string version_key(std::string_view table) const { return counter_key("v:", table); }
+    std::string generation_key(std::string_view table) const { return counter_key("g:", table); }
 
     template <Model T>
     std::string entity_key(const PrimaryKey& key) const {
-        std::string out = config_.key_prefix + "e:" + std::string(ModelInfo<T>::table) + ":" +
-                          model_digest<T>() + ":" + config_.serializer.name + ":";
+        const auto* text = std::get_if<std::string>(&key);
+        std::string out = model_key_head<T>("e:", 1 + (text != nullptr ? text->size() : 20));
         append_key(out, key);
         return out;
     }
 
     template <Model T>
     std::string query_key(std::string_view kind, std::string_view canonical) const {
-        return config_.key_prefix + "q:" + std::string(ModelInfo<T>::table) + ":" +
-               model_digest<T>() + ":" + config_.serializer.name + ":" + std::string(kind) + ":" +
-               hash_hex(canonical);
+        std::string out = model_key_head<T>("q:", kind.size() + 1 + 32);
+        out += kind;
+        out += ':';
+        append_hash_hex(out, canonical);
+        return out;
     }
 
     std::string region_key(std::string_view key) const { return config_.key_prefix + "r:" + std::string(key); }
@@ -413,10 +419,47 @@ private:
         }
     }
 
+    std::string counter_key(std::string_view kind, std::string_view table) const {
+        std::string out;
+        out.reserve(config_.key_prefix.size() + kind.size() + table.size());
+        out += config_.key_prefix;
+        out += kind;
+        out += table;
+        return out;
+    }
+
+    /// "<key_prefix><kind><table>:<model digest>:<serializer>:", with room for `extra` more.
+    template <Model T>
+    std::string model_key_head(std::string_view kind, std::size_t extra) const {
+        constexpr std::string_view table = ModelInfo<T>::table;
+        std::string out;
+        out.reserve(config_.key_prefix.size() + kind.size() + table.size() + 1 + 16 + 1 +
+                    config_.serializer.name.size() + 1 + extra);
+        out += config_.key_prefix;
+        out += kind;
+        out += table;
+        out += ':';
+        append_hex(out, ModelInfo<T>::digest);  // == model_digest<T>()
+        out += ':';
+        out += config_.serializer.name;
+        out += ':';
+        return out;
+    }
+
+    /// 16 lowercase hex digits, most significant first.
+    static void append_hex(std::string& out, std::uint64_t value) {
+        static constexpr char hex[] = "0123456789abcdef";
+        char digits[16];
+        for (int i = 15; i >= 0; --i, value >>= 4) digits[i] = hex[value & 15];
+        out.append(digits, sizeof digits);
+    }
+
     static void append_key(std::string& out, const PrimaryKey& key) {
         if (const auto* i = std::get_if<std::int64_t>(&key)) {
             out += 'i';
-            out += std::to_string(*i);
+            char digits[24];
+            const auto end = std::to_chars(digits, digits + sizeof digits, *i).ptr;
+            out.append(digits, static_cast<std::size_t>(end - digits));
         } else if (const auto* s = std::get_if<std::string>(&key)) {
             out += 's';
             out += *s;
@@ -427,14 +470,9 @@ private:
 
     /// 128 bits from two independent 64-bit FNV-1a variants; the entry also stores the full
     /// text, so a collision is a miss, never a wrong answer.
-    static std::string hash_hex(std::string_view text) {
-        std::uint64_t a = fnv1a(0xcbf29ce484222325ULL, text);
-        std::uint64_t b = fnv1a(0x84222325cbf29ce4ULL, text) ^ (text.size() * 0x9e3779b97f4a7c15ULL);
-        static constexpr char hex[] = "0123456789abcdef";
-        std::string out(32, '0');
-        for (int i = 15; i >= 0; --i, a >>= 4) out[static_cast<std::size_t>(i)] = hex[a & 15];
-        for (int i = 31; i >= 16; --i, b >>= 4) out[static_cast<std::size_t>(i)] = hex[b & 15];
-        return out;
+    static void append_hash_hex(std::string& out, std::string_view text) {
+        append_hex(out, fnv1a(0xcbf29ce484222325ULL, text));
+        append_hex(out, fnv1a(0x84222325cbf29ce4ULL, text) ^ (text.size() * 0x9e3779b97f4a7c15ULL));
     }
 
     Ttl ttl_of(std::optional<std::chrono::seconds> ttl) const {
