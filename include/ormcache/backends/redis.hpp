@@ -234,7 +234,11 @@ public:
     class Lease {
     public:
         Lease(RedisPool& pool, std::unique_ptr<RedisConnection> c) : pool_(&pool), c_(std::move(c)) {}
-        Lease(Lease&&) = default;
+        // Not defaulted: the moved-from lease must not give anything back (a null connection
+        // handed back counts as a closed one, and the pool would open one too many).
+        Lease(Lease&& other) noexcept
+            : pool_(std::exchange(other.pool_, nullptr)), c_(std::move(other.c_)) {}
+        Lease& operator=(Lease&&) = delete;
         ~Lease() {
             if (pool_ != nullptr) pool_->give_back(std::move(c_));
         }
