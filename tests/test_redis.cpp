@@ -1,0 +1,1533 @@
+// The Redis backend against real redis-server processes (tests/support/redis_server.hpp):
+// configuration, fail-open behaviour, hits and round trips counted on the server
+// (INFO commandstats), invalidation across Database instances and processes, the envelope
+// and serializers, corrupt entries, the fill races of API.md rule 6, AUTH/ACL/db/unix socket,
+// clear(), and a fault run with the server stopped, restarted and paused under load.
+//
+// Most tests share one server per process and keep apart by key prefix; tests that stop,
+// pause or reconfigure a server start their own. Without redis-server every test fails.
+
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <latch>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+#include <ormcache/backends/redis.hpp>
+
+#include "models.hpp"
+#include "redis_server.hpp"
+#include "test_support.hpp"
+
+using namespace std::chrono_literals;
+
+namespace {
+
+using app::User;
+using ormcache::CacheConfig;
+using ormcache::Database;
+using ormcache::DatabaseConfig;
+using ormcache::LimitOffset;
+using ormcache::Options;
+using ormcache::OrderBy;
+using ormcache::Repository;
+using ormcache_test::CommandDelta;
+using ormcache_test::RedisClient;
+using ormcache_test::RedisMonitor;
+using ormcache_test::RedisServer;
+using ormcache_test::RedisServerOptions;
+using ormcache_test::SqlLog;
+using ormcache_test::TempDir;
+using Clock = std::chrono::steady_clock;
+
+/// Writers queue for SQLite's write lock; under sanitizers on a loaded machine the default
+/// 5 s can run out. These tests are about the cache, not about lock fairness.
+constexpr std::chrono::milliseconds kBusyTimeout{60000};
+
+/// The server most tests share (started on first use, stopped at exit).
+RedisServer& shared_server() {
+    static std::unique_ptr<RedisServer> server;
+    if (!server)
+        server = std::make_unique<RedisServer>();
+    return *server;
+}
+
+/// A key prefix no other test (or earlier run against the same server) uses.
+std::string unique_prefix(std::string_view label) {
+    static std::atomic<int> counter{0};
+    return "oct" + std::to_string(::getpid()) + "-" + std::to_string(++counter) + "-" +
+           std::string(label) + ":";
+}
+
+CacheConfig redis_config(int port, std::string prefix,
+                         nlohmann::json extra = nlohmann::json::object()) {
+    CacheConfig c;
+    c.backend = "redis";
+    c.arguments = {{"host", "127.0.0.1"}, {"port", port}};
+    for (const auto& [k, v] : extra.items())
+        c.arguments[k] = v;
+    c.key_prefix = std::move(prefix);
+    return c;
+}
+
+/// Counts the errors handed to CacheConfig::on_error (from any thread).
+struct ErrorLog {
+    std::atomic<int> count{0};
+    std::mutex mutex;
+    std::vector<std::string> backends;  // guarded by mutex
+
+    void attach(CacheConfig& c) {
+        c.on_error = [this](const ormcache::CacheError& e) {
+            ++count;
+            std::lock_guard lock(mutex);
+            if (backends.size() < 100)
+                backends.push_back(e.backend());
+        };
+    }
+};
+
+/// A SQLite file with the users table and five committed users, behind a Redis cache.
+///   1 Ada, 2 Bob, 3 Cy, 4 Dee, 5 Eve
+struct Fixture {
+    TempDir dir;
+    SqlLog log;
+    ErrorLog errors;
+    std::string prefix;
+    CacheConfig config;
+    std::unique_ptr<Database> db;
+
+    explicit Fixture(const CacheConfig& base, bool seed = true)
+        : prefix(base.key_prefix), config(base) {
+        errors.attach(config);
+        db = std::make_unique<Database>(DatabaseConfig{.connection_string = dir.file("redis.db"),
+                                                       .cache_config = config,
+                                                       .on_query = log.callback(),
+                                                       .busy_timeout = kBusyTimeout});
+        db->create_all<User>();
+        if (seed) {
+            auto s = db->session();
+            Repository<User> users{s};
+            for (const char* name : {"Ada", "Bob", "Cy", "Dee", "Eve"}) {
+                users.add({.name = name, .email = std::string(name) + "@example.org"});
+            }
+            s.commit();
+        }
+        log.clear();
+    }
+
+    std::string path() const { return dir.file("redis.db"); }
+    ormcache::CacheStats stats() { return db->cache_manager().stats(); }
+
+    /// Renames a user through a fresh session and commits.
+    void rename(std::int64_t id, const std::string& name) {
+        auto s = db->session();
+        Repository<User> users{s};
+        auto u = users.get(id, {.use_cache = false});
+        u.name = name;
+        users.update(u);
+        s.commit();
+    }
+};
+
+/// The message of the ConfigError `fn` throws ("" if it throws nothing; other exceptions
+/// propagate and fail the test).
+template <class Fn>
+std::string config_error(Fn&& fn) {
+    try {
+        fn();
+    } catch (const ormcache::ConfigError& e) {
+        return e.what();
+    }
+    return "";
+}
+
+std::string config_error_for(const nlohmann::json& arguments,
+                             const std::string& backend = "redis") {
+    CacheConfig c;
+    c.backend = backend;
+    c.arguments = arguments;
+    c.key_prefix = unique_prefix("cfg");
+    return config_error([&] { Database db{DatabaseConfig{.cache_config = c}}; });
+}
+
+/// "oc1 <stamp> <len>\n<check><payload>", the byte backends' envelope (detail/cache_core.hpp).
+struct Envelope {
+    std::int64_t stamp = 0;
+    std::string check;
+    std::string payload;
+};
+
+std::optional<Envelope> parse_envelope(std::string_view bytes) {
+    if (!bytes.starts_with("oc1 "))
+        return std::nullopt;
+    bytes.remove_prefix(4);
+    const auto space = bytes.find(' ');
+    const auto newline = bytes.find('\n');
+    if (space == std::string_view::npos || newline == std::string_view::npos || newline < space) {
+        return std::nullopt;
+    }
+    Envelope e;
+    e.stamp = std::stoll(std::string(bytes.substr(0, space)));
+    const auto size = std::stoull(std::string(bytes.substr(space + 1, newline - space - 1)));
+    bytes.remove_prefix(newline + 1);
+    if (bytes.size() < size)
+        return std::nullopt;
+    e.check = std::string(bytes.substr(0, size));
+    e.payload = std::string(bytes.substr(size));
+    return e;
+}
+
+bool is_lease(const std::string& value) {
+    return value.rfind(std::string_view("\0lease:", 7), 0) == 0;
+}
+
+/// The keys under `prefix` that start with `part` and end with `suffix`.
+std::vector<std::string> keys_like(RedisClient& client, const std::string& prefix,
+                                   const std::string& part, const std::string& suffix = "") {
+    std::vector<std::string> found;
+    for (const auto& k : client.keys(prefix + part)) {
+        if (k.size() >= suffix.size() &&
+            k.compare(k.size() - suffix.size(), suffix.size(), suffix) == 0) {
+            found.push_back(k);
+        }
+    }
+    return found;
+}
+
+/// The one key under `prefix` that starts with `part` and ends with `suffix`.
+std::string only_key(RedisClient& client, const std::string& prefix, const std::string& part,
+                     const std::string& suffix = "") {
+    const auto found = keys_like(client, prefix, part, suffix);
+    INFO("keys under " << prefix << part << " ending in '" << suffix << "': " << found.size());
+    REQUIRE(found.size() == 1);
+    return found.front();
+}
+
+std::vector<std::string> names_of(const std::vector<User>& users) {
+    std::vector<std::string> out;
+    for (const auto& u : users)
+        out.push_back(u.name);
+    return out;
+}
+
+/// Polls `condition` until it holds or `timeout` passes.
+template <class Fn>
+bool eventually(Fn&& condition, std::chrono::milliseconds timeout = 10s) {
+    const auto deadline = Clock::now() + timeout;
+    while (Clock::now() < deadline) {
+        if (condition())
+            return true;
+        std::this_thread::sleep_for(5ms);
+    }
+    return condition();
+}
+
+// ---- a backend that can hold one fill, for the stale-fill race ---------------------------
+
+/// Holds the next fill whose key contains `match` until release() (or 30 s).
+class FillGate {
+  public:
+    void arm(std::string match) {
+        std::lock_guard lock(mutex_);
+        match_ = std::move(match);
+        armed_ = true;
+        reached_ = false;
+        open_ = false;
+    }
+    void pass(const std::string& key) {
+        std::unique_lock lock(mutex_);
+        if (!armed_ || key.find(match_) == std::string::npos)
+            return;
+        armed_ = false;
+        reached_ = true;
+        changed_.notify_all();
+        changed_.wait_for(lock, 30s, [&] { return open_; });
+    }
+    bool wait_reached(std::chrono::milliseconds timeout = 10s) {
+        std::unique_lock lock(mutex_);
+        return changed_.wait_for(lock, timeout, [&] { return reached_; });
+    }
+    void release() {
+        std::lock_guard lock(mutex_);
+        open_ = true;
+        armed_ = false;
+        changed_.notify_all();
+    }
+
+  private:
+    std::mutex mutex_;  // guards everything below
+    std::condition_variable changed_;
+    std::string match_;
+    bool armed_ = false, reached_ = false, open_ = false;
+};
+
+FillGate& fill_gate() {
+    static FillGate gate;
+    return gate;
+}
+
+/// The Redis backend with fill() passing through fill_gate() first. Registered as "redis-gated".
+class GatedRedisBackend {
+  public:
+    static constexpr bool stores_objects = false;
+    explicit GatedRedisBackend(const CacheConfig& c)
+        : inner_(ormcache::detail::redis_options(c.arguments), c.key_prefix) {}
+
+    std::string_view name() const noexcept { return "redis-gated"; }
+    ormcache::ReadResult read(const ormcache::ReadRequest& r) { return inner_.read(r); }
+    bool fill(const ormcache::FillRequest& f) {
+        fill_gate().pass(f.key);
+        return inner_.fill(f);
+    }
+    void set(const std::string& k, ormcache::CacheValue v, ormcache::Ttl t) {
+        inner_.set(k, std::move(v), t);
+    }
+    std::optional<ormcache::CacheValue> get(const std::string& k) { return inner_.get(k); }
+    void remove(const std::vector<std::string>& k) { inner_.remove(k); }
+    void invalidate(const ormcache::InvalidationBatch& b) { inner_.invalidate(b); }
+    void clear() { inner_.clear(); }
+
+  private:
+    ormcache::RedisBackend inner_;
+};
+
+void register_gated_backend() {
+    static const bool once = [] {
+        ormcache::register_backend_type<GatedRedisBackend>(
+            "redis-gated", [](const CacheConfig& c) { return new GatedRedisBackend(c); });
+        return true;
+    }();
+    (void)once;
+}
+
+}  // namespace
+
+// ---- configuration -----------------------------------------------------------------------
+
+TEST_CASE("redis: a bad configuration is a ConfigError naming the field", "[redis][config]") {
+    CHECK_THAT(config_error_for({{"port", "6379"}}), Catch::Contains("port"));
+    CHECK_THAT(config_error_for({{"port", 0}}), Catch::Contains("port"));
+    CHECK_THAT(config_error_for({{"port", 70000}}), Catch::Contains("port"));
+    CHECK_THAT(config_error_for({{"port", 6379.5}}), Catch::Contains("port"));
+    CHECK_THAT(config_error_for({{"db", -1}}), Catch::Contains("db"));
+    CHECK_THAT(config_error_for({{"host", 127}}), Catch::Contains("host"));
+    CHECK_THAT(config_error_for({{"pool_size", 0}}), Catch::Contains("pool_size"));
+    CHECK_THAT(config_error_for({{"distributed_lock", "yes"}}),
+               Catch::Contains("distributed_lock"));
+    CHECK_THAT(config_error_for({{"socket_timeout_ms", "1s"}}),
+               Catch::Contains("socket_timeout_ms"));
+    CHECK_THAT(config_error_for({{"prot", 6379}}), Catch::Contains("prot"));
+    CHECK_THAT(config_error_for({{"url", 42}}), Catch::Contains("url"));
+    CHECK_THAT(config_error_for({{"url", "http://127.0.0.1:6379"}}), Catch::Contains("url"));
+    CHECK_THAT(config_error_for({{"url", "redis://127.0.0.1:port/0"}}), Catch::Contains("port"));
+    CHECK_THAT(config_error_for({{"url", "redis://127.0.0.1:0"}}), Catch::Contains("port"));
+    CHECK_THAT(config_error_for({{"url", "redis://127.0.0.1:6379/x"}}),
+               Catch::Contains("database"));
+    CHECK_THAT(config_error_for({{"host", ""}}), Catch::Contains("host"));
+    CHECK_THAT(config_error_for(nlohmann::json::array()), Catch::Contains("arguments"));
+    // The same validation under the seed's spelling.
+    CHECK_THAT(config_error_for({{"port", "6379"}}, "dogpile.cache.redis"),
+               Catch::Contains("port"));
+    // Well-formed arguments are not an error, even with no server behind them.
+    CHECK(config_error_for({{"port", RedisServer::free_port()},
+                            {"distributed_lock", true},
+                            {"lock_timeout_ms", 100},
+                            {"pool_size", 2}}) == "");
+}
+
+TEST_CASE("redis: url gives host, port, db, user and password; explicit arguments win",
+          "[redis][config]") {
+    using ormcache::detail::redis_options;
+    {
+        const auto o = redis_options({{"url", "redis://alice:s3cret@cache.example.org:6380/4"}});
+        CHECK(o.host == "cache.example.org");
+        CHECK(o.port == 6380);
+        CHECK(o.db == 4);
+        CHECK(o.username == "alice");
+        CHECK(o.password == "s3cret");
+    }
+    {
+        const auto o = redis_options({{"url", "redis://:pw@10.0.0.7"}});
+        CHECK(o.host == "10.0.0.7");
+        CHECK(o.port == 6379);
+        CHECK(o.db == 0);
+        CHECK(o.username.empty());
+        CHECK(o.password == "pw");
+    }
+    {
+        const auto o = redis_options({{"url", "redis://h/"}});
+        CHECK(o.host == "h");
+        CHECK(o.port == 6379);
+        CHECK(o.db == 0);
+        CHECK(o.password.empty());
+    }
+    {
+        // A password may contain '@' and ':' (the last '@' ends the credentials).
+        const auto o = redis_options({{"url", "redis://bob:p@ss:w0rd@h:7000/2"}});
+        CHECK(o.username == "bob");
+        CHECK(o.password == "p@ss:w0rd");
+        CHECK(o.host == "h");
+        CHECK(o.port == 7000);
+        CHECK(o.db == 2);
+    }
+    {
+        const auto o = redis_options({{"url", "redis://h:1/2"}, {"port", 7001}, {"db", 5}});
+        CHECK(o.host == "h");
+        CHECK(o.port == 7001);
+        CHECK(o.db == 5);
+    }
+    {
+        const auto o = redis_options({{"unix_socket", "/run/redis.sock"},
+                                      {"connect_timeout_ms", 25},
+                                      {"socket_timeout_ms", 30},
+                                      {"pool_size", 3},
+                                      {"distributed_lock", true},
+                                      {"lock_timeout_ms", 900}});
+        CHECK(o.unix_socket == "/run/redis.sock");
+        CHECK(o.connect_timeout == 25ms);
+        CHECK(o.socket_timeout == 30ms);
+        CHECK(o.pool_size == 3);
+        CHECK(o.distributed_lock);
+        CHECK(o.lock_timeout == 900ms);
+    }
+
+    // End to end: the url alone reaches the server and picks the database.
+    auto& server = shared_server();
+    CacheConfig c;
+    c.backend = "redis";
+    c.key_prefix = unique_prefix("url");
+    c.arguments = {{"url", "redis://127.0.0.1:" + std::to_string(server.port()) + "/6"}};
+    Fixture f(c);
+    {
+        auto s = f.db->session();
+        Repository<User> users{s};
+        users.get(1);
+        CHECK(users.get(1).name == "Ada");
+    }
+    CHECK(f.stats().hits == 1);
+    CHECK(f.errors.count == 0);
+    auto client = server.client();
+    CHECK(client->keys(f.prefix).empty());
+    client->select(6);
+    CHECK_FALSE(client->keys(f.prefix).empty());
+}
+
+TEST_CASE("redis: the seed's spelling dogpile.cache.redis is the redis backend",
+          "[redis][config]") {
+    auto& server = shared_server();
+    auto c = redis_config(server.port(), unique_prefix("dogpile"));
+    c.backend = "dogpile.cache.redis";
+    Fixture f(c);
+    auto s = f.db->session();
+    Repository<User> users{s};
+    users.get(2);
+    CHECK(users.get(2).name == "Bob");
+    CHECK(f.log.count("SELECT") == 1);
+    CHECK(f.stats().hits == 1);
+    CHECK_FALSE(server.client()->keys(f.prefix).empty());
+}
+
+// ---- fail open ---------------------------------------------------------------------------
+
+TEST_CASE("redis: an unreachable server at start-up is not an error; the cache connects later",
+          "[redis][failopen]") {
+    const int port = RedisServer::free_port();  // nothing listens there (yet)
+    Fixture f(redis_config(port, unique_prefix("down"),
+                           {{"connect_timeout_ms", 200}, {"retry_interval_ms", 20}}));
+    auto s = f.db->session();
+    Repository<User> users{s};
+
+    // Every call works, from the database.
+    CHECK(users.get(1).name == "Ada");
+    CHECK(users.get(1).name == "Ada");
+    CHECK(users.list().size() == 5);
+    CHECK(users.count() == 5);
+    auto added = users.add({.name = "Fay", .email = "fay@example.org"});
+    s.commit();  // the invalidation fails too, absorbed
+    CHECK(users.get(added.id).name == "Fay");
+    CHECK(users.list().size() == 6);
+    CHECK(f.log.count("SELECT") >= 5);
+    CHECK(f.stats().hits == 0);
+    CHECK(f.stats().errors > 0);
+    CHECK(f.errors.count == static_cast<int>(f.stats().errors));
+    {
+        std::lock_guard lock(f.errors.mutex);
+        REQUIRE_FALSE(f.errors.backends.empty());
+        CHECK(f.errors.backends.front() == "redis");
+    }
+
+    // A server appears on that port: the cache starts working without any reconfiguration.
+    RedisServer server(RedisServerOptions{.port = port});
+    const bool hit = eventually([&] {
+        const auto before = f.stats().hits;
+        users.get(1);
+        users.get(1);
+        return f.stats().hits > before;
+    });
+    CHECK(hit);
+    f.log.clear();
+    CHECK(users.get(1).name == "Ada");
+    CHECK(f.log.size() == 0);
+    CHECK_FALSE(server.client()->keys(f.prefix).empty());
+}
+
+// ---- hits, keys, SQL ---------------------------------------------------------------------
+
+TEST_CASE("redis: get and list hits run no SQL, and every key starts with key_prefix",
+          "[redis][hits]") {
+    auto& server = shared_server();
+    auto client = server.client();
+    const auto keys_before = client->keys();
+    Fixture f(redis_config(server.port(), unique_prefix("hits")));
+    auto s = f.db->session();
+    Repository<User> users{s};
+
+    CHECK(users.get(3).name == "Cy");
+    CHECK(f.log.count("SELECT") == 1);
+    CHECK(users.get(3).name == "Cy");
+    CHECK(users.get_or_none(3)->name == "Cy");
+    CHECK(f.log.count("SELECT") == 1);
+
+    CHECK_FALSE(users.get_or_none(99).has_value());  // absence is cached too
+    CHECK_FALSE(users.get_or_none(99).has_value());
+    CHECK(f.log.count("SELECT") == 2);
+
+    CHECK(names_of(users.list(OrderBy{&User::id})) ==
+          std::vector<std::string>{"Ada", "Bob", "Cy", "Dee", "Eve"});
+    CHECK(names_of(users.list(OrderBy{&User::id})) ==
+          std::vector<std::string>{"Ada", "Bob", "Cy", "Dee", "Eve"});
+    CHECK(f.log.count("SELECT") == 3);
+    auto [page, total] =
+        users.list_and_count(LimitOffset{.limit = 2, .offset = 1}, OrderBy{&User::id});
+    auto [page2, total2] =
+        users.list_and_count(LimitOffset{.limit = 2, .offset = 1}, OrderBy{&User::id});
+    CHECK(names_of(page2) == std::vector<std::string>{"Bob", "Cy"});
+    CHECK(total2 == 5);
+    CHECK(users.count() == 5);
+    CHECK(users.count() == 5);
+    CHECK(users.exists(ormcache::ComparisonFilter{&User::name, "=", std::string("Dee")}));
+    CHECK(users.exists(ormcache::ComparisonFilter{&User::name, "=", std::string("Dee")}));
+    CHECK(f.log.count("SELECT") == 6);
+
+    // A different query is a different entry; use_cache=false always reads the database.
+    users.list(OrderBy{&User::name});
+    CHECK(f.log.count("SELECT") == 7);
+    users.get(3, {.use_cache = false});
+    users.list(OrderBy{&User::id}, Options{.use_cache = false});
+    CHECK(f.log.count("SELECT") == 9);
+
+    const auto stats = f.stats();
+    CHECK(stats.hits == 7);
+    CHECK(stats.misses == 7);
+    CHECK(stats.errors == 0);
+
+    // Everything written since the test began is under the prefix: entities, queries and
+    // the counters.
+    const auto keys_after = client->keys();
+    std::vector<std::string> added;
+    std::set_difference(keys_after.begin(), keys_after.end(), keys_before.begin(),
+                        keys_before.end(), std::back_inserter(added));
+    REQUIRE_FALSE(added.empty());
+    for (const auto& k : added) {
+        INFO(k);
+        CHECK(k.rfind(f.prefix, 0) == 0);
+    }
+    CHECK(client->keys(f.prefix + "e:users:").size() == 2);
+    CHECK(client->keys(f.prefix + "q:users:").size() == 5);
+    CHECK(client->get(f.prefix + "v:users").has_value());
+    CHECK(client->get(f.prefix + "g:users").has_value());
+    CHECK(added.size() == client->keys(f.prefix).size());
+}
+
+TEST_CASE("redis: get_or_create stores region values under key_prefix", "[redis][hits]") {
+    auto& server = shared_server();
+    Fixture f(redis_config(server.port(), unique_prefix("region")), false);
+    int built = 0;
+    auto build = [&] {
+        ++built;
+        return std::string("report body");
+    };
+    auto& manager = f.db->cache_manager();
+    CHECK(manager.get_or_create<std::string>("report:42", build) == "report body");
+    CHECK(manager.get_or_create<std::string>("report:42", build) == "report body");
+    CHECK(built == 1);
+    CHECK(manager.stats().hits == 1);
+    auto client = server.client();
+    const auto raw = client->get(f.prefix + "r:report:42");
+    REQUIRE(raw.has_value());
+    CHECK(raw->find("report body") != std::string::npos);
+}
+
+// ---- invalidation across Database instances and processes --------------------------------
+
+TEST_CASE("redis: a commit through a second Database on the same file and Redis invalidates",
+          "[redis][invalidation]") {
+    auto& server = shared_server();
+    Fixture a(redis_config(server.port(), unique_prefix("two")));
+    SqlLog b_log;
+    Database b{DatabaseConfig{
+        .connection_string = a.path(), .cache_config = a.config, .on_query = b_log.callback()}};
+
+    auto sa = a.db->session();
+    Repository<User> ua{sa};
+    CHECK(ua.get(1).name == "Ada");
+    CHECK(ua.list(OrderBy{&User::id}).front().name == "Ada");
+    CHECK(ua.count() == 5);
+    a.log.clear();
+    CHECK(ua.get(1).name == "Ada");  // all cached now
+    CHECK(ua.list(OrderBy{&User::id}).front().name == "Ada");
+    CHECK(a.log.size() == 0);
+
+    SECTION("update") {
+        {
+            auto sb = b.session();
+            Repository<User> ub{sb};
+            CHECK(ub.get(1).name == "Ada");  // b shares a's cache: a hit
+            CHECK(b_log.count("SELECT") == 0);
+            auto u = ub.get(1);
+            u.name = "Ada B.";
+            ub.update(u);
+            sb.commit();
+        }
+        CHECK(ua.get(1).name == "Ada B.");
+        CHECK(ua.list(OrderBy{&User::id}).front().name == "Ada B.");
+        CHECK(ua.count() == 5);
+        CHECK(a.log.count("SELECT") == 3);
+        CHECK(ua.get(1).name == "Ada B.");  // and cached again
+        CHECK(a.log.count("SELECT") == 3);
+    }
+    SECTION("raw SQL delete of every row") {
+        {
+            auto sb = b.session();
+            sb.execute("DELETE FROM users");
+            sb.commit();
+        }
+        CHECK_FALSE(ua.get_or_none(1).has_value());
+        CHECK(ua.list().empty());
+        CHECK(ua.count() == 0);
+    }
+    CHECK(a.errors.count == 0);
+}
+
+TEST_CASE("redis: a commit in another process invalidates this process's cache",
+          "[redis][invalidation][process]") {
+    auto& server = shared_server();
+    Fixture f(redis_config(server.port(), unique_prefix("fork")));
+    {
+        auto s = f.db->session();
+        Repository<User> users{s};
+        CHECK(users.get(2).name == "Bob");
+        CHECK(users.list(OrderBy{&User::id})[1].name == "Bob");
+        CHECK(users.get(2).name == "Bob");
+        CHECK(f.stats().hits == 1);
+    }  // no session (and so no SQLite transaction) is open across fork()
+
+    const std::string path = f.path();
+    const CacheConfig child_config = redis_config(server.port(), f.prefix);
+    const pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        // The child: its own Database and cache, nothing inherited is used; _exit only.
+        int code = 0;
+        try {
+            Database db{DatabaseConfig{.connection_string = path, .cache_config = child_config}};
+            auto s = db.session();
+            Repository<User> users{s};
+            if (users.get(2).name != "Bob")
+                code = 3;  // a hit on the parent's entry
+            if (db.cache_manager().stats().hits != 1)
+                code = 4;
+            auto u = users.get(2, {.use_cache = false});
+            u.name = "Bob (child)";
+            users.update(u);
+            users.add({.name = "Gus", .email = "gus@example.org"});
+            s.commit();
+            if (db.cache_manager().stats().errors != 0)
+                code = 5;
+        } catch (...) {
+            code = 2;
+        }
+        ::_exit(code);
+    }
+    int status = 0;
+    REQUIRE(::waitpid(pid, &status, 0) == pid);
+    REQUIRE(WIFEXITED(status));
+    REQUIRE(WEXITSTATUS(status) == 0);
+
+    auto s = f.db->session();
+    Repository<User> users{s};
+    f.log.clear();
+    CHECK(users.get(2).name == "Bob (child)");
+    const auto all = users.list(OrderBy{&User::id});
+    REQUIRE(all.size() == 6);
+    CHECK(all[1].name == "Bob (child)");
+    CHECK(all[5].name == "Gus");
+    CHECK(f.log.count("SELECT") == 2);
+    CHECK(f.errors.count == 0);
+}
+
+// ---- envelope, serializers, corrupt entries ----------------------------------------------
+
+TEST_CASE("redis: the msgpack serializer stores msgpack inside the envelope",
+          "[redis][serializer]") {
+    auto& server = shared_server();
+    auto c = redis_config(server.port(), unique_prefix("msgpack"));
+    c.serializer = ormcache::serializers::msgpack();
+    Fixture f(c);
+    auto client = server.client();
+    auto s = f.db->session();
+    Repository<User> users{s};
+    CHECK(users.get(4).name == "Dee");
+    CHECK(users.list(OrderBy{&User::id}).size() == 5);
+
+    const std::string entity = only_key(*client, f.prefix, "e:users:", ":msgpack:i4");
+    const auto raw = client->get(entity);
+    REQUIRE(raw.has_value());
+    const auto envelope = parse_envelope(*raw);
+    REQUIRE(envelope.has_value());
+    CHECK(std::to_string(envelope->stamp) == client->get(f.prefix + "g:users").value());
+    CHECK(envelope->check.empty());
+    const auto decoded = nlohmann::json::from_msgpack(envelope->payload);
+    CHECK(decoded.at("name") == "Dee");
+    CHECK(decoded.at("email") == "Dee@example.org");
+    CHECK(decoded.at("id") == 4);
+    // Not JSON text: msgpack's fixmap marker first.
+    REQUIRE_FALSE(envelope->payload.empty());
+    CHECK((static_cast<unsigned char>(envelope->payload[0]) & 0xF0) == 0x80);
+
+    const std::string query = only_key(*client, f.prefix, "q:users:");
+    CHECK(query.find(":msgpack:list:") != std::string::npos);
+    const auto list_envelope = parse_envelope(client->get(query).value());
+    REQUIRE(list_envelope.has_value());
+    CHECK(std::to_string(list_envelope->stamp) == client->get(f.prefix + "v:users").value());
+    CHECK(list_envelope->check.find("SELECT") != std::string::npos);
+    const auto list = nlohmann::json::from_msgpack(list_envelope->payload);
+    REQUIRE(list.is_array());
+    REQUIRE(list.size() == 5);
+    CHECK(list[0].at("name") == "Ada");
+
+    // And it reads back.
+    f.log.clear();
+    CHECK(users.get(4).name == "Dee");
+    CHECK(users.list(OrderBy{&User::id}).size() == 5);
+    CHECK(f.log.size() == 0);
+}
+
+TEST_CASE("redis: corrupt entries are misses, removed and counted", "[redis][corrupt]") {
+    auto& server = shared_server();
+    Fixture f(redis_config(server.port(), unique_prefix("corrupt")));
+    auto client = server.client();
+    auto s = f.db->session();
+    Repository<User> users{s};
+    users.get(5);
+    users.list(OrderBy{&User::id});
+    const std::string entity = only_key(*client, f.prefix, "e:users:", ":i5");
+    const std::string query = only_key(*client, f.prefix, "q:users:");
+
+    const std::string kind = GENERATE(as<std::string>{}, "garbage", "bad stamp", "truncated",
+                                      "empty", "binary", "wrong shape", "bad json");
+    INFO("corruption: " << kind);
+    // What to put at `key` instead of its good entry. The last two keep a valid envelope
+    // (current stamp, right check text), so only the payload is wrong.
+    auto corrupt = [&](const std::string& key) -> std::string {
+        const auto good = parse_envelope(client->get(key).value());
+        REQUIRE(good.has_value());
+        const std::string head = "oc1 " + std::to_string(good->stamp) + " " +
+                                 std::to_string(good->check.size()) + "\n" + good->check;
+        if (kind == "garbage")
+            return "garbage";
+        if (kind == "bad stamp")
+            return "oc1 x 0\n{}";
+        if (kind == "truncated")
+            return "oc1 1 99\nshort";
+        if (kind == "empty")
+            return "";
+        if (kind == "binary")
+            return "\xff\xfe\x00\x01";
+        if (kind == "wrong shape")
+            return head + R"({"id": "not a model"})";
+        return head + R"({"id": )";
+    };
+
+    SECTION("served from the database and refilled") {
+        client->set(entity, corrupt(entity));
+        client->set(query, corrupt(query));
+        const auto before = f.stats();
+        f.log.clear();
+        CHECK(users.get(5).name == "Eve");
+        CHECK(users.list(OrderBy{&User::id}).size() == 5);
+        CHECK(f.log.count("SELECT") == 2);
+        CHECK(f.stats().errors - before.errors == 2);
+        CHECK(f.stats().misses - before.misses == 2);
+        CHECK(f.stats().hits == before.hits);
+        // The next reads are hits on good entries again.
+        f.log.clear();
+        CHECK(users.get(5).name == "Eve");
+        CHECK(users.list(OrderBy{&User::id}).size() == 5);
+        CHECK(f.log.size() == 0);
+        CHECK(parse_envelope(client->get(entity).value()).has_value());
+        CHECK(parse_envelope(client->get(query).value()).has_value());
+    }
+    SECTION("removed even by a reader that may not fill") {
+        client->set(entity, corrupt(entity));
+        // A transaction begun by raw SQL never fills (nothing is known of its snapshot), so
+        // the only change left in Redis is the corrupt entry's removal.
+        s.execute("BEGIN");
+        const auto before = f.stats();
+        CHECK(users.get(5).name == "Eve");
+        CHECK(f.stats().errors - before.errors == 1);
+        s.execute("COMMIT");
+        CHECK_FALSE(client->get(entity).has_value());
+    }
+    CHECK(f.errors.count == static_cast<int>(f.stats().errors));
+}
+
+// ---- API.md rule 6: fills never outlive the commits that invalidated them -----------------
+
+TEST_CASE("redis: a fill overtaken by a commit in another manager never lands", "[redis][race]") {
+    register_gated_backend();
+    auto& server = shared_server();
+    auto client = server.client();
+    const std::string prefix = unique_prefix("race");
+    auto gated = redis_config(server.port(), prefix);
+    gated.backend = "redis-gated";
+    Fixture a(gated);  // the reader, whose fills can be held
+    Database b{DatabaseConfig{.connection_string = a.path(),
+                              .cache_config = redis_config(server.port(), prefix)}};
+    auto commit_in_b = [&](const std::string& name) {
+        auto sb = b.session();
+        Repository<User> ub{sb};
+        auto u = ub.get(1, {.use_cache = false});
+        u.name = name;
+        ub.update(u);
+        sb.commit();
+    };
+    // User 1's entry in Redis: absent, or holding the committed row.
+    auto entity_is_fresh = [&] {
+        for (const auto& key : keys_like(*client, prefix, "e:users:", ":i1")) {
+            const auto raw = client->get(key);
+            if (raw && !is_lease(*raw) && raw->find("Ada v2") == std::string::npos)
+                return false;
+        }
+        return true;
+    };
+    // Whatever the interleaving, a reader afterwards sees the commit (from the database).
+    auto everyone_sees_the_commit = [&] {
+        auto s = a.db->session();
+        Repository<User> users{s};
+        a.log.clear();
+        CHECK(users.get(1).name == "Ada v2");
+        CHECK(users.list(OrderBy{&User::id}).front().name == "Ada v2");
+        CHECK(a.log.count("SELECT") == 2);
+        CHECK(a.errors.count == 0);
+    };
+
+    SECTION("entity") {
+        fill_gate().arm(prefix + "e:users:");
+        std::string seen;
+        std::thread reader([&] {
+            auto s = a.db->session();
+            Repository<User> users{s};
+            seen = users.get(1).name;  // reads "Ada", then its fill is held
+        });
+        const bool reached = fill_gate().wait_reached();
+        if (reached)
+            commit_in_b("Ada v2");
+        fill_gate().release();
+        reader.join();
+        REQUIRE(reached);
+        CHECK(seen == "Ada");
+        CHECK(a.stats().sets == 0);  // the held fill was refused
+        CHECK(entity_is_fresh());
+        everyone_sees_the_commit();
+    }
+    SECTION("list") {
+        fill_gate().arm(prefix + "q:users:");
+        std::vector<std::string> seen;
+        std::thread reader([&] {
+            auto s = a.db->session();
+            Repository<User> users{s};
+            seen = names_of(users.list(OrderBy{&User::id}));
+        });
+        const bool reached = fill_gate().wait_reached();
+        if (reached)
+            commit_in_b("Ada v2");
+        fill_gate().release();
+        reader.join();
+        REQUIRE(reached);
+        REQUIRE_FALSE(seen.empty());
+        CHECK(seen.front() == "Ada");
+        // The held fill may land, but under the version it read, which the commit bumped.
+        everyone_sees_the_commit();
+    }
+    SECTION("snapshot of an explicit transaction that began before the commit") {
+        {
+            auto s = a.db->session();
+            Repository<User> users{s};
+            CHECK(users.get(1).name == "Ada");  // cached before the transaction
+            CHECK(users.list(OrderBy{&User::id}).front().name == "Ada");
+            const auto sets_before = a.stats().sets;
+            s.begin();
+            commit_in_b("Ada v2");
+            // The snapshot still says Ada; it must not be written back over the invalidation.
+            CHECK(users.get(1).name == "Ada");
+            CHECK(users.list(OrderBy{&User::id}).front().name == "Ada");
+            s.commit();
+            CHECK(a.stats().sets == sets_before);
+            CHECK(keys_like(*client, prefix, "e:users:", ":i1").empty());
+        }
+        everyone_sees_the_commit();
+    }
+}
+
+TEST_CASE("redis: a read after a commit never joins a load that started before the commit",
+          "[redis][race]") {
+    // Reader R loads user 1 and is held before its fill. The row is then renamed and
+    // committed through the same Database (so the same cache and singleflight). A read that
+    // starts after that commit must load the new row itself, not wait for R's old one.
+    register_gated_backend();
+    auto& server = shared_server();
+    auto gated = redis_config(server.port(), unique_prefix("flight"));
+    gated.backend = "redis-gated";
+    Fixture f(gated);
+
+    fill_gate().arm(f.prefix + "e:users:");
+    std::string r_name;
+    std::thread r([&] {
+        auto s = f.db->session();
+        Repository<User> users{s};
+        r_name = users.get(1).name;
+    });
+    const bool reached = fill_gate().wait_reached();
+    std::atomic<bool> m_done{false};
+    std::string m_name;
+    std::optional<std::thread> m;
+    if (reached) {
+        f.rename(1, "Ada v2");
+        m.emplace([&] {
+            auto s = f.db->session();
+            Repository<User> users{s};
+            m_name = users.get(1).name;
+            m_done = true;
+        });
+    }
+    // R stays held until M is done (or 5 s, if M waits for R's flight).
+    const bool m_alone = reached && eventually([&] { return m_done.load(); }, 5s);
+    fill_gate().release();
+    r.join();
+    if (m)
+        m->join();
+    REQUIRE(reached);
+    CHECK(m_alone);
+    CHECK(m_name == "Ada v2");
+    CHECK(r_name == "Ada");
+    CHECK(f.errors.count == 0);
+}
+
+// ---- connection options ------------------------------------------------------------------
+
+TEST_CASE("redis: AUTH with requirepass and with an ACL user", "[redis][auth]") {
+    RedisServer server(
+        RedisServerOptions{.password = "adminpw", .acl_user = "app", .acl_password = "apppw"});
+    auto admin = server.client();
+
+    SECTION("default user's password") {
+        Fixture f(redis_config(server.port(), unique_prefix("auth"), {{"password", "adminpw"}}));
+        auto s = f.db->session();
+        Repository<User> users{s};
+        users.get(1);
+        CHECK(users.get(1).name == "Ada");
+        CHECK(f.stats().hits == 1);
+        CHECK(f.errors.count == 0);
+        CHECK_FALSE(admin->keys(f.prefix).empty());
+    }
+    SECTION("ACL user and password, from a url") {
+        CacheConfig c;
+        c.backend = "redis";
+        c.key_prefix = unique_prefix("acl");
+        c.arguments = {
+            {"url", "redis://app:apppw@127.0.0.1:" + std::to_string(server.port()) + "/0"}};
+        Fixture f(c);
+        auto s = f.db->session();
+        Repository<User> users{s};
+        users.get(1);
+        CHECK(users.get(1).name == "Ada");
+        CHECK(f.stats().hits == 1);
+        CHECK(f.errors.count == 0);
+        CHECK_FALSE(admin->keys(f.prefix).empty());
+        const auto clients = admin->command({"CLIENT", "LIST"}).str;
+        CHECK(clients.find("user=app") != std::string::npos);
+    }
+    SECTION("a wrong password fails open") {
+        Fixture f(redis_config(server.port(), unique_prefix("badauth"),
+                               {{"username", "app"}, {"password", "wrong"}}));
+        auto s = f.db->session();
+        Repository<User> users{s};
+        CHECK(users.get(1).name == "Ada");
+        CHECK(users.get(1).name == "Ada");
+        CHECK(f.log.count("SELECT") == 2);
+        CHECK(f.stats().errors > 0);
+        CHECK(admin->keys(f.prefix).empty());
+    }
+    SECTION("no password at all fails open") {
+        Fixture f(redis_config(server.port(), unique_prefix("noauth")));
+        auto s = f.db->session();
+        Repository<User> users{s};
+        CHECK(users.get(1).name == "Ada");
+        CHECK(f.stats().errors > 0);
+        CHECK(admin->keys(f.prefix).empty());
+    }
+}
+
+TEST_CASE("redis: db selects the Redis database", "[redis][db]") {
+    auto& server = shared_server();
+    Fixture f(redis_config(server.port(), unique_prefix("db3"), {{"db", 3}}));
+    auto s = f.db->session();
+    Repository<User> users{s};
+    users.get(1);
+    users.list();
+    s.commit();
+    CHECK(users.get(1).name == "Ada");
+    CHECK(f.stats().hits == 1);
+    auto client = server.client();
+    CHECK(client->keys(f.prefix).empty());
+    client->select(3);
+    const auto keys = client->keys(f.prefix);
+    CHECK(keys.size() == 4);  // the entity, the list, v:users and g:users
+    f.db->cache_manager().clear();
+    CHECK(client->keys(f.prefix).empty());
+}
+
+TEST_CASE("redis: unix_socket connects through the socket", "[redis][socket]") {
+    RedisServer server(RedisServerOptions{.unix_socket = true});
+    REQUIRE_FALSE(server.unix_socket().empty());
+    CacheConfig c;
+    c.backend = "redis";
+    c.key_prefix = unique_prefix("sock");
+    c.arguments = {{"unix_socket", server.unix_socket()}};
+    Fixture f(c);
+    auto s = f.db->session();
+    Repository<User> users{s};
+    users.get(1);
+    CHECK(users.get(1).name == "Ada");
+    CHECK(f.stats().hits == 1);
+    CHECK(f.errors.count == 0);
+    auto client = server.client();
+    CHECK_FALSE(client->keys(f.prefix).empty());
+    // The cache's connections are on the socket: none of them is a TCP client.
+    const auto clients = client->command({"CLIENT", "LIST"}).str;
+    CHECK(clients.find("flags=U") != std::string::npos);
+}
+
+TEST_CASE("redis: clear() removes only keys under key_prefix", "[redis][clear]") {
+    auto& server = shared_server();
+    auto client = server.client();
+    // Glob characters in the prefix must match literally: unescaped, "t[ab]*:" would also
+    // match "ta-foreign:x".
+    const std::string prefix = unique_prefix("t[ab]*?");
+    const std::string base = prefix.substr(0, prefix.find('['));
+    const std::vector<std::string> foreign{base + "ta-foreign:x", base + "t", "foreign:" + prefix,
+                                           base + "tb?:1"};
+    for (const auto& k : foreign)
+        client->set(k, "keep me");
+
+    Fixture f(redis_config(server.port(), prefix));
+    auto s = f.db->session();
+    Repository<User> users{s};
+    for (std::int64_t id = 1; id <= 5; ++id)
+        users.get(id);
+    users.list();
+    f.db->cache_manager().get_or_create<std::string>("x", [] { return std::string("y"); });
+    CHECK(client->keys(prefix).size() == 5 + 1 + 1 + 2);
+
+    f.db->cache_manager().clear();
+    CHECK(client->keys(prefix).empty());
+    for (const auto& k : foreign) {
+        INFO(k);
+        CHECK(client->get(k) == std::optional<std::string>("keep me"));
+    }
+    // And the cache still works after it.
+    f.log.clear();
+    users.get(1);
+    users.get(1);
+    CHECK(f.log.count("SELECT") == 1);
+    CHECK(f.errors.count == 0);
+    for (const auto& k : foreign)
+        client->command({"DEL", k});
+}
+
+// ---- connection pool ---------------------------------------------------------------------
+
+TEST_CASE("redis: the pool never has more than pool_size connections out", "[redis][pool]") {
+    auto& server = shared_server();
+    ormcache::RedisOptions options;
+    options.port = server.port();
+    options.pool_size = 1;
+    options.socket_timeout = 100ms;  // how long acquire() waits for a busy pool
+    ormcache::detail::RedisPool pool(options);
+    {
+        auto lease = pool.acquire();
+        auto moved = std::move(lease);  // the moved-from lease must give nothing back
+    }
+    auto first = pool.acquire();
+    CHECK_THROWS_AS(pool.acquire(), ormcache::CacheError);
+}
+
+// ---- round trips -------------------------------------------------------------------------
+
+TEST_CASE("redis: a hit is one command; a commit of 100 changed ids is one script call",
+          "[redis][roundtrips]") {
+    auto& server = shared_server();
+    auto client = server.client();
+    Fixture f(redis_config(server.port(), unique_prefix("rtt")));
+    auto s = f.db->session();
+    Repository<User> users{s};
+    std::vector<User> added;
+    for (int i = 0; i < 100; ++i)
+        added.push_back({.name = "n" + std::to_string(i), .email = "e"});
+    added = users.add_many(added);
+    s.commit();  // also loads the invalidation script
+    users.get(1);
+    users.get(1);  // scripts loaded, entry cached
+    users.list(OrderBy{&User::id});
+    users.count();
+
+    // Round trips: the commands the cache sent (MONITOR, without what scripts ran inside the
+    // server), and the script calls as INFO commandstats counts them.
+    RedisMonitor monitor(server.port());
+    struct Trips {
+        std::vector<std::string> sent;
+        CommandDelta stats;
+        std::string describe() const {
+            std::string out = "sent:";
+            for (const auto& c : sent)
+                out += " " + c;
+            return out + "; commandstats: " + stats.describe();
+        }
+    };
+    auto measure = [&](auto&& fn) {
+        const auto before = client->command_calls();
+        monitor.take(*client);
+        fn();
+        Trips t;
+        t.sent = monitor.take(*client);
+        t.stats = CommandDelta::between(before, client->command_calls());
+        return t;
+    };
+    const std::vector<std::string> one_script{"EVALSHA"};
+
+    const auto get_hit = measure([&] { CHECK(users.get(1).name == "Ada"); });
+    INFO("get hit: " << get_hit.describe());
+    CHECK(get_hit.sent == one_script);
+    CHECK(get_hit.stats.of("evalsha") == 1);
+
+    const auto list_hit = measure([&] { CHECK(users.list(OrderBy{&User::id}).size() == 105); });
+    INFO("list hit: " << list_hit.describe());
+    CHECK(list_hit.sent == one_script);
+    CHECK(list_hit.stats.of("evalsha") == 1);
+
+    const auto count_hit = measure([&] { CHECK(users.count() == 105); });
+    CHECK(count_hit.sent == one_script);
+
+    const auto get_miss = measure([&] { CHECK(users.get(2).name == "Bob"); });
+    INFO("get miss: " << get_miss.describe());
+    CHECK(get_miss.sent.size() <= 3);  // read, lease, fill
+    const auto list_miss = measure([&] { CHECK(users.list(OrderBy{&User::name}).size() == 105); });
+    INFO("list miss: " << list_miss.describe());
+    CHECK(list_miss.sent.size() <= 3);
+
+    for (const auto& u : added)
+        users.get(u.id);
+    CHECK(client->keys(f.prefix + "e:users:").size() == 102);
+    const auto version = std::stoll(client->get(f.prefix + "v:users").value());
+    for (auto& u : added)
+        u.name += " v2";
+    const auto commit = measure([&] {
+        users.update_many(added);
+        s.commit();
+    });
+    INFO("commit of 100 changed ids: " << commit.describe());
+    CHECK(commit.sent == one_script);
+    CHECK(commit.stats.of("evalsha") == 1);
+    CHECK(commit.stats.of("del") == 100);  // inside the script
+    WARN("round trips: get hit " << get_hit.sent.size() << ", list hit " << list_hit.sent.size()
+                                 << ", get miss " << get_miss.sent.size() << ", list miss "
+                                 << list_miss.sent.size() << ", commit of 100 ids "
+                                 << commit.sent.size());
+    CHECK(std::stoll(client->get(f.prefix + "v:users").value()) == version + 1);
+    CHECK(client->keys(f.prefix + "e:users:").size() == 2);  // only ids 1 and 2 remain
+    CHECK(f.stats().invalidations >= 100);
+    CHECK(users.get(added[50].id).name == added[50].name);
+    CHECK(f.errors.count == 0);
+}
+
+// ---- outages -----------------------------------------------------------------------------
+
+TEST_CASE("redis: invalidations that could not be delivered are replayed when it answers",
+          "[redis][failopen]") {
+    RedisServer server;
+    Fixture f(redis_config(
+        server.port(), unique_prefix("replay"),
+        {{"socket_timeout_ms", 100}, {"connect_timeout_ms", 100}, {"retry_interval_ms", 1000}}));
+    auto client = server.client();
+    auto s = f.db->session();
+    Repository<User> users{s};
+    users.get(1);
+    users.list(OrderBy{&User::id});
+
+    // A read times out on the paused server and opens the circuit; the commit right after
+    // cannot send its invalidation at all (a timed-out command would still run on resume).
+    server.pause();
+    users.get(2);
+    const auto errors_before = f.stats().errors;
+    f.rename(1, "Ada (paused)");
+    CHECK(f.stats().errors > errors_before);
+    server.resume();
+    {
+        const auto key = keys_like(*client, f.prefix, "e:users:", ":i1");
+        REQUIRE(key.size() == 1);
+        const auto raw = client->get(key.front());
+        REQUIRE(raw.has_value());
+        CHECK(raw->find("\"Ada\"") != std::string::npos);  // still the old row
+    }
+
+    // Until the circuit closes reads come from the database; then the replay runs before
+    // anything else, so the old entry is never served.
+    int stale = 0;
+    const bool refilled = eventually([&] {
+        if (users.get(1).name != "Ada (paused)")
+            ++stale;
+        if (users.list(OrderBy{&User::id}).front().name != "Ada (paused)")
+            ++stale;
+        const auto raw = client->get(keys_like(*client, f.prefix, "e:users:", ":i1").at(0));
+        return raw && raw->find("Ada (paused)") != std::string::npos;
+    });
+    CHECK(refilled);
+    CHECK(stale == 0);
+    f.log.clear();
+    CHECK(users.get(1).name == "Ada (paused)");
+    CHECK(f.log.size() == 0);
+}
+
+TEST_CASE("redis: concurrent commits and reads: each writer reads its own commit back",
+          "[redis][invalidation]") {
+    // No outage. Writers rename their own user and read it back through the cache while
+    // readers keep loading (and filling) the same users: the read after a commit must see
+    // it, whatever other threads were loading or delivering at the time.
+    auto& server = shared_server();
+    Fixture f(redis_config(server.port(), unique_prefix("concurrent")));
+    constexpr int writers = 4;
+    constexpr int readers = 4;
+    constexpr int rounds = 200;
+    std::atomic<int> stale{0}, failures{0}, writing{writers};
+    std::mutex first_failure_mutex;
+    std::string first_failure;  // guarded by first_failure_mutex
+    auto failed = [&](const std::exception& e) {
+        std::lock_guard lock(first_failure_mutex);
+        if (failures++ == 0)
+            first_failure = e.what();
+    };
+    std::latch start(writers + readers);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < writers; ++t) {
+        threads.emplace_back([&, t] {
+            try {
+                auto s = f.db->session();
+                Repository<User> users{s};
+                const std::int64_t id = t + 1;
+                start.arrive_and_wait();
+                for (int round = 0; round < rounds; ++round) {
+                    auto u = users.get(id);
+                    u.name = "t" + std::to_string(t) + "-" + std::to_string(round);
+                    users.update(u, {.auto_commit = true});
+                    if (users.get(id).name != u.name)
+                        ++stale;
+                }
+            } catch (const std::exception& e) {
+                failed(e);
+            }
+            --writing;
+        });
+    }
+    for (int t = 0; t < readers; ++t) {
+        threads.emplace_back([&, t] {
+            try {
+                auto s = f.db->session();
+                Repository<User> users{s};
+                start.arrive_and_wait();
+                for (std::int64_t i = t; writing > 0; ++i)
+                    users.get(i % writers + 1);
+            } catch (const std::exception& e) {
+                failed(e);
+            }
+        });
+    }
+    for (auto& t : threads)
+        t.join();
+    CHECK(failures == 0);
+    CHECK(stale == 0);
+    CHECK(f.errors.count == 0);
+}
+
+TEST_CASE("redis: fault run: readers and writers while Redis is stopped, restarted and paused",
+          "[redis][fault]") {
+    RedisServer server;
+    TempDir dir;
+    const std::string prefix = unique_prefix("fault");
+    ErrorLog errors;
+    auto config = redis_config(
+        server.port(), prefix,
+        {{"socket_timeout_ms", 150}, {"connect_timeout_ms", 150}, {"retry_interval_ms", 20}});
+    errors.attach(config);
+    Database db{DatabaseConfig{.connection_string = dir.file("fault.db"),
+                               .cache_config = config,
+                               .busy_timeout = kBusyTimeout}};
+    db.create_all<User>();
+    constexpr int threads = 8;
+    constexpr std::int64_t ids = 48;
+    {
+        auto s = db.session();
+        Repository<User> users{s};
+        for (std::int64_t id = 1; id <= ids; ++id) {
+            users.add({.name = "u" + std::to_string(id) + "-0", .email = "e"});
+        }
+        s.commit();
+    }
+
+    std::atomic<bool> stop{false};
+    std::atomic<std::uint64_t> ops{0}, failures{0}, stale{0};
+    std::mutex notes_mutex;
+    std::vector<std::string> notes;  // guarded by notes_mutex
+    auto note = [&](std::string what) {
+        std::lock_guard lock(notes_mutex);
+        if (notes.size() < 10)
+            notes.push_back(std::move(what));
+    };
+
+    // Thread t owns the ids with (id - 1) % threads == t: only it writes them, so it knows
+    // their committed names and checks every read of them (read-your-commits through the
+    // cache, whatever the server is doing).
+    auto worker = [&](int t) {
+        auto s = db.session();
+        Repository<User> users{s};
+        std::map<std::int64_t, std::string> mine;
+        for (std::int64_t id = t + 1; id <= ids; id += threads)
+            mine[id] = "u" + std::to_string(id) + "-0";
+        std::mt19937 rng(static_cast<unsigned>(t) * 7919u + 1u);
+        int seq = 0;
+        auto own = [&] {
+            auto it = mine.begin();
+            std::advance(it, rng() % mine.size());
+            return it->first;
+        };
+        auto check_own = [&](std::int64_t id, const std::string& where) {
+            const auto name = users.get(id).name;
+            if (name != mine[id]) {
+                ++stale;
+                note(where + ": id " + std::to_string(id) + " read '" + name + "', committed '" +
+                     mine[id] + "'");
+            }
+        };
+        while (!stop.load()) {
+            try {
+                switch (rng() % 10) {
+                    case 0:
+                    case 1:
+                    case 2:
+                        check_own(own(), "get");
+                        break;
+                    case 3:
+                        users.get(static_cast<std::int64_t>(rng() % ids) + 1);
+                        break;
+                    case 4: {
+                        const auto all = users.list(OrderBy{&User::id});
+                        if (static_cast<std::int64_t>(all.size()) != ids) {
+                            ++stale;
+                            note("list of " + std::to_string(all.size()));
+                        }
+                        break;
+                    }
+                    case 5: {
+                        auto [page, total] = users.list_and_count(
+                            LimitOffset{.limit = 5, .offset = 3}, OrderBy{&User::id});
+                        if (total != ids || page.size() != 5) {
+                            ++stale;
+                            note("list_and_count " + std::to_string(total));
+                        }
+                        break;
+                    }
+                    case 6:
+                    case 7: {
+                        const auto id = own();
+                        auto u = users.get(id, {.use_cache = false});
+                        u.name = "u" + std::to_string(id) + "-" + std::to_string(++seq) + "t" +
+                                 std::to_string(t);
+                        users.update(u, {.auto_commit = true});
+                        mine[id] = u.name;
+                        check_own(id, "get after commit");
+                        break;
+                    }
+                    case 8: {
+                        s.begin();
+                        check_own(own(), "get in transaction");
+                        if (users.count() != ids)
+                            ++stale;
+                        s.commit();
+                        break;
+                    }
+                    case 9: {
+                        auto a = users.get(own(), {.use_cache = false});
+                        auto b = users.get(own(), {.use_cache = false});
+                        if (a.id == b.id)
+                            break;
+                        a.name = "u" + std::to_string(a.id) + "-" + std::to_string(++seq) + "m" +
+                                 std::to_string(t);
+                        b.name = "u" + std::to_string(b.id) + "-" + std::to_string(++seq) + "m" +
+                                 std::to_string(t);
+                        users.update_many({a, b});
+                        s.commit();
+                        mine[a.id] = a.name;
+                        mine[b.id] = b.name;
+                        break;
+                    }
+                }
+                ++ops;
+            } catch (const std::exception& e) {
+                ++failures;
+                note(std::string("call failed: ") + e.what());
+                try {
+                    s.rollback();
+                } catch (...) {
+                }
+            }
+        }
+    };
+
+    const auto started = Clock::now();
+    std::vector<std::thread> workers;
+    for (int t = 0; t < threads; ++t)
+        workers.emplace_back(worker, t);
+
+    // Each phase lasts at least its time and until the workers got some work done in it.
+    std::vector<std::pair<std::string, std::uint64_t>> phase_ops;
+    auto phase = [&](const std::string& name, std::chrono::milliseconds length) {
+        const auto begin_ops = ops.load();
+        const auto end = Clock::now() + length;
+        eventually([&] { return Clock::now() >= end && ops.load() > begin_ops + 10; },
+                   length + 20s);
+        phase_ops.emplace_back(name, ops.load() - begin_ops);
+    };
+    phase("up", 800ms);
+    server.stop();
+    phase("stopped", 700ms);
+    server.restart();
+    phase("restarted", 800ms);
+    server.stop();
+    phase("stopped again", 700ms);
+    server.restart();
+    phase("restarted again", 800ms);
+    server.pause();
+    phase("paused", 1000ms);
+    server.resume();
+    phase("resumed", 1200ms);  // the data survived the pause: stale entries would show now
+    stop = true;
+    for (auto& w : workers)
+        w.join();
+    const auto elapsed = Clock::now() - started;
+
+    for (const auto& [name, n] : phase_ops) {
+        INFO("phase " << name);
+        CHECK(n > 10);
+    }
+    std::string noted;
+    {
+        std::lock_guard lock(notes_mutex);
+        for (const auto& n : notes)
+            noted += n + "\n";
+    }
+    INFO(noted);
+    CHECK(failures == 0);
+    CHECK(stale == 0);
+    const auto stats = db.cache_manager().stats();
+    CHECK(stats.errors > 0);
+    CHECK(errors.count == static_cast<int>(stats.errors));
+    CHECK(stats.hits > 0);
+    CHECK(elapsed < 40s);
+    WARN("fault run: " << ops.load() << " calls in "
+                       << std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count()
+                       << " ms, " << stats.errors << " cache errors absorbed, " << stats.hits
+                       << " hits");
+
+    // Settled: a cached read that adds no error means the server answers and whatever was
+    // waiting to be replayed has been.
+    auto s = db.session();
+    Repository<User> users{s};
+    const bool settled = eventually([&] {
+        const auto before = db.cache_manager().stats().errors;
+        users.get(1);
+        return db.cache_manager().stats().errors == before;
+    });
+    REQUIRE(settled);
+    const auto errors_settled = db.cache_manager().stats().errors;
+
+    // What Redis holds, compared with the database directly: every entity entry under the
+    // current generation.
+    auto client = server.client();
+    const std::string generation = client->get(prefix + "g:users").value_or("");
+    int compared = 0, differing = 0;
+    for (const auto& key : client->keys(prefix + "e:users:")) {
+        const auto raw = client->get(key);
+        if (!raw || is_lease(*raw))
+            continue;
+        const auto envelope = parse_envelope(*raw);
+        REQUIRE(envelope.has_value());
+        if (std::to_string(envelope->stamp) != generation)
+            continue;  // unreachable anyway
+        const auto id = std::stoll(key.substr(key.rfind(":i") + 2));
+        const auto payload = nlohmann::json::parse(envelope->payload);
+        const auto fresh = users.get_or_none(id, {.use_cache = false});
+        ++compared;
+        if (payload.is_null() != !fresh.has_value() ||
+            (fresh && payload != ormcache::to_json(*fresh))) {
+            ++differing;
+            UNSCOPED_INFO("cached " << key << " = " << payload.dump());
+        }
+    }
+    CHECK(compared > 0);
+    CHECK(differing == 0);
+
+    // And through the repository: every id and the lists, cached against uncached.
+    for (std::int64_t id = 1; id <= ids; ++id) {
+        INFO("id " << id);
+        CHECK(ormcache::to_json(users.get(id)) ==
+              ormcache::to_json(users.get(id, {.use_cache = false})));
+    }
+    auto as_json = [](const std::vector<User>& v) {
+        nlohmann::json out = nlohmann::json::array();
+        for (const auto& u : v)
+            out.push_back(ormcache::to_json(u));
+        return out;
+    };
+    CHECK(as_json(users.list(OrderBy{&User::id})) ==
+          as_json(users.list(OrderBy{&User::id}, Options{.use_cache = false})));
+    CHECK(as_json(users.list(OrderBy{&User::id})) ==
+          as_json(users.list(OrderBy{&User::id}, Options{.use_cache = false})));
+    CHECK(users.count() == ids);
+    CHECK(db.cache_manager().stats().errors == errors_settled);
+}
