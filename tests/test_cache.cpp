@@ -1821,10 +1821,10 @@ TEST_CASE("Rule 7: a single failed call is absorbed and the next call uses the c
         f.store->fail_next(Op::read, 1);
         CHECK(sql_of(f, [&] { CHECK(users.get(1).name == "Ada"); }) == 1);
         CHECK(f.delta().errors == 1);
-        CHECK(f.moved() == Traffic{0, 0, 0});
+        CHECK(f.moved() == Traffic{0, 1, 0});  // it went to the database: a miss
         CHECK(sql_of(f, [&] { users.get(1); }) == 1);
         CHECK(sql_of(f, [&] { users.get(1); }) == 0);
-        CHECK(f.moved() == Traffic{1, 1, 1});
+        CHECK(f.moved() == Traffic{1, 2, 1});
     }
     SECTION("fill") {
         f.store->fail_next(Op::fill, 1, Fault::runtime_error);
@@ -2331,4 +2331,45 @@ TEST_CASE("Keys: everything the library writes starts with key_prefix", "[cache]
     CHECK(f.store->contains("myapp:e:users:" + ormcache::model_digest<User>() + ":json:i2"));
     CHECK(f.store->contains("myapp:e:tags:" + ormcache::model_digest<Tag>() + ":json:sa"));
     CHECK(f.store->contains("myapp:r:k"));
+}
+
+TEST_CASE("Config: arguments = {} (a JSON null) means no arguments", "[cache][config]") {
+    CacheConfig config{.backend = "memory", .arguments = {}};
+    REQUIRE(config.arguments.is_null());
+    accepted(config);
+}
+
+TEST_CASE("An encoding failure gives the fill lease back, so the next read fills",
+          "[cache][rule7]") {
+    int encodes = 0;
+    Fixture f("fake", [&](CacheConfig& c) {
+        c.serializer = ormcache::Serializer{
+            .encode =
+                [&encodes](const nlohmann::json& j) {
+                    if (++encodes == 1) throw std::runtime_error("cannot encode");
+                    return j.dump();
+                },
+            .decode = [](std::string_view bytes) { return nlohmann::json::parse(bytes); },
+            .name = "flaky"};
+    });
+    auto s = f.db->session();
+    Repository<User> users{s};
+    CHECK(users.get(1).name == "Ada");  // miss; the encode fails: nothing stored
+    CHECK(f.store->lease_keys().empty());
+    CHECK(f.delta().errors == 1);
+    CHECK(f.delta().sets == 0);
+    CHECK(users.get(1).name == "Ada");  // miss again; this time it fills
+    CHECK(f.delta().sets == 1);
+    CHECK(sql_of(f, [&] { CHECK(users.get(1).name == "Ada"); }) == 0);  // and hits
+}
+
+TEST_CASE("A read the backend could not answer counts as a miss", "[cache][rule7]") {
+    Fixture f("fake");
+    auto s = f.db->session();
+    Repository<User> users{s};
+    f.store->fail_all();
+    users.get(1);
+    users.list();
+    CHECK(f.delta().misses == 2);
+    CHECK(f.delta().hits == 0);
 }

@@ -222,7 +222,10 @@ public:
         // who fills (then the leader takes it, see below).
         const bool lease_now = entity && context.mode == FillMode::fill;
         auto first = lookup<R>(key, check, counter, lease_now);
-        if (!first) return load();  // backend down: the database answers
+        if (!first) {  // backend down: the database answers
+            misses_.fetch_add(1, std::memory_order_relaxed);
+            return load();
+        }
         if (first->hit) {
             hits_.fetch_add(1, std::memory_order_relaxed);
             return std::move(*first->hit);
@@ -403,6 +406,8 @@ private:
     };
 
     void validate() {
+        // `.arguments = {}` in a designated initializer makes a JSON null: it means "none".
+        if (config_.arguments.is_null()) config_.arguments = nlohmann::json::object();
         if (config_.expiration_time.count() < -1) {
             throw ConfigError("CacheConfig::expiration_time must be >= 0 s, or -1 s for never, got " +
                               std::to_string(config_.expiration_time.count()) + " s");
@@ -626,7 +631,11 @@ private:
                const std::vector<std::pair<std::string, std::int64_t>>& guards, bool entity) {
         if (entity && lease.empty()) return;  // never fill an entity without holding its lease
         auto encoded = encode(key, value, stamp, check);
-        if (!encoded) return;
+        if (!encoded) {
+            // Give the lease back, or the key could not be filled until the lease expired.
+            if (!lease.empty()) guarded("remove", [&] { backend_->remove({key}); return true; });
+            return;
+        }
         auto landed = guarded("fill", [&] {
             return backend_->fill(FillRequest{key, std::move(*encoded), ttl_of(ttl), lease, guards});
         });
