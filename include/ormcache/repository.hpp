@@ -50,14 +50,7 @@ public:
 
     /// Inserts all or none (a savepoint undoes a partial batch).
     std::vector<T> add_many(const std::vector<T>& entities, Options options = {}) {
-        return write(options, [&] {
-            return atomically([&] {
-                std::vector<T> out;
-                out.reserve(entities.size());
-                for (const auto& e : entities) out.push_back(insert_one(e));
-                return out;
-            });
-        });
+        return write_each(entities, options, &Repository::insert_one);
     }
 
     /// UPDATE every column by primary key; NotFoundError if the row is gone.
@@ -67,14 +60,7 @@ public:
 
     /// Updates all or none; NotFoundError (and nothing changed) if any row is gone.
     std::vector<T> update_many(const std::vector<T>& entities, Options options = {}) {
-        return write(options, [&] {
-            return atomically([&] {
-                std::vector<T> out;
-                out.reserve(entities.size());
-                for (const auto& e : entities) out.push_back(update_one(e));
-                return out;
-            });
-        });
+        return write_each(entities, options, &Repository::update_one);
     }
 
     /// INSERT, or UPDATE of the row with the same key (an integer key of 0 always inserts).
@@ -284,6 +270,19 @@ private:
             }
             throw;
         }
+    }
+
+    /// Applies `one` to each entity inside one savepoint: all of them or none.
+    std::vector<T> write_each(const std::vector<T>& entities, const Options& options,
+                              T (Repository::*one)(const T&)) {
+        return write(options, [&] {
+            return atomically([&] {
+                std::vector<T> out;
+                out.reserve(entities.size());
+                for (const auto& e : entities) out.push_back((this->*one)(e));
+                return out;
+            });
+        });
     }
 
     /// Runs fn inside a savepoint: all of it or none of it.
