@@ -567,9 +567,17 @@ private:
         } catch (const std::exception& e) {
             report(CacheError(std::string("corrupt cache entry ") + key + ": " + e.what(),
                               std::string(backend_->name()), "decode"));
-            guarded("remove", [&] { backend_->remove({key}); return true; });
+            drop(key);
             return std::nullopt;
         }
+    }
+
+    /// Deletes `key` (a corrupt or stale entry, or a lease given back); a failure is absorbed.
+    void drop(const std::string& key) noexcept {
+        guarded("remove", [&] {
+            backend_->remove({key});
+            return true;
+        });
     }
 
     template <class R>
@@ -597,7 +605,7 @@ private:
         bool stale = false;
         out.hit = decode<R>(key, *result->value, out.stamp, check, &stale);
         if (out.hit || !lease) return out;
-        if (stale) guarded("remove", [&] { backend_->remove({key}); return true; });
+        if (stale) drop(key);
         // Stale or corrupt (decode removed it): try again for the lease on the now-empty key.
         if (auto again = guarded("read", request)) {
             out.stamp = again->counters.empty() ? 0 : again->counters[0];
@@ -617,7 +625,7 @@ private:
             try {
                 return load();
             } catch (...) {
-                if (!lease.empty()) guarded("remove", [&] { backend_->remove({key}); return true; });
+                if (!lease.empty()) drop(key);
                 throw;
             }
         }();
@@ -633,7 +641,7 @@ private:
         auto encoded = encode(key, value, stamp, check);
         if (!encoded) {
             // Give the lease back, or the key could not be filled until the lease expired.
-            if (!lease.empty()) guarded("remove", [&] { backend_->remove({key}); return true; });
+            if (!lease.empty()) drop(key);
             return;
         }
         auto landed = guarded("fill", [&] {

@@ -156,11 +156,9 @@ public:
             std::shared_lock lock(registry_mutex_);
             if (registry_.find(table) != registry_.end()) return;
         }
-        sqlite3_stmt* stmt = nullptr;
         static constexpr std::string_view sql = "SELECT cid, type, pk FROM pragma_table_info(?)";
-        check(conn, sqlite3_prepare_v2(conn, sql.data(), int(sql.size()), &stmt, nullptr), sql);
-        std::unique_ptr<sqlite3_stmt, int (*)(sqlite3_stmt*)> guard(stmt, sqlite3_finalize);
-        sqlite3_bind_text(stmt, 1, table.data(), int(table.size()), SQLITE_TRANSIENT);
+        const auto guard = prepare_for_table(conn, sql, table);
+        sqlite3_stmt* stmt = guard.get();
         int pk_columns = 0;
         TableInfo info;
         int rc;
@@ -179,12 +177,8 @@ public:
             // ROWID tables (whose preupdate rowids are undefined) and INTEGER PRIMARY KEY DESC.
             static constexpr std::string_view pk_index =
                 "SELECT 1 FROM pragma_index_list(?) WHERE origin = 'pk'";
-            sqlite3_stmt* ix = nullptr;
-            check(conn,
-                  sqlite3_prepare_v2(conn, pk_index.data(), int(pk_index.size()), &ix, nullptr),
-                  pk_index);
-            std::unique_ptr<sqlite3_stmt, int (*)(sqlite3_stmt*)> ix_guard(ix, sqlite3_finalize);
-            sqlite3_bind_text(ix, 1, table.data(), int(table.size()), SQLITE_TRANSIENT);
+            const auto ix_guard = prepare_for_table(conn, pk_index, table);
+            sqlite3_stmt* ix = ix_guard.get();
             rc = sqlite3_step(ix);
             check(conn, rc, pk_index);
             info.rowid_alias = rc != SQLITE_ROW;
@@ -206,6 +200,18 @@ public:
     }
 
 private:
+    using OwnedStatement = std::unique_ptr<sqlite3_stmt, int (*)(sqlite3_stmt*)>;
+
+    /// A one-off statement (not reported to on_query) with the table name bound to ?1.
+    static OwnedStatement prepare_for_table(sqlite3* conn, std::string_view sql, std::string_view table) {
+        sqlite3_stmt* stmt = nullptr;
+        const int rc = sqlite3_prepare_v2(conn, sql.data(), int(sql.size()), &stmt, nullptr);
+        OwnedStatement owned(stmt, sqlite3_finalize);
+        check(conn, rc, sql);
+        sqlite3_bind_text(stmt, 1, table.data(), int(table.size()), SQLITE_TRANSIENT);
+        return owned;
+    }
+
     std::unique_ptr<SQLite::Database> open_raw() const {
         const int flags = SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE | SQLite::OPEN_URI |
                           SQLite::OPEN_NOMUTEX;
