@@ -642,6 +642,7 @@ class MemcachedBackend {
     }
 
     std::size_t server_of(std::string_view wire) const {
+        if (servers_.size() == 1) return 0;  // no hashing to do (libmemcached skips it too)
         const auto position = pool_.position_of(wire);
         return position < servers_.size() ? position : 0;
     }
@@ -733,7 +734,7 @@ class MemcachedBackend {
             return result;
 
         const std::size_t server = servers.front();
-        const auto& entry = items.front();
+        auto& entry = items.front();
         std::optional<std::string_view> value;
         if (entry)
             value = detail::memcached_unwrap(wire, request.key, entry->value);
@@ -750,7 +751,8 @@ class MemcachedBackend {
             stale = lease_ttl && !request.stamp_prefix.empty() && !result.counters.empty() &&
                     !carries_stamp(*value, request.stamp_prefix, result.counters.front());
             if (!stale) {
-                result.value = CacheValue{std::string(*value), nullptr};
+                // Unshortened, the value is the fetched bytes themselves: no copy.
+                result.value = CacheValue{wire.shortened ? std::string(*value) : std::move(entry->value), nullptr};
                 return result;
             }
         }
