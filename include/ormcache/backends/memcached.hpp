@@ -642,7 +642,8 @@ class MemcachedBackend {
     }
 
     std::size_t server_of(std::string_view wire) const {
-        if (servers_.size() == 1) return 0;  // no hashing to do (libmemcached skips it too)
+        if (servers_.size() == 1)
+            return 0;  // no hashing to do (libmemcached skips it too)
         const auto position = pool_.position_of(wire);
         return position < servers_.size() ? position : 0;
     }
@@ -752,7 +753,8 @@ class MemcachedBackend {
                     !carries_stamp(*value, request.stamp_prefix, result.counters.front());
             if (!stale) {
                 // Unshortened, the value is the fetched bytes themselves: no copy.
-                result.value = CacheValue{wire.shortened ? std::string(*value) : std::move(entry->value), nullptr};
+                result.value = CacheValue{
+                    wire.shortened ? std::string(*value) : std::move(entry->value), nullptr};
                 return result;
             }
         }
