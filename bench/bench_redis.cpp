@@ -23,7 +23,6 @@
 #include <iostream>
 #include <map>
 #include <memory>
-#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -127,46 +126,39 @@ Fixture& fixture() {
     return *g_fixture;
 }
 
-// ---- what the server ran: INFO commandstats, calls and microseconds per command ----
+// ---- what the server did: commands run (INFO commandstats), CPU time used (INFO cpu) ----
 
-struct CommandStat {
-    long long calls = 0;
-    long long usec = 0;
+struct ServerSnapshot {
+    std::map<std::string, long long> calls;
+    double cpu_seconds = 0;  ///< used_cpu_user + used_cpu_sys of the redis-server process
 };
 
-std::map<std::string, CommandStat> command_stats() {
-    const auto reply = fixture().client->command({"INFO", "commandstats"});
-    std::map<std::string, CommandStat> out;
-    std::istringstream lines(reply.str);
-    std::string line;
-    while (std::getline(lines, line)) {
-        static constexpr std::string_view tag = "cmdstat_";
-        const auto colon = line.find(':');
-        const auto calls = line.find("calls=");
-        const auto usec = line.find(",usec=");
-        if (line.rfind(tag, 0) != 0 || colon == std::string::npos || calls == std::string::npos ||
-            usec == std::string::npos) {
-            continue;
-        }
-        out[line.substr(tag.size(), colon - tag.size())] = {std::stoll(line.substr(calls + 6)),
-                                                            std::stoll(line.substr(usec + 6))};
-    }
-    return out;
+/// The number after "<name>:" in an INFO reply (whose lines end in "\r\n").
+double info_number(const std::string& info, std::string_view name) {
+    const std::string tag = "\n" + std::string(name) + ":";
+    const auto at = info.find(tag);
+    if (at == std::string::npos)
+        throw std::runtime_error("INFO has no " + std::string(name));
+    return std::stod(info.substr(at + tag.size()));
 }
 
-/// Sets `<command>/op` (calls) and `server_us/op` (microseconds the server spent in it, a
-/// script's inner commands included) over the `ops` operations between the two snapshots.
-void server_counters(benchmark::State& state, const std::string& command, double ops,
-                     const std::map<std::string, CommandStat>& before) {
-    const auto after = command_stats();
-    const auto delta = [&](auto field) {
-        const auto a = after.find(command);
-        const auto b = before.find(command);
-        return static_cast<double>((a == after.end() ? 0 : a->second.*field) -
-                                   (b == before.end() ? 0 : b->second.*field));
-    };
-    state.counters[command + "/op"] = delta(&CommandStat::calls) / ops;
-    state.counters["server_us/op"] = delta(&CommandStat::usec) / ops;
+ServerSnapshot server_snapshot() {
+    auto& client = *fixture().client;
+    ServerSnapshot s;
+    s.calls = client.command_calls();
+    const std::string cpu = client.command({"INFO", "cpu"}).str;
+    s.cpu_seconds = info_number(cpu, "used_cpu_user") + info_number(cpu, "used_cpu_sys");
+    return s;
+}
+
+/// Sets, per operation since `before`: `server_cmds/op`, every command the server ran
+/// (scripts' inner ones included), and `server_cpu_us/op`, the server's CPU time (its network
+/// I/O included). Both sides of a comparison are measured the same way, whatever they send.
+void server_counters(benchmark::State& state, double ops, const ServerSnapshot& before) {
+    const ServerSnapshot after = server_snapshot();
+    state.counters["server_cmds/op"] =
+        static_cast<double>(CommandDelta::between(before.calls, after.calls).total()) / ops;
+    state.counters["server_cpu_us/op"] = (after.cpu_seconds - before.cpu_seconds) * 1e6 / ops;
 }
 
 // ---- 1. get hit: ormcache against raw hiredis GET + decode of the same bytes ----
@@ -177,7 +169,7 @@ void BM_RedisGetHit(benchmark::State& state) {
     const auto ids = random_ids(1);
     const auto stats_before = fixture().db.cache_manager().stats();
     const auto statements_before = statements();
-    const auto server_before = command_stats();
+    const auto server_before = server_snapshot();
     std::size_t i = 0;
     for (auto _ : state) {
         User u = users.get(ids[i++ & kIdMask]);
@@ -185,7 +177,7 @@ void BM_RedisGetHit(benchmark::State& state) {
     }
     const auto n = static_cast<double>(state.iterations());
     const auto stats_after = fixture().db.cache_manager().stats();
-    server_counters(state, "evalsha", n, server_before);
+    server_counters(state, n, server_before);
     state.counters["hits/op"] = static_cast<double>(stats_after.hits - stats_before.hits) / n;
     state.counters["sql/op"] = static_cast<double>(statements() - statements_before) / n;
 }
@@ -235,7 +227,7 @@ void BM_RawHiredisGetDecode(benchmark::State& state) {
     const auto& keys = fixture().entity_keys;
     const auto& serializer = fixture().cache_config.serializer;
     const auto ids = random_ids(1);
-    const auto server_before = command_stats();
+    const auto server_before = server_snapshot();
     std::size_t i = 0;
     for (auto _ : state) {
         const std::int64_t id = ids[i++ & kIdMask];
@@ -246,7 +238,7 @@ void BM_RawHiredisGetDecode(benchmark::State& state) {
         }
         benchmark::DoNotOptimize(u);
     }
-    server_counters(state, "get", static_cast<double>(state.iterations()), server_before);
+    server_counters(state, static_cast<double>(state.iterations()), server_before);
 }
 
 // ---- 2. a filtered, ordered 50-row list hit ----
@@ -265,13 +257,13 @@ void BM_RedisListHit(benchmark::State& state) {
         return;
     }
     const auto statements_before = statements();
-    const auto server_before = command_stats();
+    const auto server_before = server_snapshot();
     for (auto _ : state) {
         auto rows = list_page(users);
         benchmark::DoNotOptimize(rows);
     }
     const auto n = static_cast<double>(state.iterations());
-    server_counters(state, "evalsha", n, server_before);
+    server_counters(state, n, server_before);
     state.counters["sql/op"] = static_cast<double>(statements() - statements_before) / n;
 }
 
@@ -548,9 +540,11 @@ void print_summary(const Collector& c) {
         row(get_metric, fixed(o->real_ns_per_op, 0) + " ns", fixed(b->real_ns_per_op, 0) + " ns",
             fixed(ratio, 2) + "x", ">= 0.90x", yes_no(ratio >= 0.9));
         std::cout << "  client CPU ns/op " << fixed(o->ns_per_op, 0) << " vs "
-                  << fixed(b->ns_per_op, 0) << "; server us/op "
-                  << fixed(counter(*o, "server_us/op"), 2) << " (EVALSHA) vs "
-                  << fixed(counter(*b, "server_us/op"), 2) << " (GET)\n";
+                  << fixed(b->ns_per_op, 0) << "; server CPU ns/op "
+                  << fixed(counter(*o, "server_cpu_us/op") * 1e3, 0) << " vs "
+                  << fixed(counter(*b, "server_cpu_us/op") * 1e3, 0) << "; server commands/op "
+                  << fixed(counter(*o, "server_cmds/op"), 2) << " vs "
+                  << fixed(counter(*b, "server_cmds/op"), 2) << '\n';
     } else {
         missing(get_metric);
     }
