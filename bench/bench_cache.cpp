@@ -8,7 +8,6 @@
 
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <benchmark/benchmark.h>
-#include <stdlib.h>  // mkdtemp (POSIX)
 
 #include <algorithm>
 #include <atomic>
@@ -16,14 +15,9 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
-#include <cstdio>
-#include <filesystem>
 #include <iostream>
 #include <list>
-#include <map>
-#include <optional>
 #include <random>
-#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -33,26 +27,21 @@
 
 #include <ormcache/ormcache.hpp>
 
-namespace app {
-
-struct User {
-    std::int64_t id = 0;
-    std::string name;
-    std::string email;
-    std::optional<std::int32_t> age{};
-    std::chrono::system_clock::time_point created_at{};
-};
-ORMCACHE_MODEL(User, "users", id, name, email, age, created_at)
-
-}  // namespace app
+#include "bench_support.hpp"
 
 namespace {
 
 using app::User;
 using ormcache::Repository;
-
-constexpr std::int64_t kRows = 10000;
-constexpr std::size_t kIdMask = 4095;  // random id sequences have kIdMask + 1 entries
+using ormcache_bench::Collector;
+using ormcache_bench::counter;
+using ormcache_bench::fixed;
+using ormcache_bench::kIdMask;
+using ormcache_bench::kRows;
+using ormcache_bench::make_user;
+using ormcache_bench::random_ids;
+using ormcache_bench::Result;
+using ormcache_bench::TempDir;
 
 // ---- SQL statement counting (DatabaseConfig::on_query) ----
 
@@ -79,61 +68,7 @@ std::uint64_t selects() {
     return g_selects.load(std::memory_order_relaxed);
 }
 
-// ---- deterministic data ----
-
-std::uint64_t splitmix64(std::uint64_t x) {
-    x += 0x9e3779b97f4a7c15ULL;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
-}
-
-/// Ids in [1, kRows], uniformly distributed, reproducible from `seed`.
-std::vector<std::int64_t> random_ids(std::uint64_t seed) {
-    std::vector<std::int64_t> ids(kIdMask + 1);
-    for (std::size_t i = 0; i < ids.size(); ++i) {
-        ids[i] = static_cast<std::int64_t>(splitmix64(seed * 1000003 + i) % kRows) + 1;
-    }
-    return ids;
-}
-
-User make_user(std::int64_t id) {
-    const std::uint64_t h = splitmix64(static_cast<std::uint64_t>(id));
-    char name[32];
-    std::snprintf(name, sizeof name, "user-%08llx", static_cast<unsigned long long>(h >> 32));
-    User u;
-    u.id = id;
-    u.name = name;  // random order with respect to id, so ORDER BY name has to sort
-    u.email = "user" + std::to_string(id) + "@example.org";
-    if (id % 10 != 0)
-        u.age = static_cast<std::int32_t>(18 + h % 63);
-    u.created_at = std::chrono::system_clock::time_point{} + std::chrono::hours{473040} +
-                   std::chrono::minutes{id};
-    return u;
-}
-
 // ---- the shared fixture: one temp directory, one file database, one cached Database ----
-
-class TempDir {
-  public:
-    TempDir() {
-        std::string pattern =
-            (std::filesystem::temp_directory_path() / "ormcache-bench-XXXXXX").string();
-        if (mkdtemp(pattern.data()) == nullptr)
-            throw std::runtime_error("mkdtemp failed");
-        path_ = pattern;
-    }
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-    ~TempDir() {
-        std::error_code ignored;
-        std::filesystem::remove_all(path_, ignored);
-    }
-    const std::filesystem::path& path() const { return path_; }
-
-  private:
-    std::filesystem::path path_;
-};
 
 ormcache::DatabaseConfig database_config(const std::string& path, std::int64_t max_entries) {
     return ormcache::DatabaseConfig{
@@ -152,18 +87,7 @@ struct Fixture {
     std::string path = (dir.path() / "bench.db").string();
     ormcache::Database db{database_config(path, 100000)};  // holds the whole table
 
-    Fixture() {
-        db.create_all<User>();
-        ormcache::Session session = db.session();
-        Repository<User> users{session};
-        std::vector<User> rows;
-        rows.reserve(kRows);
-        for (std::int64_t id = 1; id <= kRows; ++id)
-            rows.push_back(make_user(id));
-        users.add_many(rows, {.auto_commit = true});
-        if (users.count() != kRows)
-            throw std::runtime_error("fixture: wrong row count");
-    }
+    Fixture() { ormcache_bench::fill_users(db); }
 };
 
 Fixture* g_fixture = nullptr;
@@ -514,78 +438,6 @@ void register_benchmarks() {
 }
 
 // ---- the summary: each goal of the issue with both figures measured in this run ----
-
-struct Result {
-    double ns_per_op = 0;  // CPU time for single-threaded runs (the median of the repetitions)
-    double real_ns_per_op = 0;
-    double items_per_second = 0;
-    benchmark::UserCounters counters;
-};
-
-class Collector : public benchmark::ConsoleReporter {
-  public:
-    Collector() : ConsoleReporter(OO_Tabular) {}
-
-    void ReportRuns(const std::vector<Run>& runs) override {
-        for (const auto& run : runs) {
-            if (run.error_occurred)
-                continue;
-            const bool aggregate = run.run_type == Run::RT_Aggregate;
-            if (aggregate && run.aggregate_name != "median")
-                continue;
-            std::string name = run.run_name.function_name;
-            if (!run.run_name.args.empty())
-                name += "/" + run.run_name.args;
-            if (!run.run_name.threads.empty())
-                name += "/" + run.run_name.threads;
-            const double scale = to_ns(run.time_unit);
-            Result r;
-            r.ns_per_op = run.GetAdjustedCPUTime() * scale;
-            r.real_ns_per_op = run.GetAdjustedRealTime() * scale;
-            if (auto it = run.counters.find("items_per_second"); it != run.counters.end()) {
-                r.items_per_second = it->second.value;
-            }
-            r.counters = run.counters;
-            // A median, once there is one, wins over the single repetitions.
-            if (aggregate || !results_.count(name))
-                results_[name] = r;
-        }
-        ConsoleReporter::ReportRuns(runs);
-    }
-
-    const Result* find(const std::string& name) const {
-        const auto it = results_.find(name);
-        return it == results_.end() ? nullptr : &it->second;
-    }
-
-  private:
-    static double to_ns(benchmark::TimeUnit unit) {
-        switch (unit) {
-            case benchmark::kNanosecond:
-                return 1;
-            case benchmark::kMicrosecond:
-                return 1e3;
-            case benchmark::kMillisecond:
-                return 1e6;
-            case benchmark::kSecond:
-                return 1e9;
-        }
-        return 1;
-    }
-
-    std::map<std::string, Result> results_;
-};
-
-std::string fixed(double v, int digits) {
-    char buf[64];
-    std::snprintf(buf, sizeof buf, "%.*f", digits, v);
-    return buf;
-}
-
-double counter(const Result& r, const char* name) {
-    const auto it = r.counters.find(name);
-    return it == r.counters.end() ? NAN : it->second.value;
-}
 
 void print_summary(const Collector& c) {
     std::cout << "\nSummary (one run, same process; ns/op = median CPU time of 3 repetitions)\n"
