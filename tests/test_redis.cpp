@@ -464,8 +464,8 @@ TEST_CASE("redis: an unreachable server at start-up is not an error; the cache c
     CHECK(users.list().size() == 6);
     CHECK(f.log.count("SELECT") >= 5);
     CHECK(f.stats().hits == 0);
-    CHECK(f.stats().errors > 0);
-    CHECK(f.errors.count == static_cast<int>(f.stats().errors));
+    CHECK(f.stats().errors > 1);
+    CHECK(f.errors.count == 1);  // one outage, reported once; every failure counted
     {
         std::lock_guard lock(f.errors.mutex);
         REQUIRE_FALSE(f.errors.backends.empty());
@@ -1131,19 +1131,21 @@ TEST_CASE("redis: a hit is one command; a commit of 100 changed ids is one scrip
         return t;
     };
     const std::vector<std::string> one_script{"EVALSHA"};
+    const std::vector<std::string> one_mget{"MGET"};  // a hit: entry and counter together
 
     const auto get_hit = measure([&] { CHECK(users.get(1).name == "Ada"); });
     INFO("get hit: " << get_hit.describe());
-    CHECK(get_hit.sent == one_script);
-    CHECK(get_hit.stats.of("evalsha") == 1);
+    CHECK(get_hit.sent == one_mget);
+    CHECK(get_hit.stats.of("mget") == 1);
+    CHECK(get_hit.stats.total() == 1);
 
     const auto list_hit = measure([&] { CHECK(users.list(OrderBy{&User::id}).size() == 105); });
     INFO("list hit: " << list_hit.describe());
-    CHECK(list_hit.sent == one_script);
-    CHECK(list_hit.stats.of("evalsha") == 1);
+    CHECK(list_hit.sent == one_mget);
+    CHECK(list_hit.stats.total() == 1);
 
     const auto count_hit = measure([&] { CHECK(users.count() == 105); });
-    CHECK(count_hit.sent == one_script);
+    CHECK(count_hit.sent == one_mget);
 
     const auto get_miss = measure([&] { CHECK(users.get(2).name == "Bob"); });
     INFO("get miss: " << get_miss.describe());
@@ -1433,19 +1435,20 @@ TEST_CASE("redis: fault run: readers and writers while Redis is stopped, restart
                    length + 20s);
         phase_ops.emplace_back(name, ops.load() - begin_ops);
     };
-    phase("up", 800ms);
-    server.stop();
-    phase("stopped", 700ms);
+    // About 10 s: killed (SIGKILL, a crash) and restarted twice, then hung and resumed.
+    phase("up", 1200ms);
+    server.kill();
+    phase("killed", 1500ms);
     server.restart();
-    phase("restarted", 800ms);
-    server.stop();
-    phase("stopped again", 700ms);
+    phase("restarted", 1500ms);
+    server.kill();
+    phase("killed again", 1500ms);
     server.restart();
-    phase("restarted again", 800ms);
+    phase("restarted again", 1500ms);
     server.pause();
-    phase("paused", 1000ms);
+    phase("paused", 1500ms);
     server.resume();
-    phase("resumed", 1200ms);  // the data survived the pause: stale entries would show now
+    phase("resumed", 1500ms);  // the data survived the pause: stale entries would show now
     stop = true;
     for (auto& w : workers)
         w.join();
@@ -1466,7 +1469,10 @@ TEST_CASE("redis: fault run: readers and writers while Redis is stopped, restart
     CHECK(stale == 0);
     const auto stats = db.cache_manager().stats();
     CHECK(stats.errors > 0);
-    CHECK(errors.count == static_cast<int>(stats.errors));
+    // on_error hears of each outage (two kills, one hang) about once, not of every failed
+    // call; the failures in flight as a server comes back may open one more each.
+    CHECK(errors.count >= 3);
+    CHECK(errors.count <= 3 * (threads + 1));
     CHECK(stats.hits > 0);
     CHECK(elapsed < 40s);
     WARN("fault run: " << ops.load() << " calls in "
@@ -1530,4 +1536,164 @@ TEST_CASE("redis: fault run: readers and writers while Redis is stopped, restart
           as_json(users.list(OrderBy{&User::id}, Options{.use_cache = false})));
     CHECK(users.count() == ids);
     CHECK(db.cache_manager().stats().errors == errors_settled);
+}
+
+TEST_CASE("redis: on_error hears of an outage once, and of the next outage again",
+          "[redis][failopen][incident]") {
+    RedisServer server;
+    Fixture f(redis_config(
+        server.port(), unique_prefix("incident"),
+        {{"socket_timeout_ms", 200}, {"connect_timeout_ms", 200}, {"retry_interval_ms", 20}}));
+    auto s = f.db->session();
+    Repository<User> users{s};
+    users.get(1);
+    REQUIRE(f.errors.count == 0);
+
+    server.kill();
+    for (int i = 0; i < 20; ++i)
+        CHECK(users.get(1).name == "Ada");
+    CHECK(f.stats().errors >= 20);  // every failure counted...
+    CHECK(f.errors.count == 1);     // ...the outage reported once
+
+    server.restart();
+    const bool back = eventually([&] {
+        const auto before = f.stats().hits;
+        users.get(1);
+        users.get(1);
+        return f.stats().hits > before;
+    });
+    REQUIRE(back);
+    CHECK(f.errors.count == 1);  // failures while it came back continue the same incident
+
+    server.kill();
+    CHECK(users.get(1).name == "Ada");
+    CHECK(f.errors.count == 2);  // a new outage
+}
+
+TEST_CASE("redis: a list miss after a commit leases the stale entry in the same round trip",
+          "[redis][roundtrips]") {
+    auto& server = shared_server();
+    auto client = server.client();
+    Fixture f(redis_config(server.port(), unique_prefix("stale-list")));
+    auto s = f.db->session();
+    Repository<User> users{s};
+    users.list(OrderBy{&User::id});
+    users.list(OrderBy{&User::id});  // scripts loaded, entry cached
+    f.rename(3, "Cy (renamed)");     // the list version moves on: the entry is stale
+
+    RedisMonitor monitor(server.port());
+    monitor.take(*client);
+    f.log.clear();
+    CHECK(users.list(OrderBy{&User::id})[2].name == "Cy (renamed)");
+    const auto sent = monitor.take(*client);
+    INFO("sent: " << sent.size());
+    // First read (MGET), the leader's read that leases over the stale entry, the fill.
+    CHECK(sent == std::vector<std::string>{"MGET", "EVALSHA", "EVALSHA"});
+    CHECK(f.log.count("SELECT") == 1);
+    f.log.clear();
+    CHECK(users.list(OrderBy{&User::id})[2].name == "Cy (renamed)");
+    CHECK(f.log.size() == 0);
+}
+
+namespace {
+
+/// A Database on `path` whose SELECTs sleep for `delay` while `slow` is set: a load that
+/// holds its fill lease (the distributed lock) for that long.
+struct SlowDatabase {
+    std::atomic<bool> slow{false};
+    std::atomic<int> selects{0};
+    std::chrono::milliseconds delay;
+    Database db;
+
+    SlowDatabase(const std::string& path, const CacheConfig& config, std::chrono::milliseconds d)
+        : delay(d),
+          db(DatabaseConfig{.connection_string = path,
+                            .cache_config = config,
+                            .on_query =
+                                [this](std::string_view sql) {
+                                    if (!sql.starts_with("SELECT"))
+                                        return;
+                                    ++selects;
+                                    if (slow.load())
+                                        std::this_thread::sleep_for(delay);
+                                },
+                            .busy_timeout = kBusyTimeout}) {}
+};
+
+}  // namespace
+
+TEST_CASE("redis: distributed_lock: a miss waits for another process's fill instead of querying",
+          "[redis][lock]") {
+    auto& server = shared_server();
+    const auto config = redis_config(server.port(), unique_prefix("lock"),
+                                     {{"distributed_lock", true}, {"lock_timeout_ms", 5000}});
+    Fixture waiter(config);  // seeds the file; its SQL is counted in waiter.log
+    SlowDatabase holder(waiter.path(), config, 400ms);
+
+    auto run = [&](auto&& read_holder, auto&& read_waiter) {
+        holder.slow = true;
+        std::thread first([&] { read_holder(); });
+        // The holder has the lock once its SELECT started (it sleeps inside it).
+        REQUIRE(eventually([&] { return holder.selects.load() > 0; }, 5s));
+        waiter.log.clear();
+        const auto started = std::chrono::steady_clock::now();
+        read_waiter();
+        const auto waited = std::chrono::steady_clock::now() - started;
+        first.join();
+        holder.slow = false;
+        holder.selects = 0;
+        CHECK(waiter.log.count("SELECT") == 0);  // one query in total: the holder's
+        CHECK(waited < 5s);
+    };
+
+    SECTION("get") {
+        run(
+            [&] {
+                auto s = holder.db.session();
+                CHECK(Repository<User>{s}.get(4).name == "Dee");
+            },
+            [&] {
+                auto s = waiter.db->session();
+                CHECK(Repository<User>{s}.get(4).name == "Dee");
+            });
+    }
+    SECTION("list") {
+        run(
+            [&] {
+                auto s = holder.db.session();
+                CHECK(Repository<User>{s}.list(OrderBy{&User::name}).size() == 5);
+            },
+            [&] {
+                auto s = waiter.db->session();
+                CHECK(Repository<User>{s}.list(OrderBy{&User::name}).size() == 5);
+            });
+    }
+    CHECK(waiter.errors.count == 0);
+}
+
+TEST_CASE("redis: distributed_lock: nobody waits longer than lock_timeout_ms for a slow holder",
+          "[redis][lock]") {
+    auto& server = shared_server();
+    const auto config = redis_config(server.port(), unique_prefix("lock-timeout"),
+                                     {{"distributed_lock", true}, {"lock_timeout_ms", 300}});
+    Fixture waiter(config);
+    SlowDatabase holder(waiter.path(), config, 2000ms);
+    holder.slow = true;
+    std::thread first([&] {
+        auto s = holder.db.session();
+        CHECK(Repository<User>{s}.get(2).name == "Bob");
+    });
+    REQUIRE(eventually([&] { return holder.selects.load() > 0; }, 5s));
+    waiter.log.clear();
+    const auto started = std::chrono::steady_clock::now();
+    {
+        auto s = waiter.db->session();
+        CHECK(Repository<User>{s}.get(2).name == "Bob");
+    }
+    const auto waited = std::chrono::steady_clock::now() - started;
+    first.join();
+    CHECK(waiter.log.count("SELECT") == 1);  // gave up waiting and read the database
+    // Not a speed assertion: the bound of rule 9 (the holder sleeps 2 s, the lock is 300 ms).
+    CHECK(waited < 1500ms);
+    CHECK(waiter.errors.count == 0);
 }

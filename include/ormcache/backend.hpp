@@ -50,12 +50,21 @@ struct ReadRequest {
     std::vector<std::string> counters;
     /// On a miss, take a fill lease on `key` for this long (unset: take none).
     std::optional<Ttl> lease_ttl;
+    /// Non-empty: the entry is current only while its bytes start with stamp_prefix, the
+    /// value of counters[0] and a space (the envelope CacheCore writes). A byte backend may
+    /// then treat any other entry as absent, and lease the key over it in the same step: a
+    /// stale entry costs no extra round trips, and no reader ever deletes it from under
+    /// another reader's lease. Backends may also ignore it (the CacheManager re-checks).
+    std::string_view stamp_prefix{};
 };
 
 struct ReadResult {
-    std::optional<CacheValue> value;      ///< empty on a miss (or while a lease holds the key)
-    std::vector<std::int64_t> counters;   ///< one per requested counter, same order
-    std::string lease;                    ///< the lease token taken; empty if none was taken
+    std::optional<CacheValue> value;     ///< empty on a miss (or while a lease holds the key)
+    std::vector<std::int64_t> counters;  ///< one per requested counter, same order
+    std::string lease;                   ///< the lease token taken; empty if none was taken
+    /// The key holds another reader's lease: a fill is in flight elsewhere. With a
+    /// distributed lock, the backend has already waited for it (see detail/lock_wait.hpp).
+    bool locked_elsewhere = false;
 };
 
 struct FillRequest {
@@ -71,6 +80,10 @@ struct FillRequest {
 struct InvalidationBatch {
     std::vector<std::string> remove;  ///< entry keys to delete (leases on them are cancelled)
     std::vector<std::string> bump;    ///< counters to increment
+    /// Counters whose bump invalidates at least every entry in `remove` (the entity
+    /// generation of their tables): what a backend bumps instead of deleting those keys when
+    /// it must fold undelivered invalidations to keep them bounded.
+    std::vector<std::string> fallback_bump;
     bool empty() const noexcept { return remove.empty() && bump.empty(); }
 };
 
@@ -94,7 +107,7 @@ concept Backend = requires(B& b, const B& cb, const ReadRequest& read, const Fil
 
 /// Type-erased Backend, what the CacheManager holds.
 class AnyBackend {
-public:
+  public:
     template <Backend B>
     explicit AnyBackend(std::unique_ptr<B> backend)
         : self_(std::make_unique<Model<B>>(std::move(backend))) {}
@@ -103,13 +116,15 @@ public:
     bool stores_objects() const noexcept { return self_->stores_objects(); }
     ReadResult read(const ReadRequest& r) { return self_->read(r); }
     bool fill(const FillRequest& f) { return self_->fill(f); }
-    void set(const std::string& key, CacheValue value, Ttl ttl) { self_->set(key, std::move(value), ttl); }
+    void set(const std::string& key, CacheValue value, Ttl ttl) {
+        self_->set(key, std::move(value), ttl);
+    }
     std::optional<CacheValue> get(const std::string& key) { return self_->get(key); }
     void remove(const std::vector<std::string>& keys) { self_->remove(keys); }
     void invalidate(const InvalidationBatch& batch) { self_->invalidate(batch); }
     void clear() { self_->clear(); }
 
-private:
+  private:
     struct Concept {
         virtual ~Concept() = default;
         virtual std::string_view name() const = 0;
@@ -129,7 +144,9 @@ private:
         bool stores_objects() const noexcept override { return B::stores_objects; }
         ReadResult read(const ReadRequest& r) override { return backend->read(r); }
         bool fill(const FillRequest& f) override { return backend->fill(f); }
-        void set(const std::string& k, CacheValue v, Ttl t) override { backend->set(k, std::move(v), t); }
+        void set(const std::string& k, CacheValue v, Ttl t) override {
+            backend->set(k, std::move(v), t);
+        }
         std::optional<CacheValue> get(const std::string& k) override { return backend->get(k); }
         void remove(const std::vector<std::string>& k) override { backend->remove(k); }
         void invalidate(const InvalidationBatch& b) override { backend->invalidate(b); }
@@ -157,14 +174,20 @@ struct BackendRegistry {
 /// The seed's dogpile.cache spellings, mapped onto ormcache's names.
 inline std::string canonical_backend_name(std::string_view name) {
     static constexpr std::pair<std::string_view, std::string_view> aliases[] = {
-        {"dogpile.cache.memory", "memory"},       {"dogpile.cache.memory_pickle", "memory"},
-        {"dogpile.cache.redis", "redis"},         {"dogpile.cache.redis_sentinel", "redis"},
-        {"dogpile.cache.memcached", "memcached"}, {"dogpile.cache.pylibmc", "memcached"},
-        {"dogpile.cache.bmemcached", "memcached"}, {"dogpile.cache.pymemcache", "memcached"},
-        {"dogpile.cache.null", "null"},           {"dogpile.cache.dbm", "file"},
+        {"dogpile.cache.memory", "memory"},
+        {"dogpile.cache.memory_pickle", "memory"},
+        {"dogpile.cache.redis", "redis"},
+        {"dogpile.cache.redis_sentinel", "redis"},
+        {"dogpile.cache.memcached", "memcached"},
+        {"dogpile.cache.pylibmc", "memcached"},
+        {"dogpile.cache.bmemcached", "memcached"},
+        {"dogpile.cache.pymemcache", "memcached"},
+        {"dogpile.cache.null", "null"},
+        {"dogpile.cache.dbm", "file"},
     };
     for (const auto& [alias, canonical] : aliases) {
-        if (name == alias) return std::string(canonical);
+        if (name == alias)
+            return std::string(canonical);
     }
     return std::string(name);
 }
@@ -175,7 +198,8 @@ inline std::unique_ptr<AnyBackend> make_backend(const CacheConfig& config) {
     {
         auto& registry = BackendRegistry::instance();
         std::lock_guard lock(registry.mutex);
-        if (auto it = registry.factories.find(name); it != registry.factories.end()) factory = it->second;
+        if (auto it = registry.factories.find(name); it != registry.factories.end())
+            factory = it->second;
     }
     if (!factory) {
         std::string hint;
@@ -186,13 +210,15 @@ inline std::unique_ptr<AnyBackend> make_backend(const CacheConfig& config) {
         } else if (name == "file") {
             hint = ": include <ormcache/backends/file.hpp>";
         } else {
-            hint = " (known: memory, null, redis, memcached, file, or a name given to "
-                   "ormcache::register_backend)";
+            hint =
+                " (known: memory, null, redis, memcached, file, or a name given to "
+                "ormcache::register_backend)";
         }
         throw ConfigError("CacheConfig::backend '" + config.backend + "' is not registered" + hint);
     }
     auto backend = factory(config);
-    if (!backend) throw ConfigError("the factory of backend '" + name + "' returned no backend");
+    if (!backend)
+        throw ConfigError("the factory of backend '" + name + "' returned no backend");
     return backend;
 }
 

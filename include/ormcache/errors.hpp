@@ -10,38 +10,38 @@ namespace ormcache {
 
 /// Base of every exception thrown by ormcache.
 class Error : public std::runtime_error {
-public:
+  public:
     using std::runtime_error::runtime_error;
 };
 
 /// get/update/remove of a primary key that has no row.
 class NotFoundError : public Error {
-public:
+  public:
     using Error::Error;
 };
 
 /// A bad DatabaseConfig / CacheConfig, detected when the Database or CacheManager is built.
 class ConfigError : public Error {
-public:
+  public:
     using Error::Error;
 };
 
 /// A query that cannot be built: unknown operator, unmapped member, empty or oversized collection.
 class QueryError : public Error {
-public:
+  public:
     using Error::Error;
 };
 
 /// A model's JSON (or serializer bytes) that does not decode into the model.
 class SerializationError : public Error {
-public:
+  public:
     using Error::Error;
 };
 
 /// Any failure reported by SQLite. Keeps SQLite's primary and extended result codes and the SQL
 /// that failed, so that callers can react to SQLITE_BUSY and friends without parsing messages.
 class DatabaseError : public Error {
-public:
+  public:
     DatabaseError(const std::string& message, int code, int extended_code, std::string sql)
         : Error(message), code_(code), extended_code_(extended_code), sql_(std::move(sql)) {}
 
@@ -52,7 +52,7 @@ public:
     /// The statement that failed (may be empty for connection-level failures).
     const std::string& sql() const noexcept { return sql_; }
 
-private:
+  private:
     int code_;
     int extended_code_;
     std::string sql_;
@@ -61,7 +61,7 @@ private:
 /// A constraint violation (UNIQUE, NOT NULL, CHECK, FOREIGN KEY, PRIMARY KEY).
 /// It is a DatabaseError, as in Python's DB-API, so one handler can catch both.
 class IntegrityError : public DatabaseError {
-public:
+  public:
     using DatabaseError::DatabaseError;
 };
 
@@ -69,7 +69,7 @@ public:
 /// these: they are counted and handed to CacheConfig::on_error, never thrown out of a
 /// repository call. Backends throw them; users see them only in on_error.
 class CacheError : public Error {
-public:
+  public:
     CacheError(const std::string& message, std::string backend, std::string operation)
         : Error(message), backend_(std::move(backend)), operation_(std::move(operation)) {}
 
@@ -78,9 +78,16 @@ public:
     /// What was being done: "get", "set", "invalidate", "connect", "decode", ...
     const std::string& operation() const noexcept { return operation_; }
 
-private:
+    /// True when this failure continues an outage already reported (the server has not
+    /// answered since). It is counted in CacheStats::errors, but on_error is called once per
+    /// incident, not for every call that fails while a server is down.
+    bool continues_incident() const noexcept { return continues_incident_; }
+    void set_continues_incident(bool value) noexcept { continues_incident_ = value; }
+
+  private:
     std::string backend_;
     std::string operation_;
+    bool continues_incident_ = false;
 };
 
 }  // namespace ormcache

@@ -355,6 +355,17 @@ class RedisServer {
         paused_ = false;
     }
 
+    /// SIGKILL, then waitpid: a crash, no chance to close connections cleanly.
+    void kill() {
+        if (pid_ <= 0)
+            return;
+        ::kill(pid_, SIGKILL);
+        int status = 0;
+        ::waitpid(pid_, &status, 0);
+        pid_ = -1;
+        paused_ = false;
+    }
+
     /// A fresh, empty server on the same port (and socket).
     void restart() {
         stop();

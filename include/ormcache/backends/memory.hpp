@@ -25,7 +25,7 @@
 namespace ormcache {
 
 class MemoryBackend {
-public:
+  public:
     static constexpr bool stores_objects = true;
 
     struct Options {
@@ -41,7 +41,8 @@ public:
           shard_count_(std::max<std::size_t>(
               1, options.max_entries == 0 ? options.shards
                                           : std::min(options.shards, options.max_entries))),
-          shards_(shard_count_), counter_shards_(shard_count_) {
+          shards_(shard_count_),
+          counter_shards_(shard_count_) {
         if (options_.max_entries != 0) {
             per_shard_capacity_ = (options_.max_entries + shard_count_ - 1) / shard_count_;
         }
@@ -52,7 +53,8 @@ public:
     ReadResult read(const ReadRequest& request) {
         ReadResult result;
         result.counters.reserve(request.counters.size());
-        for (const auto& counter : request.counters) result.counters.push_back(counter_value(counter, 0));
+        for (const auto& counter : request.counters)
+            result.counters.push_back(counter_value(counter, 0));
         Shard& shard = shard_for(request.key);
         std::lock_guard lock(shard.mutex);
         const auto now = Clock::now();
@@ -65,6 +67,8 @@ public:
             if (it->second.lease.empty()) {
                 touch(shard, it->second);
                 result.value = it->second.value;
+            } else {
+                result.locked_elsewhere = true;
             }
             return result;  // a hit, or someone else's lease: a miss without a lease
         }
@@ -83,18 +87,21 @@ public:
         std::lock_guard lock(shard.mutex);
         auto it = shard.map.find(request.key);
         if (!request.lease.empty()) {
-            if (it == shard.map.end() || it->second.lease != request.lease) return false;
+            if (it == shard.map.end() || it->second.lease != request.lease)
+                return false;
         }
         for (const auto& [counter, expected] : request.guards) {
             if (counter_value(counter, 0) != expected) {
-                if (it != shard.map.end() && !request.lease.empty()) erase(shard, it);
+                if (it != shard.map.end() && !request.lease.empty())
+                    erase(shard, it);
                 return false;
             }
         }
         Slot slot;
         slot.value = request.value;
         slot.expires = expiry(Clock::now(), request.ttl);
-        if (it != shard.map.end()) erase(shard, it);
+        if (it != shard.map.end())
+            erase(shard, it);
         insert(shard, request.key, std::move(slot));
         return true;
     }
@@ -104,20 +111,22 @@ public:
     }
 
     std::optional<CacheValue> get(const std::string& key) {
-        return read(ReadRequest{key, {}, std::nullopt}).value;
+        return read(ReadRequest{key, {}, std::nullopt, {}}).value;
     }
 
     void remove(const std::vector<std::string>& keys) {
         for (const auto& key : keys) {
             Shard& shard = shard_for(key);
             std::lock_guard lock(shard.mutex);
-            if (auto it = shard.map.find(key); it != shard.map.end()) erase(shard, it);
+            if (auto it = shard.map.find(key); it != shard.map.end())
+                erase(shard, it);
         }
     }
 
     void invalidate(const InvalidationBatch& batch) {
         // Bump first: a reader that sees the new counter must not then find the old entry.
-        for (const auto& counter : batch.bump) counter_value(counter, 1);
+        for (const auto& counter : batch.bump)
+            counter_value(counter, 1);
         remove(batch.remove);
     }
 
@@ -144,7 +153,7 @@ public:
     /// Entries dropped to stay within max_entries.
     std::uint64_t evictions() const noexcept { return evictions_.load(std::memory_order_relaxed); }
 
-private:
+  private:
     using Clock = std::chrono::steady_clock;
 
     struct Slot {
@@ -168,7 +177,8 @@ private:
     static bool expired(const Slot& slot, Clock::time_point now) { return slot.expires <= now; }
 
     static Clock::time_point expiry(Clock::time_point now, Ttl ttl) {
-        if (ttl.count() < 0) return Clock::time_point::max();
+        if (ttl.count() < 0)
+            return Clock::time_point::max();
         return now + ttl;
     }
 
@@ -197,13 +207,16 @@ private:
         return std::to_string(rng()) + "-" + std::to_string(++token_counter_);
     }
 
-    void touch(Shard& shard, Slot& slot) { shard.lru.splice(shard.lru.begin(), shard.lru, slot.lru); }
+    void touch(Shard& shard, Slot& slot) {
+        shard.lru.splice(shard.lru.begin(), shard.lru, slot.lru);
+    }
 
     void insert(Shard& shard, const std::string& key, Slot slot) {
         auto [it, inserted] = shard.map.emplace(key, std::move(slot));
         shard.lru.push_front(&it->first);
         it->second.lru = shard.lru.begin();
-        if (per_shard_capacity_ == 0) return;
+        if (per_shard_capacity_ == 0)
+            return;
         while (shard.map.size() > per_shard_capacity_) {
             const std::string* victim = shard.lru.back();
             erase(shard, shard.map.find(*victim));
@@ -228,7 +241,7 @@ private:
 
 /// Stores nothing: every read misses, nothing is written. Also what `enabled = false` gives.
 class NullBackend {
-public:
+  public:
     static constexpr bool stores_objects = true;
     std::string_view name() const noexcept { return "null"; }
     ReadResult read(const ReadRequest& r) {
@@ -250,8 +263,10 @@ inline MemoryBackend::Options memory_options(const CacheConfig& config) {
     for (const auto& [key, value] : config.arguments.items()) {
         if (key == "max_entries") {
             if (!value.is_number_integer() || value.get<std::int64_t>() < 0) {
-                throw ConfigError("CacheConfig::arguments.max_entries must be a non-negative integer "
-                                  "(0 = unbounded), got " + value.dump());
+                throw ConfigError(
+                    "CacheConfig::arguments.max_entries must be a non-negative integer "
+                    "(0 = unbounded), got " +
+                    value.dump());
             }
             options.max_entries = value.get<std::size_t>();
         } else if (key == "shards") {
@@ -270,7 +285,8 @@ inline MemoryBackend::Options memory_options(const CacheConfig& config) {
 
 inline const bool builtin_backends_registered = [] {
     register_backend("memory", [](const CacheConfig& config) {
-        return std::make_unique<AnyBackend>(std::make_unique<MemoryBackend>(memory_options(config)));
+        return std::make_unique<AnyBackend>(
+            std::make_unique<MemoryBackend>(memory_options(config)));
     });
     register_backend("null", [](const CacheConfig&) {
         return std::make_unique<AnyBackend>(std::make_unique<NullBackend>());

@@ -9,23 +9,25 @@
 // operation throw a CacheError (the CacheManager absorbs it and serves from the database), and
 // a circuit breaker stops paying the connect timeout on every call while it stays down.
 // Invalidations that could not be delivered are kept and replayed before anything else once
-// the server answers again, so an outage never leaves stale entries behind; if more were lost
-// than can be kept, everything under key_prefix is dropped on recovery instead.
+// the server answers again, so an outage never leaves stale entries behind; past a bound they
+// are folded into counter bumps, which make at least the same entries unreachable. on_error
+// hears of an outage once (detail::IncidentTracker), stats count every failure.
 //
 // Thread-safe: a pool of connections, each used by one thread at a time.
 
 #include <sys/time.h>
 
+#include <charconv>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <random>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <utility>
 #include <vector>
 
@@ -33,6 +35,9 @@
 #include <nlohmann/json.hpp>
 
 #include "../backend.hpp"
+#include "../detail/incident.hpp"
+#include "../detail/lock_wait.hpp"
+#include "../detail/pending_invalidations.hpp"
 #include "../errors.hpp"
 
 namespace ormcache {
@@ -56,20 +61,46 @@ struct RedisOptions {
 
 namespace detail {
 
+/// "%40" -> "@": a password in a url may contain any byte, percent-encoded (RFC 3986).
+inline std::string percent_decode(const std::string& text, std::string_view field) {
+    std::string out;
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        if (text[i] != '%') {
+            out += text[i];
+            continue;
+        }
+        unsigned value = 0;
+        const char* first = text.data() + i + 1;
+        const char* last = first + std::min<std::size_t>(2, text.size() - i - 1);
+        const auto [end, error] = std::from_chars(first, last, value, 16);
+        if (error != std::errc() || end != first + 2) {
+            throw ConfigError("CacheConfig::arguments.url: bad percent-encoding in the " +
+                              std::string(field));
+        }
+        out += static_cast<char>(value);
+        i += 2;
+    }
+    return out;
+}
+
 inline void redis_url_into(RedisOptions& o, const std::string& url) {
     const std::string_view scheme = "redis://";
     if (url.rfind(scheme, 0) != 0) {
-        throw ConfigError("CacheConfig::arguments.url must look like redis://[user:pass@]host:port/db, got '" + url + "'");
+        throw ConfigError(
+            "CacheConfig::arguments.url must look like redis://[user:pass@]host:port/db, got '" +
+            url + "'");
     }
     std::string rest = url.substr(scheme.size());
     if (const auto at = rest.rfind('@'); at != std::string::npos) {
         const std::string credentials = rest.substr(0, at);
         rest = rest.substr(at + 1);
+        // "user:pass@", ":pass@" or "pass@" (no colon: a password for the default user, as
+        // redis-cli -u and most clients read it).
         if (const auto colon = credentials.find(':'); colon != std::string::npos) {
-            o.username = credentials.substr(0, colon);
-            o.password = credentials.substr(colon + 1);
+            o.username = percent_decode(credentials.substr(0, colon), "user name");
+            o.password = percent_decode(credentials.substr(colon + 1), "password");
         } else {
-            o.password = credentials;
+            o.password = percent_decode(credentials, "password");
         }
     }
     if (const auto slash = rest.find('/'); slash != std::string::npos) {
@@ -79,9 +110,11 @@ inline void redis_url_into(RedisOptions& o, const std::string& url) {
             try {
                 std::size_t used = 0;
                 o.db = std::stoi(db, &used);
-                if (used != db.size() || o.db < 0) throw std::invalid_argument(db);
+                if (used != db.size() || o.db < 0)
+                    throw std::invalid_argument(db);
             } catch (const std::exception&) {
-                throw ConfigError("CacheConfig::arguments.url: database '" + db + "' is not a number");
+                throw ConfigError("CacheConfig::arguments.url: database '" + db +
+                                  "' is not a number");
             }
         }
     }
@@ -91,53 +124,78 @@ inline void redis_url_into(RedisOptions& o, const std::string& url) {
         try {
             std::size_t used = 0;
             o.port = std::stoi(port, &used);
-            if (used != port.size() || o.port <= 0 || o.port > 65535) throw std::invalid_argument(port);
+            if (used != port.size() || o.port <= 0 || o.port > 65535)
+                throw std::invalid_argument(port);
         } catch (const std::exception&) {
-            throw ConfigError("CacheConfig::arguments.url: port '" + port + "' is not a port number");
+            throw ConfigError("CacheConfig::arguments.url: port '" + port +
+                              "' is not a port number");
         }
     }
-    if (!rest.empty()) o.host = rest;
+    if (!rest.empty())
+        o.host = rest;
 }
 
 inline RedisOptions redis_options(const nlohmann::json& args) {
     RedisOptions o;
     auto text = [](const std::string& key, const nlohmann::json& v) {
-        if (!v.is_string()) throw ConfigError("CacheConfig::arguments." + key + " must be a string, got " + v.dump());
+        if (!v.is_string())
+            throw ConfigError("CacheConfig::arguments." + key + " must be a string, got " +
+                              v.dump());
         return v.get<std::string>();
     };
-    auto integer = [](const std::string& key, const nlohmann::json& v, std::int64_t min, std::int64_t max) {
+    auto integer = [](const std::string& key, const nlohmann::json& v, std::int64_t min,
+                      std::int64_t max) {
         if (!v.is_number_integer() || v.get<std::int64_t>() < min || v.get<std::int64_t>() > max) {
             throw ConfigError("CacheConfig::arguments." + key + " must be an integer from " +
-                              std::to_string(min) + " to " + std::to_string(max) + ", got " + v.dump());
+                              std::to_string(min) + " to " + std::to_string(max) + ", got " +
+                              v.dump());
         }
         return v.get<std::int64_t>();
     };
     // url first, so that explicit arguments override what it says.
-    if (auto it = args.find("url"); it != args.end()) redis_url_into(o, text("url", *it));
+    if (auto it = args.find("url"); it != args.end())
+        redis_url_into(o, text("url", *it));
     for (const auto& [key, v] : args.items()) {
-        if (key == "url") continue;
-        if (key == "host") o.host = text(key, v);
-        else if (key == "port") o.port = static_cast<int>(integer(key, v, 1, 65535));
-        else if (key == "db") o.db = static_cast<int>(integer(key, v, 0, 1 << 20));
-        else if (key == "username") o.username = text(key, v);
-        else if (key == "password") o.password = text(key, v);
-        else if (key == "unix_socket") o.unix_socket = text(key, v);
-        else if (key == "connect_timeout_ms") o.connect_timeout = std::chrono::milliseconds{integer(key, v, 1, 3600000)};
-        else if (key == "socket_timeout_ms") o.socket_timeout = std::chrono::milliseconds{integer(key, v, 1, 3600000)};
-        else if (key == "pool_size") o.pool_size = static_cast<std::size_t>(integer(key, v, 1, 4096));
-        else if (key == "lock_timeout_ms") o.lock_timeout = std::chrono::milliseconds{integer(key, v, 1, 3600000)};
-        else if (key == "retry_interval_ms") o.retry_interval = std::chrono::milliseconds{integer(key, v, 0, 3600000)};
+        if (key == "url")
+            continue;
+        if (key == "host")
+            o.host = text(key, v);
+        else if (key == "port")
+            o.port = static_cast<int>(integer(key, v, 1, 65535));
+        else if (key == "db")
+            o.db = static_cast<int>(integer(key, v, 0, 1 << 20));
+        else if (key == "username")
+            o.username = text(key, v);
+        else if (key == "password")
+            o.password = text(key, v);
+        else if (key == "unix_socket")
+            o.unix_socket = text(key, v);
+        else if (key == "connect_timeout_ms")
+            o.connect_timeout = std::chrono::milliseconds{integer(key, v, 1, 3600000)};
+        else if (key == "socket_timeout_ms")
+            o.socket_timeout = std::chrono::milliseconds{integer(key, v, 1, 3600000)};
+        else if (key == "pool_size")
+            o.pool_size = static_cast<std::size_t>(integer(key, v, 1, 4096));
+        else if (key == "lock_timeout_ms")
+            o.lock_timeout = std::chrono::milliseconds{integer(key, v, 1, 3600000)};
+        else if (key == "retry_interval_ms")
+            o.retry_interval = std::chrono::milliseconds{integer(key, v, 0, 3600000)};
         else if (key == "distributed_lock") {
-            if (!v.is_boolean()) throw ConfigError("CacheConfig::arguments.distributed_lock must be a boolean, got " + v.dump());
+            if (!v.is_boolean())
+                throw ConfigError(
+                    "CacheConfig::arguments.distributed_lock must be a boolean, got " + v.dump());
             o.distributed_lock = v.get<bool>();
         } else {
-            throw ConfigError("CacheConfig::arguments." + key +
-                              " is not an argument of the redis backend (host, port, db, username, password, url, "
-                              "unix_socket, connect_timeout_ms, socket_timeout_ms, pool_size, distributed_lock, "
-                              "lock_timeout_ms, retry_interval_ms)");
+            throw ConfigError(
+                "CacheConfig::arguments." + key +
+                " is not an argument of the redis backend (host, port, db, username, password, "
+                "url, "
+                "unix_socket, connect_timeout_ms, socket_timeout_ms, pool_size, distributed_lock, "
+                "lock_timeout_ms, retry_interval_ms)");
         }
     }
-    if (o.host.empty() && o.unix_socket.empty()) throw ConfigError("CacheConfig::arguments.host is empty");
+    if (o.host.empty() && o.unix_socket.empty())
+        throw ConfigError("CacheConfig::arguments.host is empty");
     return o;
 }
 
@@ -158,27 +216,34 @@ using RedisReply = std::unique_ptr<redisReply, RedisReplyDeleter>;
 
 /// The one place a hiredis failure becomes an exception.
 [[noreturn]] inline void throw_redis(std::string_view operation, std::string_view what) {
-    throw CacheError("redis " + std::string(operation) + ": " + std::string(what), "redis", std::string(operation));
+    throw CacheError("redis " + std::string(operation) + ": " + std::string(what), "redis",
+                     std::string(operation));
 }
 
 /// One connection. Any I/O or protocol error marks it broken (hiredis cannot reuse it).
 class RedisConnection {
-public:
+  public:
     explicit RedisConnection(const RedisOptions& o) {
-        redisContext* c = o.unix_socket.empty()
-                              ? redisConnectWithTimeout(o.host.c_str(), o.port, to_timeval(o.connect_timeout))
-                              : redisConnectUnixWithTimeout(o.unix_socket.c_str(), to_timeval(o.connect_timeout));
+        redisContext* c =
+            o.unix_socket.empty()
+                ? redisConnectWithTimeout(o.host.c_str(), o.port, to_timeval(o.connect_timeout))
+                : redisConnectUnixWithTimeout(o.unix_socket.c_str(), to_timeval(o.connect_timeout));
         context_.reset(c);
-        if (c == nullptr) throw_redis("connect", "cannot allocate a context");
-        if (c->err != 0) throw_redis("connect", c->errstr);
-        if (redisSetTimeout(c, to_timeval(o.socket_timeout)) != REDIS_OK) throw_redis("connect", c->errstr);
+        if (c == nullptr)
+            throw_redis("connect", "cannot allocate a context");
+        if (c->err != 0)
+            throw_redis("connect", c->errstr);
+        if (redisSetTimeout(c, to_timeval(o.socket_timeout)) != REDIS_OK)
+            throw_redis("connect", c->errstr);
         if (!o.password.empty()) {
             std::vector<std::string> auth{"AUTH"};
-            if (!o.username.empty()) auth.push_back(o.username);
+            if (!o.username.empty())
+                auth.push_back(o.username);
             auth.push_back(o.password);
             expect_ok(command(auth), "auth");
         }
-        if (o.db != 0) expect_ok(command({"SELECT", std::to_string(o.db)}), "select");
+        if (o.db != 0)
+            expect_ok(command({"SELECT", std::to_string(o.db)}), "select");
     }
 
     bool broken() const noexcept { return broken_; }
@@ -205,20 +270,22 @@ public:
         std::vector<RedisReply> replies;
         for (std::size_t i = 0; i < commands.size(); ++i) {
             void* reply = nullptr;
-            if (redisGetReply(context_.get(), &reply) != REDIS_OK || reply == nullptr) fail("receive");
+            if (redisGetReply(context_.get(), &reply) != REDIS_OK || reply == nullptr)
+                fail("receive");
             replies.emplace_back(static_cast<redisReply*>(reply));
         }
         return replies;
     }
 
-private:
+  private:
     [[noreturn]] void fail(std::string_view operation) {
         broken_ = true;
         throw_redis(operation, context_->errstr[0] != '\0' ? context_->errstr : "connection lost");
     }
 
     static void expect_ok(const RedisReply& r, std::string_view operation) {
-        if (r->type == REDIS_REPLY_ERROR) throw_redis(operation, std::string(r->str, r->len));
+        if (r->type == REDIS_REPLY_ERROR)
+            throw_redis(operation, std::string(r->str, r->len));
     }
 
     std::unique_ptr<redisContext, RedisContextDeleter> context_;
@@ -227,35 +294,39 @@ private:
 
 /// A bounded pool with a circuit breaker. Never connects while holding its lock.
 class RedisPool {
-public:
+  public:
     explicit RedisPool(RedisOptions options) : options_(std::move(options)) {}
 
     /// A connection checked out of the pool; given back (or dropped if broken) on destruction.
     class Lease {
-    public:
-        Lease(RedisPool& pool, std::unique_ptr<RedisConnection> c) : pool_(&pool), c_(std::move(c)) {}
+      public:
+        Lease(RedisPool& pool, std::unique_ptr<RedisConnection> c)
+            : pool_(&pool), c_(std::move(c)) {}
         // Not defaulted: the moved-from lease must not give anything back (a null connection
         // handed back counts as a closed one, and the pool would open one too many).
         Lease(Lease&& other) noexcept
             : pool_(std::exchange(other.pool_, nullptr)), c_(std::move(other.c_)) {}
         Lease& operator=(Lease&&) = delete;
         ~Lease() {
-            if (pool_ != nullptr) pool_->give_back(std::move(c_));
+            if (pool_ != nullptr)
+                pool_->give_back(std::move(c_));
         }
         RedisConnection* operator->() const noexcept { return c_.get(); }
 
-    private:
+      private:
         RedisPool* pool_;
         std::unique_ptr<RedisConnection> c_;
     };
 
     Lease acquire() {
         std::unique_lock lock(mutex_);
-        if (Clock::now() < open_until_) throw_redis("connect", "server unavailable (circuit open, retrying later)");
+        if (Clock::now() < open_until_)
+            throw_redis("connect", "server unavailable (circuit open, retrying later)");
         const auto deadline = Clock::now() + options_.socket_timeout;
         while (idle_.empty() && open_ >= options_.pool_size) {
             if (available_.wait_until(lock, deadline) == std::cv_status::timeout) {
-                throw_redis("connect", "all " + std::to_string(options_.pool_size) + " pooled connections are busy");
+                throw_redis("connect", "all " + std::to_string(options_.pool_size) +
+                                           " pooled connections are busy");
             }
         }
         if (!idle_.empty()) {
@@ -273,7 +344,8 @@ public:
         } catch (...) {
             std::lock_guard relock(mutex_);
             --open_;
-            open_until_ = Clock::now() + options_.retry_interval;  // stop paying the connect timeout
+            open_until_ =
+                Clock::now() + options_.retry_interval;  // stop paying the connect timeout
             available_.notify_one();
             throw;
         }
@@ -290,7 +362,7 @@ public:
 
     const RedisOptions& options() const noexcept { return options_; }
 
-private:
+  private:
     using Clock = std::chrono::steady_clock;
 
     void give_back(std::unique_ptr<RedisConnection> c) {
@@ -314,7 +386,7 @@ private:
 }  // namespace detail
 
 class RedisBackend {
-public:
+  public:
     static constexpr bool stores_objects = false;
 
     RedisBackend(RedisOptions options, std::string key_prefix)
@@ -324,39 +396,29 @@ public:
     const RedisOptions& options() const noexcept { return pool_.options(); }
 
     ReadResult read(const ReadRequest& request) {
-        std::vector<std::string> args{request.key.empty() ? std::string("\x01") : request.key};
-        for (const auto& c : request.counters) args.push_back(c);
-        const std::string token = request.lease_ttl ? new_token() : std::string();
-        args.push_back(request.lease_ttl ? std::to_string(std::max<std::int64_t>(1, request.lease_ttl->count())) : "0");
-        args.push_back(token);
-        args.push_back(std::to_string(clock_seed()));
-        args.push_back(request.key.empty() ? "0" : "1");
-        auto reply = run_script(read_script, 1 + request.counters.size(), std::move(args));
-        if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 + request.counters.size()) {
-            throw_garbage("read");
-        }
-        ReadResult result;
-        const redisReply* entry = reply->element[0];
-        if (entry->type == REDIS_REPLY_STRING) {
-            result.value = CacheValue{std::string(entry->str, entry->len), nullptr};
-        }
-        const redisReply* lease = reply->element[1];
-        if (lease->type == REDIS_REPLY_STRING) result.lease.assign(lease->str, lease->len);
-        for (std::size_t i = 0; i < request.counters.size(); ++i) {
-            result.counters.push_back(to_integer(reply->element[2 + i], "read"));
-        }
-        return result;
+        return tracked([&] {
+            if (!request.lease_ttl || !options().distributed_lock)
+                return read_once(request, request.lease_ttl);
+            // The fill lease is the distributed lock: it lives lock_timeout, so a dead
+            // holder's lock expires then, and nobody waits for it longer than that.
+            return detail::wait_for_lock(
+                options().lock_timeout, [&] { return read_once(request, options().lock_timeout); });
+        });
     }
 
     bool fill(const FillRequest& request) {
-        std::vector<std::string> args{request.key};
-        for (const auto& [counter, value] : request.guards) args.push_back(counter);
-        args.push_back(request.lease);
-        args.push_back(request.value.bytes);
-        args.push_back(std::to_string(request.ttl.count()));
-        for (const auto& [counter, value] : request.guards) args.push_back(std::to_string(value));
-        auto reply = run_script(fill_script, 1 + request.guards.size(), std::move(args));
-        return to_integer(reply.get(), "fill") == 1;
+        return tracked([&] {
+            std::vector<std::string> args{request.key};
+            for (const auto& [counter, value] : request.guards)
+                args.push_back(counter);
+            args.push_back(request.lease);
+            args.push_back(request.value.bytes);
+            args.push_back(std::to_string(request.ttl.count()));
+            for (const auto& [counter, value] : request.guards)
+                args.push_back(std::to_string(value));
+            auto reply = run_script(fill_script, 1 + request.guards.size(), std::move(args));
+            return to_integer(reply.get(), "fill") == 1;
+        });
     }
 
     void set(const std::string& key, CacheValue value, Ttl ttl) {
@@ -364,71 +426,94 @@ public:
     }
 
     std::optional<CacheValue> get(const std::string& key) {
-        auto c = connect();
-        auto reply = checked(c, [&] { return c->command({"GET", key}); }, "get");
-        if (reply->type == REDIS_REPLY_NIL) return std::nullopt;
-        if (reply->type != REDIS_REPLY_STRING) throw_garbage("get");
-        std::string bytes(reply->str, reply->len);
-        if (bytes.rfind(lease_marker, 0) == 0) return std::nullopt;
-        return CacheValue{std::move(bytes), nullptr};
+        return tracked([&]() -> std::optional<CacheValue> {
+            auto c = connect();
+            auto reply = checked(
+                c,
+                [&] {
+                    return c->command({"GET", key});
+                },
+                "get");
+            if (reply->type == REDIS_REPLY_NIL)
+                return std::nullopt;
+            if (reply->type != REDIS_REPLY_STRING)
+                throw_garbage("get");
+            std::string bytes(reply->str, reply->len);
+            if (bytes.rfind(lease_marker, 0) == 0)
+                return std::nullopt;
+            return CacheValue{std::move(bytes), nullptr};
+        });
     }
 
     void remove(const std::vector<std::string>& keys) {
-        if (keys.empty()) return;
-        invalidate(InvalidationBatch{keys, {}});
+        if (keys.empty())
+            return;
+        invalidate(InvalidationBatch{keys, {}, {}});
     }
 
+    /// Kept until delivered: if the server does not answer now, the batch is replayed before
+    /// anything else once it does.
     void invalidate(const InvalidationBatch& batch) {
-        if (batch.empty()) return;
-        {
-            std::lock_guard lock(pending_mutex_);
-            if (pending_keys_ + batch.remove.size() + batch.bump.size() > max_pending_keys) {
-                lost_ = true;  // too much to replay: clear everything on recovery
-                pending_.clear();
-                pending_keys_ = 0;
-            } else {
-                pending_.emplace_back(++pending_serial_, batch);
-                pending_keys_ += batch.remove.size() + batch.bump.size();
-            }
-        }
-        flush_pending();
+        if (batch.empty())
+            return;
+        pending_.push(batch);
+        tracked([&] {
+            auto c = pool_.acquire();
+            replay(c);
+            return true;
+        });
     }
 
     void clear() {
-        auto c = connect();
-        clear_on(c);
+        tracked([&] {
+            auto c = connect();
+            clear_on(c);
+            return true;
+        });
     }
 
-    /// Undelivered invalidations waiting for the server (for tests and monitoring).
-    std::size_t pending_invalidations() const {
-        std::lock_guard lock(pending_mutex_);
-        return pending_.size() + (lost_ ? 1 : 0);
-    }
+    /// Undelivered invalidation batches waiting for the server (for tests and monitoring).
+    std::size_t pending_invalidations() const { return pending_.size(); }
 
-private:
+  private:
     static constexpr std::string_view lease_marker{"\0lease:", 7};
-    static constexpr std::size_t max_pending_keys = 100000;
 
-    // KEYS[1] entry (ARGV[#] = "0": none), KEYS[2..] counters.
-    // ARGV: lease ttl ms (0 = none), lease token, counter seed, has-entry flag.
+    // KEYS[1] entry (ARGV[4] = "0": none), KEYS[2..] counters.
+    // ARGV: lease ttl ms (0 = none), lease token, counter seed, has-entry flag, stamp prefix.
+    // Returns {entry, lease taken, locked elsewhere (0/1), counters...}. An entry that does not
+    // carry the current counters[0] stamp (when a stamp prefix is given) is stale: it is not
+    // returned, and a lease asked for is taken over it.
     static constexpr std::string_view read_script = R"lua(
 local n = #KEYS
-local ttl, token, seed, has_entry = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local out = {false, false}
+local ttl, token, seed, has_entry, stamp = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local out = {false, false, 0}
 for i = 2, n do
   local v = redis.call('GET', KEYS[i])
   if not v then
-    redis.call('SET', KEYS[i], seed, 'NX')
-    v = redis.call('GET', KEYS[i])
+    redis.call('SET', KEYS[i], seed)
+    v = seed
   end
-  out[i + 1] = v
+  out[i + 2] = v
 end
 if has_entry == '1' then
   local e = redis.call('GET', KEYS[1])
+  local stale = false
   if e then
-    if string.sub(e, 1, 7) ~= '\0lease:' then out[1] = e end
-  elseif tonumber(ttl) > 0 then
-    if redis.call('SET', KEYS[1], '\0lease:' .. token, 'PX', ttl, 'NX') then out[2] = token end
+    if string.sub(e, 1, 7) == '\0lease:' then
+      out[3] = 1
+    elseif stamp ~= '' and n >= 2 and string.sub(e, 1, #stamp + #out[4] + 1) ~= stamp .. out[4] .. ' ' then
+      stale = true
+    else
+      out[1] = e
+    end
+  end
+  if ttl > 0 then
+    if stale then
+      redis.call('SET', KEYS[1], '\0lease:' .. token, 'PX', ttl)
+      out[2] = token
+    elseif not e and redis.call('SET', KEYS[1], '\0lease:' .. token, 'PX', ttl, 'NX') then
+      out[2] = token
+    end
   end
 end
 return out
@@ -469,6 +554,84 @@ end
 return 1
 )lua";
 
+    /// Runs one backend operation: its CacheError tells whether it opens an incident or
+    /// continues one; its success ends the incident.
+    template <class Op>
+    auto tracked(Op&& op) -> decltype(op()) {
+        try {
+            auto result = op();
+            incident_.succeeded();
+            return result;
+        } catch (CacheError& e) {
+            incident_.failed(e);
+            throw;
+        }
+    }
+
+    ReadResult read_once(const ReadRequest& request, std::optional<Ttl> lease_ttl) {
+        if (!lease_ttl && !request.key.empty()) {
+            if (auto plain = read_plain(request))
+                return std::move(*plain);
+        }
+        std::vector<std::string> args{request.key.empty() ? std::string("\x01") : request.key};
+        for (const auto& c : request.counters)
+            args.push_back(c);
+        const std::string token = lease_ttl ? new_token() : std::string();
+        args.push_back(lease_ttl ? std::to_string(std::max<std::int64_t>(1, lease_ttl->count()))
+                                 : "0");
+        args.push_back(token);
+        args.push_back(std::to_string(clock_seed()));
+        args.push_back(request.key.empty() ? "0" : "1");
+        args.emplace_back(request.stamp_prefix);
+        auto reply = run_script(read_script, 1 + request.counters.size(), std::move(args));
+        if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 + request.counters.size()) {
+            throw_garbage("read");
+        }
+        ReadResult result;
+        const redisReply* entry = reply->element[0];
+        if (entry->type == REDIS_REPLY_STRING) {
+            result.value = CacheValue{std::string(entry->str, entry->len), nullptr};
+        }
+        const redisReply* lease = reply->element[1];
+        if (lease->type == REDIS_REPLY_STRING)
+            result.lease.assign(lease->str, lease->len);
+        result.locked_elsewhere = to_integer(reply->element[2], "read") == 1;
+        for (std::size_t i = 0; i < request.counters.size(); ++i) {
+            result.counters.push_back(to_integer(reply->element[3 + i], "read"));
+        }
+        return result;
+    }
+
+    /// The hit path: a plain MGET of the entry and its counters (cheaper for the server than
+    /// a script). Nothing if a counter is missing: the script creates it.
+    std::optional<ReadResult> read_plain(const ReadRequest& request) {
+        std::vector<std::string> command{"MGET", request.key};
+        command.insert(command.end(), request.counters.begin(), request.counters.end());
+        auto c = connect();
+        auto reply = checked(
+            c, [&] { return c->command(command); }, "read");
+        if (reply->type != REDIS_REPLY_ARRAY || reply->elements != command.size() - 1)
+            throw_garbage("read");
+        ReadResult result;
+        for (std::size_t i = 1; i < reply->elements; ++i) {
+            if (reply->element[i]->type == REDIS_REPLY_NIL)
+                return std::nullopt;
+            result.counters.push_back(to_integer(reply->element[i], "read"));
+        }
+        const redisReply* entry = reply->element[0];
+        if (entry->type == REDIS_REPLY_STRING) {
+            std::string_view bytes(entry->str, entry->len);
+            if (bytes.starts_with(lease_marker)) {
+                result.locked_elsewhere = true;
+            } else {
+                result.value = CacheValue{std::string(bytes), nullptr};
+            }
+        } else if (entry->type != REDIS_REPLY_NIL) {
+            throw_garbage("read");
+        }
+        return result;
+    }
+
     static std::int64_t clock_seed() {
         return std::chrono::duration_cast<std::chrono::microseconds>(
                    std::chrono::system_clock::now().time_since_epoch())
@@ -485,23 +648,24 @@ return 1
     }
 
     static std::int64_t to_integer(const redisReply* r, std::string_view operation) {
-        if (r->type == REDIS_REPLY_INTEGER) return r->integer;
+        if (r->type == REDIS_REPLY_INTEGER)
+            return r->integer;
         if (r->type == REDIS_REPLY_STRING) {
-            try {
-                std::size_t used = 0;
-                const std::string text(r->str, r->len);
-                const auto value = std::stoll(text, &used);
-                if (used == text.size()) return value;
-            } catch (const std::exception&) {
-            }
+            std::int64_t value = 0;
+            const auto [end, error] = std::from_chars(r->str, r->str + r->len, value);
+            if (error == std::errc() && end == r->str + r->len)
+                return value;
         }
-        if (r->type == REDIS_REPLY_ERROR) detail::throw_redis(operation, std::string(r->str, r->len));
+        if (r->type == REDIS_REPLY_ERROR)
+            detail::throw_redis(operation, std::string(r->str, r->len));
         throw_garbage(operation);
     }
 
+    /// A pooled connection on which every undelivered invalidation has been replayed first.
     detail::RedisPool::Lease connect() {
         auto c = pool_.acquire();
-        replay(c);
+        if (!pending_.empty())
+            replay(c);
         return c;
     }
 
@@ -510,15 +674,18 @@ return 1
     detail::RedisReply checked(detail::RedisPool::Lease& c, Op&& op, std::string_view operation) {
         try {
             auto reply = op();
-            if (reply->type == REDIS_REPLY_ERROR) detail::throw_redis(operation, std::string(reply->str, reply->len));
+            if (reply->type == REDIS_REPLY_ERROR)
+                detail::throw_redis(operation, std::string(reply->str, reply->len));
             return reply;
         } catch (...) {
-            if (c->broken()) pool_.trip();
+            if (c->broken())
+                pool_.trip();
             throw;
         }
     }
 
-    detail::RedisReply run_script(std::string_view script, std::size_t keys, std::vector<std::string> args) {
+    detail::RedisReply run_script(std::string_view script, std::size_t keys,
+                                  std::vector<std::string> args) {
         auto c = connect();
         return eval(c, script, keys, std::move(args));
     }
@@ -526,28 +693,40 @@ return 1
     detail::RedisReply eval(detail::RedisPool::Lease& c, std::string_view script, std::size_t keys,
                             std::vector<std::string> args) {
         std::vector<std::string> command{"EVALSHA", sha_of(c, script), std::to_string(keys)};
-        command.insert(command.end(), std::make_move_iterator(args.begin()), std::make_move_iterator(args.end()));
+        command.insert(command.end(), std::make_move_iterator(args.begin()),
+                       std::make_move_iterator(args.end()));
         try {
-            return checked(c, [&] { return c->command(command); }, "script");
+            return checked(
+                c, [&] { return c->command(command); }, "script");
         } catch (const CacheError& e) {
-            if (c->broken() || std::string_view(e.what()).find("NOSCRIPT") == std::string_view::npos) throw;
+            if (c->broken() ||
+                std::string_view(e.what()).find("NOSCRIPT") == std::string_view::npos)
+                throw;
         }
         // The server forgot the script (restart, SCRIPT FLUSH): send it whole.
         command[0] = "EVAL";
         command[1] = std::string(script);
         forget_shas();
-        return checked(c, [&] { return c->command(command); }, "script");
+        return checked(
+            c, [&] { return c->command(command); }, "script");
     }
 
     std::string sha_of(detail::RedisPool::Lease& c, std::string_view script) {
         {
             std::lock_guard lock(sha_mutex_);
             for (const auto& [text, sha] : shas_) {
-                if (text == script.data()) return sha;
+                if (text == script.data())
+                    return sha;
             }
         }
-        auto reply = checked(c, [&] { return c->command({"SCRIPT", "LOAD", std::string(script)}); }, "script");
-        if (reply->type != REDIS_REPLY_STRING) throw_garbage("script");
+        auto reply = checked(
+            c,
+            [&] {
+                return c->command({"SCRIPT", "LOAD", std::string(script)});
+            },
+            "script");
+        if (reply->type != REDIS_REPLY_STRING)
+            throw_garbage("script");
         std::string sha(reply->str, reply->len);
         std::lock_guard lock(sha_mutex_);
         shas_.emplace_back(script.data(), sha);
@@ -559,48 +738,30 @@ return 1
         shas_.clear();
     }
 
-    /// Delivers the invalidations that failed earlier, oldest first, before anything else.
+    /// Delivers the invalidations that failed earlier, oldest first.
     void replay(detail::RedisPool::Lease& c) {
-        std::unique_lock lock(pending_mutex_);
-        if (!lost_ && pending_.empty()) return;
-        if (lost_) {
-            lock.unlock();
-            clear_on(c);
-            lock.lock();
-            lost_ = false;
-        }
-        while (!pending_.empty()) {
-            // Several threads may replay at once (each delivers the front batch; deletes and
-            // bumps can be repeated). Only the batch just delivered may be dropped: popping
-            // whatever is at the front by then would drop one nobody delivered.
-            const auto [serial, batch] = pending_.front();
-            lock.unlock();
+        pending_.replay([&](const InvalidationBatch& batch) {
             std::vector<std::string> args = batch.remove;
             args.insert(args.end(), batch.bump.begin(), batch.bump.end());
             args.push_back(std::to_string(batch.remove.size()));
             args.push_back(std::to_string(clock_seed()));
             eval(c, invalidate_script, batch.remove.size() + batch.bump.size(), std::move(args));
-            lock.lock();
-            if (!pending_.empty() && pending_.front().first == serial) {
-                pending_keys_ -= batch.remove.size() + batch.bump.size();
-                pending_.pop_front();
-            }
-        }
-    }
-
-    void flush_pending() {
-        auto c = pool_.acquire();
-        replay(c);
+        });
     }
 
     void clear_on(detail::RedisPool::Lease& c) {
         std::string cursor = "0";
         do {
-            auto reply = checked(c, [&] {
-                return c->command({"SCAN", cursor, "MATCH", glob_escape(prefix_) + "*", "COUNT", "1000"});
-            }, "clear");
+            auto reply = checked(
+                c,
+                [&] {
+                    return c->command(
+                        {"SCAN", cursor, "MATCH", glob_escape(prefix_) + "*", "COUNT", "1000"});
+                },
+                "clear");
             if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
-                reply->element[0]->type != REDIS_REPLY_STRING || reply->element[1]->type != REDIS_REPLY_ARRAY) {
+                reply->element[0]->type != REDIS_REPLY_STRING ||
+                reply->element[1]->type != REDIS_REPLY_ARRAY) {
                 throw_garbage("clear");
             }
             cursor.assign(reply->element[0]->str, reply->element[0]->len);
@@ -610,7 +771,8 @@ return 1
                 for (std::size_t i = 0; i < keys->elements; ++i) {
                     del.emplace_back(keys->element[i]->str, keys->element[i]->len);
                 }
-                checked(c, [&] { return c->command(del); }, "clear");
+                checked(
+                    c, [&] { return c->command(del); }, "clear");
             }
         } while (cursor != "0");
     }
@@ -618,7 +780,8 @@ return 1
     static std::string glob_escape(std::string_view text) {
         std::string out;
         for (char ch : text) {
-            if (ch == '*' || ch == '?' || ch == '[' || ch == ']' || ch == '\\') out += '\\';
+            if (ch == '*' || ch == '?' || ch == '[' || ch == ']' || ch == '\\')
+                out += '\\';
             out += ch;
         }
         return out;
@@ -626,15 +789,11 @@ return 1
 
     detail::RedisPool pool_;
     std::string prefix_;
+    detail::IncidentTracker incident_;
+    detail::PendingInvalidations pending_;
 
     std::mutex sha_mutex_;  // guards shas_
     std::vector<std::pair<const char*, std::string>> shas_;
-
-    mutable std::mutex pending_mutex_;  // guards pending_, pending_serial_, pending_keys_, lost_
-    std::deque<std::pair<std::uint64_t, InvalidationBatch>> pending_;  // (serial, batch), oldest first
-    std::uint64_t pending_serial_ = 0;
-    std::size_t pending_keys_ = 0;
-    bool lost_ = false;
 };
 
 namespace detail {

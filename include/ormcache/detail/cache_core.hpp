@@ -70,7 +70,8 @@ nlohmann::json to_payload(const R& value) {
         return value ? to_payload(*value) : nlohmann::json(nullptr);
     } else if constexpr (is_model_vector<R>::value) {
         nlohmann::json out = nlohmann::json::array();
-        for (const auto& item : value) out.push_back(to_payload(item));
+        for (const auto& item : value)
+            out.push_back(to_payload(item));
         return out;
     } else if constexpr (is_pair<R>::value) {
         return nlohmann::json{{"items", to_payload(value.first)}, {"total", value.second}};
@@ -82,20 +83,26 @@ nlohmann::json to_payload(const R& value) {
 template <class R>
 R from_payload(const nlohmann::json& j) {
     if constexpr (HasCodec<R>) {
-        if (!j.is_string()) throw SerializationError("codec payload must be base64 text");
+        if (!j.is_string())
+            throw SerializationError("codec payload must be base64 text");
         auto bytes = base64_decode(j.get_ref<const std::string&>());
-        if (!bytes) throw SerializationError("codec payload is not valid base64");
-        return codec<R>::decode(std::string_view(reinterpret_cast<const char*>(bytes->data()), bytes->size()));
+        if (!bytes)
+            throw SerializationError("codec payload is not valid base64");
+        return codec<R>::decode(
+            std::string_view(reinterpret_cast<const char*>(bytes->data()), bytes->size()));
     } else if constexpr (Model<R>) {
         return ormcache::from_json<R>(j);
     } else if constexpr (is_optional_v<R>) {
-        if (j.is_null()) return std::nullopt;
+        if (j.is_null())
+            return std::nullopt;
         return from_payload<typename R::value_type>(j);
     } else if constexpr (is_model_vector<R>::value) {
-        if (!j.is_array()) throw SerializationError("cached list payload is not an array");
+        if (!j.is_array())
+            throw SerializationError("cached list payload is not an array");
         R out;
         out.reserve(j.size());
-        for (const auto& item : j) out.push_back(from_payload<typename R::value_type>(item));
+        for (const auto& item : j)
+            out.push_back(from_payload<typename R::value_type>(item));
         return out;
     } else if constexpr (is_pair<R>::value) {
         return R{from_payload<typename R::first_type>(j.at("items")),
@@ -142,7 +149,7 @@ struct ReadContext {
 };
 
 class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCore> {
-public:
+  public:
     explicit CacheCore(CacheConfig config) : config_(std::move(config)) {
         validate();
         if (!config_.enabled) {
@@ -194,7 +201,9 @@ public:
         return out;
     }
 
-    std::string region_key(std::string_view key) const { return config_.key_prefix + "r:" + std::string(key); }
+    std::string region_key(std::string_view key) const {
+        return config_.key_prefix + "r:" + std::string(key);
+    }
 
     // ---- models ----
 
@@ -204,7 +213,8 @@ public:
         std::unique_lock lock(models_mutex_);
         auto& entries = models_[std::string(ModelInfo<T>::table)];
         for (const auto& e : entries) {
-            if (e.digest == digest) return;
+            if (e.digest == digest)
+                return;
         }
         entries.push_back(ModelEntry{digest, !ModelInfo<T>::integer_pk});
     }
@@ -216,11 +226,13 @@ public:
     template <class R, class Load>
     R read(const std::string& key, std::string_view table, std::string_view check, bool entity,
            const ReadContext& context, std::optional<std::chrono::seconds> ttl, Load&& load) {
-        if (!active() || context.mode == FillMode::bypass) return load();
+        if (!active() || context.mode == FillMode::bypass)
+            return load();
         const std::string counter = entity ? generation_key(table) : version_key(table);
-        // Entities take the lease in this same round trip unless singleflight will decide
-        // who fills (then the leader takes it, see below).
-        const bool lease_now = entity && context.mode == FillMode::fill;
+        // The lease is taken in this same round trip unless singleflight will decide who
+        // fills (then the leader takes it, see below). Query keys take one too: it is what a
+        // distributed lock waits on (an unleased query fill is still safe, see store()).
+        const bool lease_now = context.mode == FillMode::fill;
         auto first = lookup<R>(key, check, counter, lease_now);
         if (!first) {  // backend down: the database answers
             misses_.fetch_add(1, std::memory_order_relaxed);
@@ -231,7 +243,8 @@ public:
             return std::move(*first->hit);
         }
         misses_.fetch_add(1, std::memory_order_relaxed);
-        if (context.mode == FillMode::read_only) return load();
+        if (context.mode == FillMode::read_only)
+            return load();
         if (context.mode == FillMode::fill) {
             return load_and_store<R>(key, check, entity, first->stamp, first->lease, context.guards,
                                      ttl, load);
@@ -246,9 +259,10 @@ public:
                 std::int64_t stamp = first->stamp;
                 // The leader re-checks: the key may have been filled since our first read, by
                 // a flight that landed in between (a miss concurrent with it must not run a
-                // second query). For an entity this read also takes the lease.
-                if (auto second = lookup<R>(key, check, counter, entity)) {
-                    if (second->hit) return std::make_shared<const R>(std::move(*second->hit));
+                // second query). This read also takes the lease.
+                if (auto second = lookup<R>(key, check, counter, true)) {
+                    if (second->hit)
+                        return std::make_shared<const R>(std::move(*second->hit));
                     stamp = second->stamp;
                     lease = second->lease;
                 }
@@ -262,9 +276,11 @@ public:
     // ---- region-style get_or_create ----
 
     template <class V, class Create>
-    V get_or_create(const std::string& user_key, Create&& create, std::optional<std::chrono::seconds> ttl) {
+    V get_or_create(const std::string& user_key, Create&& create,
+                    std::optional<std::chrono::seconds> ttl) {
         const std::string key = region_key(user_key);
-        if (!active()) return create();
+        if (!active())
+            return create();
         auto found = guarded("get", [&] { return backend_->get(key); });
         if (found && *found) {
             if (auto hit = decode<V>(key, **found, 0, {})) {
@@ -280,7 +296,10 @@ public:
             [&]() -> Singleflight::Result {
                 auto value = std::make_shared<const V>(create());
                 if (auto encoded = encode(key, *value, 0, {})) {
-                    if (guarded("set", [&] { backend_->set(key, std::move(*encoded), ttl_of(ttl)); return true; })) {
+                    if (guarded("set", [&] {
+                            backend_->set(key, std::move(*encoded), ttl_of(ttl));
+                            return true;
+                        })) {
                         sets_.fetch_add(1, std::memory_order_relaxed);
                     }
                 }
@@ -295,7 +314,8 @@ public:
     /// The commit listener: after a successful commit, drop the changed entities and bump the
     /// list version of every changed table, in one backend batch.
     void on_commit(const ChangeSet& changes) {
-        if (!active() || changes.empty()) return;
+        if (!active() || changes.empty())
+            return;
         InvalidationBatch batch;
         std::vector<std::string> dropped;
         std::shared_lock lock(models_mutex_);
@@ -310,7 +330,8 @@ public:
                 for (const auto& k : keys) {
                     for (const auto& model : it->second) {
                         // A text-keyed model that got rowids cannot name its rows.
-                        if (model.text_pk && !std::holds_alternative<std::string>(k)) whole = true;
+                        if (model.text_pk && !std::holds_alternative<std::string>(k))
+                            whole = true;
                     }
                 }
             }
@@ -318,6 +339,8 @@ public:
                 batch.bump.push_back(generation_key(table));
                 continue;
             }
+            if (!keys.empty())
+                batch.fallback_bump.push_back(generation_key(table));
             for (const auto& k : keys) {
                 for (const auto& model : it->second) {
                     std::string key = config_.key_prefix + "e:" + table + ":" + model.digest + ":" +
@@ -333,17 +356,20 @@ public:
 
     template <Model T>
     void invalidate_entity(const PrimaryKey& key) {
-        if (!active()) return;  // null backend: nothing to drop, nothing to count
+        if (!active())
+            return;  // null backend: nothing to drop, nothing to count
         InvalidationBatch batch;
         batch.remove.push_back(entity_key<T>(key));
         batch.bump.push_back(version_key(ModelInfo<T>::table));
+        batch.fallback_bump.push_back(generation_key(ModelInfo<T>::table));
         version_bumps_.fetch_add(1, std::memory_order_relaxed);
         apply(batch);
     }
 
     template <Model T>
     void invalidate_model() {
-        if (!active()) return;
+        if (!active())
+            return;
         InvalidationBatch batch;
         batch.bump.push_back(version_key(ModelInfo<T>::table));
         batch.bump.push_back(generation_key(ModelInfo<T>::table));
@@ -352,14 +378,19 @@ public:
     }
 
     void clear() {
-        if (!active()) return;
-        guarded("clear", [&] { backend_->clear(); return true; });
+        if (!active())
+            return;
+        guarded("clear", [&] {
+            backend_->clear();
+            return true;
+        });
     }
 
     /// CacheHook: the counters of every registered table, read before an explicit
     /// transaction takes its snapshot (the snapshot guard).
     std::optional<CounterSnapshot> snapshot_counters() noexcept override {
-        if (!active()) return std::nullopt;
+        if (!active())
+            return std::nullopt;
         std::vector<std::string> counters;
         {
             std::shared_lock lock(models_mutex_);
@@ -368,16 +399,21 @@ public:
                 counters.push_back(generation_key(table));
             }
         }
-        auto result = guarded("read", [&] { return backend_->read(ReadRequest{{}, counters, std::nullopt}); });
-        if (!result || result->counters.size() != counters.size()) return std::nullopt;
+        auto result = guarded("read", [&] {
+            return backend_->read(ReadRequest{{}, counters, std::nullopt, {}});
+        });
+        if (!result || result->counters.size() != counters.size())
+            return std::nullopt;
         CounterSnapshot snapshot;
-        for (std::size_t i = 0; i < counters.size(); ++i) snapshot.emplace(counters[i], result->counters[i]);
+        for (std::size_t i = 0; i < counters.size(); ++i)
+            snapshot.emplace(counters[i], result->counters[i]);
         return snapshot;
     }
 
+    /// Counts every failure; on_error hears of an outage once (see CacheError::continues_incident).
     void report(const CacheError& error) noexcept {
         errors_.fetch_add(1, std::memory_order_relaxed);
-        if (config_.on_error) {
+        if (config_.on_error && !error.continues_incident()) {
             try {
                 config_.on_error(error);
             } catch (...) {
@@ -389,14 +425,18 @@ public:
     /// Leases outlive the slowest query we expect; a dead holder's lease only delays fills.
     static constexpr Ttl lease_ttl{30000};
 
-private:
+    /// How a byte entry starts: "oc1 <stamp> <check size>\n<check><payload>".
+    static constexpr std::string_view envelope_tag{"oc1 "};
+
+  private:
     /// Counts a singleflight wait when the call leaves, whether the flight it waited on
     /// returned or threw.
     struct CountWait {
         const bool& waited;
         std::atomic<std::uint64_t>& waits;
         ~CountWait() {
-            if (waited) waits.fetch_add(1, std::memory_order_relaxed);
+            if (waited)
+                waits.fetch_add(1, std::memory_order_relaxed);
         }
     };
 
@@ -407,10 +447,12 @@ private:
 
     void validate() {
         // `.arguments = {}` in a designated initializer makes a JSON null: it means "none".
-        if (config_.arguments.is_null()) config_.arguments = nlohmann::json::object();
+        if (config_.arguments.is_null())
+            config_.arguments = nlohmann::json::object();
         if (config_.expiration_time.count() < -1) {
-            throw ConfigError("CacheConfig::expiration_time must be >= 0 s, or -1 s for never, got " +
-                              std::to_string(config_.expiration_time.count()) + " s");
+            throw ConfigError(
+                "CacheConfig::expiration_time must be >= 0 s, or -1 s for never, got " +
+                std::to_string(config_.expiration_time.count()) + " s");
         }
         if (!config_.arguments.is_object()) {
             throw ConfigError("CacheConfig::arguments must be a JSON object, got " +
@@ -419,7 +461,8 @@ private:
         if (!config_.serializer.encode || !config_.serializer.decode) {
             throw ConfigError("CacheConfig::serializer needs both encode and decode functions");
         }
-        if (config_.serializer.name.empty() || config_.serializer.name.find(':') != std::string::npos) {
+        if (config_.serializer.name.empty() ||
+            config_.serializer.name.find(':') != std::string::npos) {
             throw ConfigError("CacheConfig::serializer.name must be non-empty and contain no ':'");
         }
     }
@@ -455,7 +498,8 @@ private:
     static void append_hex(std::string& out, std::uint64_t value) {
         static constexpr char hex[] = "0123456789abcdef";
         char digits[16];
-        for (int i = 15; i >= 0; --i, value >>= 4) digits[i] = hex[value & 15];
+        for (int i = 15; i >= 0; --i, value >>= 4)
+            digits[i] = hex[value & 15];
         out.append(digits, sizeof digits);
     }
 
@@ -482,7 +526,8 @@ private:
 
     Ttl ttl_of(std::optional<std::chrono::seconds> ttl) const {
         const auto seconds = ttl.value_or(config_.expiration_time);
-        if (seconds.count() < 0) return Ttl{-1};
+        if (seconds.count() < 0)
+            return Ttl{-1};
         return std::chrono::duration_cast<Ttl>(seconds);
     }
 
@@ -507,7 +552,8 @@ private:
         try {
             CacheValue out;
             if (backend_->stores_objects()) {
-                out.object = std::make_shared<const CachedObject<R>>(stamp, std::string(check), value);
+                out.object =
+                    std::make_shared<const CachedObject<R>>(stamp, std::string(check), value);
             } else {
                 std::string payload;
                 if constexpr (HasCodec<R>) {
@@ -515,7 +561,8 @@ private:
                 } else {
                     payload = config_.serializer.encode(to_payload(value));
                 }
-                out.bytes = "oc1 " + std::to_string(stamp) + " " + std::to_string(check.size()) + "\n";
+                out.bytes = std::string(envelope_tag) + std::to_string(stamp) + " " +
+                            std::to_string(check.size()) + "\n";
                 out.bytes.append(check);
                 out.bytes += payload;
             }
@@ -535,27 +582,34 @@ private:
         try {
             if (cached.object) {
                 const auto* base = static_cast<const CachedObjectBase*>(cached.object.get());
-                if (*base->type != typeid(R)) throw SerializationError("cached object has another type");
+                if (*base->type != typeid(R))
+                    throw SerializationError("cached object has another type");
                 if (base->stamp != stamp || base->check != check) {
-                    if (stale != nullptr) *stale = true;
+                    if (stale != nullptr)
+                        *stale = true;
                     return std::nullopt;
                 }
                 return static_cast<const CachedObject<R>*>(base)->value;
             }
             std::string_view bytes = cached.bytes;
-            if (!bytes.starts_with("oc1 ")) throw SerializationError("unknown envelope");
-            bytes.remove_prefix(4);
+            if (!bytes.starts_with(envelope_tag))
+                throw SerializationError("unknown envelope");
+            bytes.remove_prefix(envelope_tag.size());
             const auto space = bytes.find(' ');
             const auto newline = bytes.find('\n');
-            if (space == std::string_view::npos || newline == std::string_view::npos || newline < space) {
+            if (space == std::string_view::npos || newline == std::string_view::npos ||
+                newline < space) {
                 throw SerializationError("truncated envelope");
             }
             const std::int64_t stored = std::stoll(std::string(bytes.substr(0, space)));
-            const std::size_t check_size = std::stoull(std::string(bytes.substr(space + 1, newline - space - 1)));
+            const std::size_t check_size =
+                std::stoull(std::string(bytes.substr(space + 1, newline - space - 1)));
             bytes.remove_prefix(newline + 1);
-            if (bytes.size() < check_size) throw SerializationError("truncated envelope");
+            if (bytes.size() < check_size)
+                throw SerializationError("truncated envelope");
             if (stored != stamp || bytes.substr(0, check_size) != check) {
-                if (stale != nullptr) *stale = true;
+                if (stale != nullptr)
+                    *stale = true;
                 return std::nullopt;
             }
             bytes.remove_prefix(check_size);
@@ -594,18 +648,25 @@ private:
     std::optional<Lookup<R>> lookup(const std::string& key, std::string_view check,
                                     const std::string& counter, bool lease) {
         const auto request = [&] {
-            return backend_->read(ReadRequest{key, {counter}, lease ? std::optional<Ttl>(lease_ttl) : std::nullopt});
+            return backend_->read(ReadRequest{key,
+                                              {counter},
+                                              lease ? std::optional<Ttl>(lease_ttl) : std::nullopt,
+                                              envelope_tag});
         };
         auto result = guarded("read", request);
-        if (!result) return std::nullopt;
+        if (!result)
+            return std::nullopt;
         Lookup<R> out;
         out.stamp = result->counters.empty() ? 0 : result->counters[0];
         out.lease = std::move(result->lease);
-        if (!result->value) return out;
+        if (!result->value)
+            return out;
         bool stale = false;
         out.hit = decode<R>(key, *result->value, out.stamp, check, &stale);
-        if (out.hit || !lease) return out;
-        if (stale) drop(key);
+        if (out.hit || !lease)
+            return out;
+        if (stale)
+            drop(key);
         // Stale or corrupt (decode removed it): try again for the lease on the now-empty key.
         if (auto again = guarded("read", request)) {
             out.stamp = again->counters.empty() ? 0 : again->counters[0];
@@ -617,15 +678,16 @@ private:
     /// Loads from the database and stores the result under the lease and guards. If the load
     /// throws, the lease is given back (removing the key), so the next reader can fill.
     template <class R, class Load>
-    R load_and_store(const std::string& key, std::string_view check, bool entity, std::int64_t stamp,
-                     const std::string& lease,
+    R load_and_store(const std::string& key, std::string_view check, bool entity,
+                     std::int64_t stamp, const std::string& lease,
                      const std::vector<std::pair<std::string, std::int64_t>>& guards,
                      std::optional<std::chrono::seconds> ttl, Load& load) {
         R value = [&] {
             try {
                 return load();
             } catch (...) {
-                if (!lease.empty()) drop(key);
+                if (!lease.empty())
+                    drop(key);
                 throw;
             }
         }();
@@ -637,23 +699,36 @@ private:
     void store(const std::string& key, const R& value, std::int64_t stamp, std::string_view check,
                std::optional<std::chrono::seconds> ttl, const std::string& lease,
                const std::vector<std::pair<std::string, std::int64_t>>& guards, bool entity) {
-        if (entity && lease.empty()) return;  // never fill an entity without holding its lease
+        // Never fill an entity without holding its lease. A query result may be stored
+        // without one (the lease was someone else's, or a lock wait timed out): it is
+        // stamped with the list version read before the query ran, so an overtaking commit
+        // has made it unreachable already.
+        if (entity && lease.empty())
+            return;
         auto encoded = encode(key, value, stamp, check);
         if (!encoded) {
             // Give the lease back, or the key could not be filled until the lease expired.
-            if (!lease.empty()) drop(key);
+            if (!lease.empty())
+                drop(key);
             return;
         }
         auto landed = guarded("fill", [&] {
-            return backend_->fill(FillRequest{key, std::move(*encoded), ttl_of(ttl), lease, guards});
+            return backend_->fill(
+                FillRequest{key, std::move(*encoded), ttl_of(ttl), lease, guards});
         });
-        if (landed && *landed) sets_.fetch_add(1, std::memory_order_relaxed);
+        if (landed && *landed)
+            sets_.fetch_add(1, std::memory_order_relaxed);
     }
 
     void apply(const InvalidationBatch& batch) {
-        if (batch.empty()) return;
-        for (const auto& key : batch.remove) flights_.forget(key);
-        if (guarded("invalidate", [&] { backend_->invalidate(batch); return true; })) {
+        if (batch.empty())
+            return;
+        for (const auto& key : batch.remove)
+            flights_.forget(key);
+        if (guarded("invalidate", [&] {
+                backend_->invalidate(batch);
+                return true;
+            })) {
             invalidations_.fetch_add(batch.remove.size(), std::memory_order_relaxed);
         }
     }
