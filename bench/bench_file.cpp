@@ -191,7 +191,7 @@ void BM_FileBackendRead(benchmark::State& state) {
     ormcache::FileBackend backend(ormcache::FileOptions{.filename = fixture().cache_path}, "aa:");
     backend.set("aa:bench:key", ormcache::CacheValue{std::string(120, 'x'), nullptr},
                 ormcache::Ttl{60000});
-    const ormcache::ReadRequest request{"aa:bench:key", {"aa:g:users"}, std::nullopt};
+    const ormcache::ReadRequest request{"aa:bench:key", {"aa:g:users"}, std::nullopt, {}};
     for (auto _ : state) {
         auto result = backend.read(request);
         if (!result.value) {

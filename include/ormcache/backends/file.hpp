@@ -45,6 +45,9 @@
 
 #include "../backend.hpp"
 #include "../detail/file_connection.hpp"
+#include "../detail/incident.hpp"
+#include "../detail/lock_wait.hpp"
+#include "../detail/pending_invalidations.hpp"
 #include "../errors.hpp"
 
 namespace ormcache {
@@ -64,6 +67,12 @@ struct FileOptions {
     std::size_t pool_size = 8;
     /// After the file could not be opened, how long calls fail at once before the next try.
     std::chrono::milliseconds retry_interval{1000};
+    /// API.md rule 9 across the processes sharing the file: a miss that finds another
+    /// reader's fill lease waits for its value (or for the lease to go) instead of querying.
+    bool distributed_lock = false;
+    /// With distributed_lock: how long a lease (the lock) lives, so a dead holder's lock is
+    /// released after it, and the longest a reader waits.
+    std::chrono::milliseconds lock_timeout{5000};
 };
 
 namespace detail {
@@ -101,11 +110,19 @@ inline FileOptions file_options(const nlohmann::json& args) {
             o.pool_size = static_cast<std::size_t>(integer(key, v, 1, 4096));
         } else if (key == "retry_interval_ms") {
             o.retry_interval = std::chrono::milliseconds{integer(key, v, 0, 3600000)};
+        } else if (key == "distributed_lock") {
+            if (!v.is_boolean()) {
+                throw ConfigError(
+                    "CacheConfig::arguments.distributed_lock must be a boolean, got " + v.dump());
+            }
+            o.distributed_lock = v.get<bool>();
+        } else if (key == "lock_timeout_ms") {
+            o.lock_timeout = std::chrono::milliseconds{integer(key, v, 1, 3600000)};
         } else {
             throw ConfigError("CacheConfig::arguments." + key +
                               " is not an argument of the file backend (filename, "
                               "busy_timeout_ms, sweep_every, sweep_limit, pool_size, "
-                              "retry_interval_ms)");
+                              "retry_interval_ms, distributed_lock, lock_timeout_ms)");
         }
     }
     if (!has_filename) {
@@ -132,7 +149,14 @@ class FileBackend {
     const FileOptions& options() const noexcept { return options_; }
 
     ReadResult read(const ReadRequest& request) {
-        return run("read", [&](detail::FileConnection& c) { return read_on(c, request); });
+        return run("read", [&](detail::FileConnection& c) {
+            if (!request.lease_ttl || !options_.distributed_lock)
+                return read_on(c, request, request.lease_ttl);
+            // The fill lease is the lock: it lives lock_timeout, so a dead holder's lock
+            // expires then, and nobody waits for it longer than that.
+            return detail::wait_for_lock(
+                options_.lock_timeout, [&] { return read_on(c, request, options_.lock_timeout); });
+        });
     }
 
     bool fill(const FillRequest& request) {
@@ -147,7 +171,7 @@ class FileBackend {
 
     std::optional<CacheValue> get(const std::string& key) {
         return run("get", [&](detail::FileConnection& c) {
-            return read_on(c, ReadRequest{key, {}, std::nullopt}).value;
+            return read_on(c, ReadRequest{key, {}, std::nullopt, {}}, std::nullopt).value;
         });
     }
 
@@ -163,13 +187,14 @@ class FileBackend {
         });
     }
 
+    /// Kept until delivered: if the file cannot be written now (locked past the busy
+    /// timeout, unreadable), the batch is replayed before any later read or fill, which would
+    /// otherwise find the entries it was meant to remove.
     void invalidate(const InvalidationBatch& batch) {
         if (batch.empty())
             return;
-        run("invalidate", [&](detail::FileConnection& c) {
-            deliver(c, batch);
-            return true;
-        });
+        pending_.push(batch);
+        run("invalidate", [&](detail::FileConnection&) { return true; });
     }
 
     /// Deletes every entry whose key starts with the key prefix (other configurations may
@@ -196,6 +221,9 @@ class FileBackend {
         });
     }
 
+    /// Undelivered invalidation batches waiting for the file (for tests and monitoring).
+    std::size_t pending_invalidations() const { return pending_.size(); }
+
   private:
     // ---- SQL (prepared once per connection) ----
 
@@ -213,11 +241,15 @@ class FileBackend {
     static constexpr std::string_view bump_counter_sql =
         "INSERT INTO ormcache_counters (name, value) VALUES (?1, ?2) "
         "ON CONFLICT (name) DO UPDATE SET value = value + 1";
-    // Takes the lease on an absent or expired key only: changes() tells whether it did.
+    // Takes the lease on a key that is absent, expired, or holds a value that does not start
+    // with ?5 (the current stamp, when the reader gave a stamp prefix: a stale entry), never
+    // over another reader's lease or a current value: changes() tells whether it did.
     static constexpr std::string_view take_lease_sql =
         "INSERT INTO ormcache_entries (key, value, expires_at, lease) VALUES (?1, NULL, ?2, ?3) "
         "ON CONFLICT (key) DO UPDATE SET value = NULL, expires_at = excluded.expires_at, "
-        "lease = excluded.lease WHERE ormcache_entries.expires_at <= ?4";
+        "lease = excluded.lease WHERE ormcache_entries.expires_at <= ?4 OR (?5 IS NOT NULL AND "
+        "ormcache_entries.lease IS NULL AND "
+        "substr(ormcache_entries.value, 1, length(?5)) IS NOT ?5)";
     static constexpr std::string_view delete_expired_sql =
         "DELETE FROM ormcache_entries WHERE key = ?1 AND expires_at <= ?2";
     static constexpr std::string_view select_lease_sql =
@@ -271,27 +303,43 @@ class FileBackend {
         return std::nullopt;
     }
 
-    /// Runs `op` on a pooled connection; any failure becomes a CacheError("file", operation)
-    /// and closes the connection.
+    /// Runs `op` on a pooled connection, after replaying any undelivered invalidation. Any
+    /// failure becomes a CacheError("file", operation), closes the connection, and opens an
+    /// incident or continues one (on_error hears of an outage once); a success ends it.
     template <class Op>
     auto run(const char* operation, Op&& op)
         -> decltype(op(std::declval<detail::FileConnection&>())) {
         try {
-            auto connection = pool_.acquire();
-            try {
-                return op(*connection);
-            } catch (...) {
-                connection.discard();
-                throw;
-            }
-        } catch (const CacheError&) {
+            auto result = [&] {
+                auto connection = pool_.acquire();
+                try {
+                    if (!pending_.empty())
+                        replay(*connection);
+                    return op(*connection);
+                } catch (...) {
+                    connection.discard();
+                    throw;
+                }
+            }();
+            incident_.succeeded();
+            return result;
+        } catch (CacheError& e) {
+            incident_.failed(e);
             throw;
         } catch (const std::exception& e) {
-            throw CacheError(std::string("file ") + operation + ": " + e.what(), "file", operation);
+            CacheError error(std::string("file ") + operation + ": " + e.what(), "file", operation);
+            incident_.failed(error);
+            throw error;
         }
     }
 
-    ReadResult read_on(detail::FileConnection& c, const ReadRequest& request) {
+    /// Delivers the invalidations that failed earlier, oldest first.
+    void replay(detail::FileConnection& c) {
+        pending_.replay([&](const InvalidationBatch& batch) { deliver(c, batch); });
+    }
+
+    ReadResult read_on(detail::FileConnection& c, const ReadRequest& request,
+                       std::optional<Ttl> lease_ttl) {
         ReadResult result;
         result.counters.resize(request.counters.size());
         std::vector<bool> found(request.counters.size(), false);
@@ -357,23 +405,41 @@ class FileBackend {
 
         const std::int64_t now = now_ms();
         const bool expired = row.exists && row.expires_at && *row.expires_at <= now;
-        if (row.exists && !expired) {
-            if (!row.leased && row.value)
-                result.value = CacheValue{std::move(*row.value), nullptr};
-            return result;  // a hit, or someone else's lease: a miss without a lease
+        // With a stamp prefix, a value that does not carry the current stamp is stale: a
+        // reader that asks for a lease takes it over that value in the same step.
+        std::optional<std::string> stamp;
+        if (!request.stamp_prefix.empty() && !request.counters.empty()) {
+            stamp = std::string(request.stamp_prefix) + std::to_string(result.counters[0]) + ' ';
         }
-        if (request.lease_ttl) {
+        const bool stale = lease_ttl && stamp && row.value && !row.leased &&
+                           !std::string_view(*row.value).starts_with(*stamp);
+        if (row.exists && !expired && !stale) {
+            if (row.leased) {
+                result.locked_elsewhere = true;  // a miss without a lease
+            } else if (row.value) {
+                result.value = CacheValue{std::move(*row.value), nullptr};
+            }
+            return result;
+        }
+        if (lease_ttl) {
             const std::string token = new_token();
-            const auto lease_ttl = std::max<std::int64_t>(1, request.lease_ttl->count());
-            const int taken = c.prepare(take_lease_sql)
-                                  .bind(1, request.key)
-                                  .bind(2, now + lease_ttl)
-                                  .bind(3, token)
-                                  .bind(4, now)
-                                  .run();
-            // Not taken: another process filled the key or leased it since our read.
-            if (taken == 1)
+            auto take = c.prepare(take_lease_sql);
+            take.bind(1, request.key)
+                .bind(2, now + std::max<std::int64_t>(1, lease_ttl->count()))
+                .bind(3, token)
+                .bind(4, now);
+            if (stamp) {
+                take.bind_blob(5, *stamp);
+            } else {
+                take.bind_null(5);
+            }
+            if (take.run() == 1) {
                 result.lease = token;
+            } else {
+                // Another process leased or filled the key since our read; the next read
+                // (after waiting, with a distributed lock) tells which.
+                result.locked_elsewhere = true;
+            }
         } else if (expired) {
             c.prepare(delete_expired_sql).bind(1, request.key).bind(2, now).run();
         }
@@ -451,6 +517,8 @@ class FileBackend {
     FileOptions options_;
     std::string prefix_;
     detail::FileConnectionPool pool_;
+    detail::IncidentTracker incident_;
+    detail::PendingInvalidations pending_;
     std::atomic<std::uint64_t> token_counter_{0};
     std::atomic<std::uint64_t> writes_{0};
 };
