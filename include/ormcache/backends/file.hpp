@@ -13,9 +13,13 @@
 //  - invalidate: one transaction deletes the entries and bumps the counters.
 // Every entry has its own TTL (expires_at); expired rows are misses and are deleted when read,
 // and every `sweep_every` writes a bounded sweep deletes up to `sweep_limit` expired rows.
+// With `distributed_lock`, a lease is also a lock across processes (detail/lock_wait.hpp).
 //
 // Failures: any SQLite failure (busy past the timeout, corrupt file, disk full) is a
-// CacheError("file", operation); the CacheManager absorbs it and serves from the database.
+// CacheError("file", operation); the CacheManager absorbs it and serves from the database,
+// and on_error hears of an outage once (detail/incident.hpp). An invalidation that could not
+// be written is kept and replayed before the next read or fill: until it lands those fail
+// too, so the entries it was meant to remove are never served (detail/pending_invalidations.hpp).
 // A file that cannot be opened (missing directory, no permission) is not a ConfigError: the
 // Database is built, the cache fails open and opens the file once it can (retrying at most
 // every `retry_interval`). Creating the directory is the application's job. The choice is the
