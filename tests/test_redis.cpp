@@ -1630,9 +1630,11 @@ TEST_CASE("redis: distributed_lock: a miss waits for another process's fill inst
     Fixture waiter(config);  // seeds the file; its SQL is counted in waiter.log
     SlowDatabase holder(waiter.path(), config, 400ms);
 
+    // Catch2 assertions are not thread-safe: the holder's thread only records its result.
     auto run = [&](auto&& read_holder, auto&& read_waiter) {
         holder.slow = true;
-        std::thread first([&] { read_holder(); });
+        std::atomic<bool> holder_ok{false};
+        std::thread first([&] { holder_ok = read_holder(); });
         // The holder has the lock once its SELECT started (it sleeps inside it).
         REQUIRE(eventually([&] { return holder.selects.load() > 0; }, 5s));
         waiter.log.clear();
@@ -1640,6 +1642,7 @@ TEST_CASE("redis: distributed_lock: a miss waits for another process's fill inst
         read_waiter();
         const auto waited = std::chrono::steady_clock::now() - started;
         first.join();
+        CHECK(holder_ok);
         holder.slow = false;
         holder.selects = 0;
         CHECK(waiter.log.count("SELECT") == 0);  // one query in total: the holder's
@@ -1650,7 +1653,7 @@ TEST_CASE("redis: distributed_lock: a miss waits for another process's fill inst
         run(
             [&] {
                 auto s = holder.db.session();
-                CHECK(Repository<User>{s}.get(4).name == "Dee");
+                return Repository<User>{s}.get(4).name == "Dee";
             },
             [&] {
                 auto s = waiter.db->session();
@@ -1661,7 +1664,7 @@ TEST_CASE("redis: distributed_lock: a miss waits for another process's fill inst
         run(
             [&] {
                 auto s = holder.db.session();
-                CHECK(Repository<User>{s}.list(OrderBy{&User::name}).size() == 5);
+                return Repository<User>{s}.list(OrderBy{&User::name}).size() == 5;
             },
             [&] {
                 auto s = waiter.db->session();
@@ -1679,9 +1682,10 @@ TEST_CASE("redis: distributed_lock: nobody waits longer than lock_timeout_ms for
     Fixture waiter(config);
     SlowDatabase holder(waiter.path(), config, 2000ms);
     holder.slow = true;
+    std::atomic<bool> holder_ok{false};
     std::thread first([&] {
         auto s = holder.db.session();
-        CHECK(Repository<User>{s}.get(2).name == "Bob");
+        holder_ok = Repository<User>{s}.get(2).name == "Bob";
     });
     REQUIRE(eventually([&] { return holder.selects.load() > 0; }, 5s));
     waiter.log.clear();
@@ -1692,6 +1696,7 @@ TEST_CASE("redis: distributed_lock: nobody waits longer than lock_timeout_ms for
     }
     const auto waited = std::chrono::steady_clock::now() - started;
     first.join();
+    CHECK(holder_ok);
     CHECK(waiter.log.count("SELECT") == 1);  // gave up waiting and read the database
     // Not a speed assertion: the bound of rule 9 (the holder sleeps 2 s, the lock is 300 ms).
     CHECK(waited < 1500ms);

@@ -17,10 +17,13 @@
 
 #include <sys/time.h>
 
+#include <array>
 #include <charconv>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <initializer_list>
+#include <iterator>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -248,33 +251,43 @@ class RedisConnection {
 
     bool broken() const noexcept { return broken_; }
 
-    RedisReply command(const std::vector<std::string>& args) {
-        auto replies = pipeline({args});
-        return std::move(replies.front());
+    /// Sends one command and reads its reply: one round trip. The arguments (any range of
+    /// string-likes) are passed to hiredis as pointers and lengths, never copied here.
+    template <class Args>
+    RedisReply command(const Args& args) {
+        // Up to 16 arguments (every hit and fill) need no heap for the argv arrays.
+        constexpr std::size_t inline_count = 16;
+        const std::size_t count = std::size(args);
+        std::array<const char*, inline_count> inline_argv;
+        std::array<std::size_t, inline_count> inline_lengths;
+        std::vector<const char*> heap_argv;
+        std::vector<std::size_t> heap_lengths;
+        const char** argv = inline_argv.data();
+        std::size_t* lengths = inline_lengths.data();
+        if (count > inline_count) {
+            heap_argv.resize(count);
+            heap_lengths.resize(count);
+            argv = heap_argv.data();
+            lengths = heap_lengths.data();
+        }
+        std::size_t i = 0;
+        for (const auto& a : args) {
+            argv[i] = std::data(a);
+            lengths[i] = std::size(a);
+            ++i;
+        }
+        if (redisAppendCommandArgv(context_.get(), static_cast<int>(count), argv, lengths) !=
+            REDIS_OK) {
+            fail("send");
+        }
+        void* reply = nullptr;
+        if (redisGetReply(context_.get(), &reply) != REDIS_OK || reply == nullptr)
+            fail("receive");
+        return RedisReply(static_cast<redisReply*>(reply));
     }
 
-    /// Sends every command, then reads every reply: one round trip.
-    std::vector<RedisReply> pipeline(const std::vector<std::vector<std::string>>& commands) {
-        for (const auto& args : commands) {
-            std::vector<const char*> argv;
-            std::vector<std::size_t> lengths;
-            for (const auto& a : args) {
-                argv.push_back(a.data());
-                lengths.push_back(a.size());
-            }
-            if (redisAppendCommandArgv(context_.get(), static_cast<int>(argv.size()), argv.data(),
-                                       lengths.data()) != REDIS_OK) {
-                fail("send");
-            }
-        }
-        std::vector<RedisReply> replies;
-        for (std::size_t i = 0; i < commands.size(); ++i) {
-            void* reply = nullptr;
-            if (redisGetReply(context_.get(), &reply) != REDIS_OK || reply == nullptr)
-                fail("receive");
-            replies.emplace_back(static_cast<redisReply*>(reply));
-        }
-        return replies;
+    RedisReply command(std::initializer_list<std::string_view> args) {
+        return command<std::initializer_list<std::string_view>>(args);
     }
 
   private:
@@ -605,7 +618,10 @@ return 1
     /// The hit path: a plain MGET of the entry and its counters (cheaper for the server than
     /// a script). Nothing if a counter is missing: the script creates it.
     std::optional<ReadResult> read_plain(const ReadRequest& request) {
-        std::vector<std::string> command{"MGET", request.key};
+        std::vector<std::string_view> command;
+        command.reserve(2 + request.counters.size());
+        command.push_back("MGET");
+        command.push_back(request.key);
         command.insert(command.end(), request.counters.begin(), request.counters.end());
         auto c = connect();
         auto reply = checked(
@@ -613,6 +629,7 @@ return 1
         if (reply->type != REDIS_REPLY_ARRAY || reply->elements != command.size() - 1)
             throw_garbage("read");
         ReadResult result;
+        result.counters.reserve(request.counters.size());
         for (std::size_t i = 1; i < reply->elements; ++i) {
             if (reply->element[i]->type == REDIS_REPLY_NIL)
                 return std::nullopt;
@@ -687,14 +704,15 @@ return 1
     detail::RedisReply run_script(std::string_view script, std::size_t keys,
                                   std::vector<std::string> args) {
         auto c = connect();
-        return eval(c, script, keys, std::move(args));
+        return eval(c, script, keys, args);
     }
 
     detail::RedisReply eval(detail::RedisPool::Lease& c, std::string_view script, std::size_t keys,
-                            std::vector<std::string> args) {
-        std::vector<std::string> command{"EVALSHA", sha_of(c, script), std::to_string(keys)};
-        command.insert(command.end(), std::make_move_iterator(args.begin()),
-                       std::make_move_iterator(args.end()));
+                            const std::vector<std::string>& args) {
+        const std::string sha = sha_of(c, script);
+        const std::string key_count = std::to_string(keys);
+        std::vector<std::string_view> command{"EVALSHA", sha, key_count};
+        command.insert(command.end(), args.begin(), args.end());
         try {
             return checked(
                 c, [&] { return c->command(command); }, "script");
@@ -705,7 +723,7 @@ return 1
         }
         // The server forgot the script (restart, SCRIPT FLUSH): send it whole.
         command[0] = "EVAL";
-        command[1] = std::string(script);
+        command[1] = script;
         forget_shas();
         return checked(
             c, [&] { return c->command(command); }, "script");
@@ -722,7 +740,7 @@ return 1
         auto reply = checked(
             c,
             [&] {
-                return c->command({"SCRIPT", "LOAD", std::string(script)});
+                return c->command({"SCRIPT", "LOAD", script});
             },
             "script");
         if (reply->type != REDIS_REPLY_STRING)
@@ -745,7 +763,7 @@ return 1
             args.insert(args.end(), batch.bump.begin(), batch.bump.end());
             args.push_back(std::to_string(batch.remove.size()));
             args.push_back(std::to_string(clock_seed()));
-            eval(c, invalidate_script, batch.remove.size() + batch.bump.size(), std::move(args));
+            eval(c, invalidate_script, batch.remove.size() + batch.bump.size(), args);
         });
     }
 

@@ -281,12 +281,13 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
         const std::string key = region_key(user_key);
         if (!active())
             return create();
-        auto found = guarded("get", [&] { return backend_->get(key); });
-        if (found && *found) {
-            if (auto hit = decode<V>(key, **found, 0, {})) {
-                hits_.fetch_add(1, std::memory_order_relaxed);
-                return std::move(*hit);
-            }
+        // Region values have no counter (only a delete or their TTL ends them), but they go
+        // through read and fill like every other entry: the fill lease is what a
+        // distributed lock waits on, as dogpile's lock guards its creation functions.
+        auto first = lookup<V>(key, {}, {}, false);
+        if (first && first->hit) {
+            hits_.fetch_add(1, std::memory_order_relaxed);
+            return std::move(*first->hit);
         }
         misses_.fetch_add(1, std::memory_order_relaxed);
         bool waited = false;
@@ -294,16 +295,15 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
         auto result = flights_.run(
             key, 0,
             [&]() -> Singleflight::Result {
-                auto value = std::make_shared<const V>(create());
-                if (auto encoded = encode(key, *value, 0, {})) {
-                    if (guarded("set", [&] {
-                            backend_->set(key, std::move(*encoded), ttl_of(ttl));
-                            return true;
-                        })) {
-                        sets_.fetch_add(1, std::memory_order_relaxed);
-                    }
+                std::string lease;
+                // Re-check (a flight may have landed since the first read) and take the lease.
+                if (auto second = lookup<V>(key, {}, {}, true)) {
+                    if (second->hit)
+                        return std::make_shared<const V>(std::move(*second->hit));
+                    lease = std::move(second->lease);
                 }
-                return value;
+                return std::make_shared<const V>(
+                    load_and_store<V>(key, {}, false, 0, lease, {}, ttl, create));
             },
             waited);
         return *std::static_pointer_cast<const V>(result);
@@ -641,17 +641,19 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
         std::string lease;
     };
 
-    /// One backend read: a valid entry, or the counter (and a lease when asked). An entry
-    /// that is stale (older counter) is removed, so that the lease can be taken on the key:
-    /// left in place it would block every fill until it expired.
+    /// One backend read: a valid entry, or the counter (and a lease when asked); no counter
+    /// (empty) for region values. An entry that is stale (older counter) is removed, so that
+    /// the lease can be taken on the key: left in place it would block every fill until it
+    /// expired (byte backends that honour ReadRequest::stamp_prefix never return one then).
     template <class R>
     std::optional<Lookup<R>> lookup(const std::string& key, std::string_view check,
-                                    const std::string& counter, bool lease) {
+                                    std::string_view counter, bool lease) {
         const auto request = [&] {
-            return backend_->read(ReadRequest{key,
-                                              {counter},
-                                              lease ? std::optional<Ttl>(lease_ttl) : std::nullopt,
-                                              envelope_tag});
+            return backend_->read(
+                ReadRequest{key,
+                            counter.empty() ? std::vector<std::string>{}
+                                            : std::vector<std::string>{std::string(counter)},
+                            lease ? std::optional<Ttl>(lease_ttl) : std::nullopt, envelope_tag});
         };
         auto result = guarded("read", request);
         if (!result)

@@ -1,0 +1,991 @@
+#pragma once
+// The memcached backend, on libmemcached: a cache shared by every process of an application,
+// spread over one or more memcached servers. Include this header and link ormcache::memcached;
+// then CacheConfig::backend = "memcached" (or the seed's "dogpile.cache.memcached") works.
+//
+// Same semantics as the Redis backend (redis.hpp), built from memcached's own atomic steps
+// since it has no scripts:
+//  - read:       one multi-get (gets) of the entry and its counters, all servers at once; a
+//                missing counter is created with `add` of the clock (µs), a lease is an
+//                `add key "\0lease:<token>"` (or a `cas` over a stale entry);
+//  - fill:       gets the entry and the guard counters, check that the entry still holds our
+//                lease and every counter is unchanged, then `cas` with the CAS id just read.
+//                The invalidator bumps counters, then deletes keys: every interleaving either
+//                fails the guard check or the cas;
+//  - invalidate: incr the counters (add the clock when missing), delete the entries, each
+//                reply awaited (an invalidation must be known delivered, so no noreply).
+//
+// Keys are spread by consistent hashing (ketama), so adding a server moves few keys. A dead
+// server is NOT ejected: ejecting would move its keys to another server and back when it
+// returns, which can serve stale entries. Its keys are misses instead (fail open, counted as
+// errors), and a per-server circuit breaker stops paying its timeout on every call. What
+// could not be delivered to a server is kept per server and replayed before anything else is
+// done on it once it answers (a server that was unreachable, not restarted, still holds the
+// entries those invalidations were meant to remove).
+//
+// memcached keys are at most 250 bytes with no spaces or control characters; any other key
+// is sent as a readable head plus the SHA-256 of the whole key, and its entries carry the
+// whole key, so two keys can never read each other's entry.
+//
+// Thread-safe: a pool of libmemcached handles, each used by one thread at a time.
+
+#include <libmemcached/memcached.h>
+
+#include <algorithm>
+#include <atomic>
+#include <charconv>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <ctime>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "../backend.hpp"
+#include "../detail/incident.hpp"
+#include "../detail/lock_wait.hpp"
+#include "../detail/pending_invalidations.hpp"
+#include "../detail/sha256.hpp"
+#include "../errors.hpp"
+
+namespace ormcache {
+
+/// Memcached settings, read from CacheConfig::arguments. An aggregate: append only.
+struct MemcachedOptions {
+    /// "host:port" of every server (arguments.url); keys are spread over them.
+    std::vector<std::string> servers{"127.0.0.1:11211"};
+    std::chrono::milliseconds connect_timeout{500};
+    /// Longest wait for a reply (and for a free pooled handle).
+    std::chrono::milliseconds socket_timeout{500};
+    std::size_t pool_size = 8;  ///< most handles in use at once (each may connect to every server)
+    /// Concurrent misses of one key across processes run one query (API.md rule 9).
+    bool distributed_lock = false;
+    /// With distributed_lock: how long a lock lives (a dead holder's is released then) and
+    /// the longest a reader waits for one.
+    std::chrono::milliseconds lock_timeout{5000};
+    /// How long a server's circuit stays open after a failure before one retry.
+    std::chrono::milliseconds retry_interval{1000};
+};
+
+namespace detail {
+
+// ---- configuration -----------------------------------------------------------------------
+
+struct MemcachedAddress {
+    std::string host;
+    int port = 11211;
+};
+
+/// "host:port", "host" (port 11211) or "[v6]:port".
+inline MemcachedAddress memcached_address(const std::string& text) {
+    MemcachedAddress a;
+    std::string rest = text;
+    std::string port;
+    if (rest.starts_with('[')) {
+        const auto close = rest.find(']');
+        if (close == std::string::npos) {
+            throw ConfigError("CacheConfig::arguments.url: '" + text + "' has no closing ']'");
+        }
+        a.host = rest.substr(1, close - 1);
+        if (close + 1 < rest.size()) {
+            if (rest[close + 1] != ':') {
+                throw ConfigError("CacheConfig::arguments.url: '" + text + "' must be [host]:port");
+            }
+            port = rest.substr(close + 2);
+            if (port.empty())
+                throw ConfigError("CacheConfig::arguments.url: '" + text + "' has an empty port");
+        }
+    } else if (const auto colon = rest.rfind(':'); colon != std::string::npos) {
+        a.host = rest.substr(0, colon);
+        port = rest.substr(colon + 1);
+        if (port.empty())
+            throw ConfigError("CacheConfig::arguments.url: '" + text + "' has an empty port");
+    } else {
+        a.host = rest;
+    }
+    if (a.host.empty())
+        throw ConfigError("CacheConfig::arguments.url: '" + text + "' has no host");
+    if (!port.empty()) {
+        const auto [end, error] = std::from_chars(port.data(), port.data() + port.size(), a.port);
+        if (error != std::errc() || end != port.data() + port.size() || a.port <= 0 ||
+            a.port > 65535) {
+            throw ConfigError("CacheConfig::arguments.url: port '" + port + "' of '" + text +
+                              "' is not a port number");
+        }
+    }
+    return a;
+}
+
+inline MemcachedOptions memcached_options(const nlohmann::json& args) {
+    MemcachedOptions o;
+    auto integer = [](const std::string& key, const nlohmann::json& v, std::int64_t min,
+                      std::int64_t max) {
+        if (!v.is_number_integer() || v.get<std::int64_t>() < min || v.get<std::int64_t>() > max) {
+            throw ConfigError("CacheConfig::arguments." + key + " must be an integer from " +
+                              std::to_string(min) + " to " + std::to_string(max) + ", got " +
+                              v.dump());
+        }
+        return v.get<std::int64_t>();
+    };
+    for (const auto& [key, v] : args.items()) {
+        if (key == "url") {
+            // The seed writes a list of "host:port"; one server may also be a plain string.
+            const nlohmann::json list = v.is_string() ? nlohmann::json::array({v}) : v;
+            if (!list.is_array() || list.empty()) {
+                throw ConfigError(
+                    "CacheConfig::arguments.url must be a non-empty list of \"host:port\" "
+                    "strings, got " +
+                    v.dump());
+            }
+            o.servers.clear();
+            for (const auto& item : list) {
+                if (!item.is_string()) {
+                    throw ConfigError(
+                        "CacheConfig::arguments.url: every server must be a \"host:port\" "
+                        "string, got " +
+                        item.dump());
+                }
+                const auto a = memcached_address(item.get<std::string>());
+                const std::string canonical = a.host + ":" + std::to_string(a.port);
+                if (std::find(o.servers.begin(), o.servers.end(), canonical) != o.servers.end()) {
+                    throw ConfigError("CacheConfig::arguments.url lists " + canonical + " twice");
+                }
+                o.servers.push_back(canonical);
+            }
+        } else if (key == "connect_timeout_ms") {
+            o.connect_timeout = std::chrono::milliseconds{integer(key, v, 1, 3600000)};
+        } else if (key == "socket_timeout_ms") {
+            o.socket_timeout = std::chrono::milliseconds{integer(key, v, 1, 3600000)};
+        } else if (key == "pool_size") {
+            o.pool_size = static_cast<std::size_t>(integer(key, v, 1, 4096));
+        } else if (key == "lock_timeout_ms") {
+            o.lock_timeout = std::chrono::milliseconds{integer(key, v, 1, 3600000)};
+        } else if (key == "retry_interval_ms") {
+            o.retry_interval = std::chrono::milliseconds{integer(key, v, 0, 3600000)};
+        } else if (key == "distributed_lock") {
+            if (!v.is_boolean()) {
+                throw ConfigError(
+                    "CacheConfig::arguments.distributed_lock must be a boolean, got " + v.dump());
+            }
+            o.distributed_lock = v.get<bool>();
+        } else {
+            throw ConfigError(
+                "CacheConfig::arguments." + key +
+                " is not an argument of the memcached backend (url, connect_timeout_ms, "
+                "socket_timeout_ms, pool_size, distributed_lock, lock_timeout_ms, "
+                "retry_interval_ms)");
+        }
+    }
+    return o;
+}
+
+// ---- keys and values ---------------------------------------------------------------------
+
+/// memcached's limit on key length (bytes).
+inline constexpr std::size_t memcached_max_key = 250;
+/// ':' and 64 hex digits of SHA-256, at the end of a shortened key.
+inline constexpr std::size_t memcached_hash_suffix = 65;
+
+/// Ends in ':' + 64 lowercase hex digits, like every shortened key. Such a key is shortened
+/// too, even if it would fit: then no key sent as is can equal another key's shortened form.
+inline bool memcached_looks_shortened(std::string_view key) {
+    if (key.size() < memcached_hash_suffix || key[key.size() - memcached_hash_suffix] != ':')
+        return false;
+    return std::all_of(key.end() - 64, key.end(),
+                       [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+
+inline bool memcached_key_char(char c) {
+    const auto u = static_cast<unsigned char>(c);
+    return u > 0x20 && u < 0x7f;  // printable ASCII, no space
+}
+
+/// The key as memcached gets it.
+struct MemcachedKey {
+    std::string wire;
+    /// The wire key is a shortened form: entries stored there carry the whole key.
+    bool shortened = false;
+};
+
+inline MemcachedKey memcached_key(std::string_view key) {
+    if (!key.empty() && key.size() <= memcached_max_key &&
+        std::all_of(key.begin(), key.end(), memcached_key_char) &&
+        !memcached_looks_shortened(key)) {
+        return {std::string(key), false};
+    }
+    // A readable head (the prefix, table and as much of the id as fits, with forbidden bytes
+    // replaced) for whoever inspects the servers, and the hash of the whole key.
+    MemcachedKey out{{}, true};
+    out.wire.reserve(memcached_max_key);
+    for (char c : key.substr(0, memcached_max_key - memcached_hash_suffix)) {
+        out.wire += memcached_key_char(c) ? c : '_';
+    }
+    out.wire += ':';
+    out.wire += sha256_hex(key);
+    return out;
+}
+
+/// The bytes stored for `value` at `key`: as is, or "<size>\n<key><value>" under a
+/// shortened key.
+inline std::string memcached_wrap(const MemcachedKey& wire, std::string_view key,
+                                  std::string_view value) {
+    if (!wire.shortened)
+        return std::string(value);
+    std::string out = std::to_string(key.size());
+    out += '\n';
+    out += key;
+    out += value;
+    return out;
+}
+
+/// The value stored for `key`, or nothing if the bytes belong to another key (or are not
+/// wrapped at all): under a shortened key, anything else is a miss.
+inline std::optional<std::string_view> memcached_unwrap(const MemcachedKey& wire,
+                                                        std::string_view key,
+                                                        std::string_view stored) {
+    if (!wire.shortened)
+        return stored;
+    const auto newline = stored.find('\n');
+    if (newline == std::string_view::npos)
+        return std::nullopt;
+    std::size_t size = 0;
+    const auto [end, error] = std::from_chars(stored.data(), stored.data() + newline, size);
+    if (error != std::errc() || end != stored.data() + newline || size != key.size())
+        return std::nullopt;
+    stored.remove_prefix(newline + 1);
+    if (!stored.starts_with(key))
+        return std::nullopt;
+    stored.remove_prefix(key.size());
+    return stored;
+}
+
+/// memcached's exptime for a TTL: whole seconds rounded up (at least 1), 0 for never, and an
+/// absolute Unix time past 30 days, since memcached reads any larger number as one.
+inline time_t memcached_expiration(Ttl ttl, std::time_t now = std::time(nullptr)) {
+    constexpr std::int64_t relative_limit = 60 * 60 * 24 * 30;
+    if (ttl.count() < 0)
+        return 0;
+    const std::int64_t seconds = std::max<std::int64_t>(1, (ttl.count() + 999) / 1000);
+    if (seconds > relative_limit)
+        return static_cast<time_t>(now + seconds);
+    return static_cast<time_t>(seconds);
+}
+
+// ---- handles -----------------------------------------------------------------------------
+
+/// The one place a libmemcached failure becomes an exception.
+[[noreturn]] inline void throw_memcached(std::string_view operation, std::string_view what) {
+    throw CacheError("memcached " + std::string(operation) + ": " + std::string(what), "memcached",
+                     std::string(operation));
+}
+
+struct MemcachedDeleter {
+    void operator()(memcached_st* m) const noexcept { memcached_free(m); }
+};
+using MemcachedHandle = std::unique_ptr<memcached_st, MemcachedDeleter>;
+
+/// A bounded pool of libmemcached handles, clones of one configured master. A handle knows
+/// every server and reconnects by itself, so none is ever thrown away. (Our own rather than
+/// libmemcachedutil's memcached_pool, whose wait has whole-second granularity.)
+class MemcachedPool {
+  public:
+    MemcachedPool(const MemcachedOptions& o, const std::vector<MemcachedAddress>& servers)
+        : size_(o.pool_size), wait_(o.socket_timeout), master_(memcached_create(nullptr)) {
+        if (!master_)
+            throw_memcached("connect", "cannot allocate a handle");
+        for (const auto& s : servers) {
+            const auto rc =
+                memcached_server_add(master_.get(), s.host.c_str(), static_cast<in_port_t>(s.port));
+            if (memcached_failed(rc)) {
+                throw ConfigError("CacheConfig::arguments.url: cannot use server " + s.host + ":" +
+                                  std::to_string(s.port) + ": " +
+                                  memcached_strerror(master_.get(), rc));
+            }
+        }
+        const auto ms = [](std::chrono::milliseconds d) {
+            return static_cast<std::uint64_t>(d.count());
+        };
+        const std::pair<memcached_behavior_t, std::uint64_t> behaviors[] = {
+            // ketama: a server added or gone moves only its share of the keys. The hashes
+            // first: setting the distribution builds the continuum with them.
+            {MEMCACHED_BEHAVIOR_KETAMA_HASH, MEMCACHED_HASH_MD5},
+            {MEMCACHED_BEHAVIOR_HASH, MEMCACHED_HASH_MD5},
+            {MEMCACHED_BEHAVIOR_DISTRIBUTION, MEMCACHED_DISTRIBUTION_CONSISTENT_KETAMA},
+            // Never eject: see the file comment.
+            {MEMCACHED_BEHAVIOR_REMOVE_FAILED_SERVERS, 0},
+            // Every read is a `gets`: fill needs the CAS id of what it read.
+            {MEMCACHED_BEHAVIOR_SUPPORT_CAS, 1},
+            // Non-blocking sockets: the only mode in which the connect timeout applies.
+            {MEMCACHED_BEHAVIOR_NO_BLOCK, 1},
+            {MEMCACHED_BEHAVIOR_TCP_NODELAY, 1},
+            {MEMCACHED_BEHAVIOR_CONNECT_TIMEOUT, ms(o.connect_timeout)},
+            {MEMCACHED_BEHAVIOR_POLL_TIMEOUT, ms(o.socket_timeout)},
+            {MEMCACHED_BEHAVIOR_SND_TIMEOUT, ms(o.socket_timeout) * 1000},
+            {MEMCACHED_BEHAVIOR_RCV_TIMEOUT, ms(o.socket_timeout) * 1000},
+            // libmemcached's own back-off counts whole seconds; ours (retry_interval) decides.
+            {MEMCACHED_BEHAVIOR_RETRY_TIMEOUT, 0},
+        };
+        for (const auto& [behavior, value] : behaviors) {
+            const auto rc = memcached_behavior_set(master_.get(), behavior, value);
+            if (memcached_failed(rc))
+                throw_memcached("connect", memcached_strerror(master_.get(), rc));
+        }
+    }
+
+    /// A handle checked out of the pool; given back on destruction.
+    class Lease {
+      public:
+        Lease(MemcachedPool& pool, MemcachedHandle h) : pool_(&pool), h_(std::move(h)) {}
+        Lease(Lease&& other) noexcept
+            : pool_(std::exchange(other.pool_, nullptr)), h_(std::move(other.h_)) {}
+        Lease& operator=(Lease&&) = delete;
+        ~Lease() {
+            if (pool_ != nullptr)
+                pool_->give_back(std::move(h_));
+        }
+        memcached_st* get() const noexcept { return h_.get(); }
+
+      private:
+        MemcachedPool* pool_;
+        MemcachedHandle h_;
+    };
+
+    Lease acquire() {
+        std::unique_lock lock(mutex_);
+        const bool free =
+            available_.wait_for(lock, wait_, [&] { return !idle_.empty() || created_ < size_; });
+        if (!free)
+            throw_memcached("connect", "all " + std::to_string(size_) + " pooled handles are busy");
+        if (!idle_.empty()) {
+            auto h = std::move(idle_.back());
+            idle_.pop_back();
+            return Lease(*this, std::move(h));
+        }
+        // Cloning copies the master's settings and server list (no I/O: handles connect on
+        // first use); under the lock, since it reads the master.
+        MemcachedHandle h(memcached_clone(nullptr, master_.get()));
+        if (!h)
+            throw_memcached("connect", "cannot allocate a handle");
+        ++created_;
+        return Lease(*this, std::move(h));
+    }
+
+    /// For routing only (no I/O): which server position a wire key maps to.
+    std::uint32_t position_of(std::string_view wire) const {
+        return memcached_generate_hash(master_.get(), wire.data(), wire.size());
+    }
+
+    const memcached_st* master() const noexcept { return master_.get(); }
+
+  private:
+    void give_back(MemcachedHandle h) {
+        std::lock_guard lock(mutex_);
+        idle_.push_back(std::move(h));
+        available_.notify_one();
+    }
+
+    const std::size_t size_;
+    const std::chrono::milliseconds wait_;
+    MemcachedHandle master_;  // configured once, then only cloned and hashed with
+    std::mutex mutex_;        // guards idle_, created_
+    std::condition_variable available_;
+    std::vector<MemcachedHandle> idle_;
+    std::size_t created_ = 0;
+};
+
+}  // namespace detail
+
+class MemcachedBackend {
+  public:
+    static constexpr bool stores_objects = false;
+
+    MemcachedBackend(MemcachedOptions options, std::string key_prefix)
+        : options_(std::move(options)),
+          prefix_(std::move(key_prefix)),
+          pool_(options_, addresses(options_)) {
+        for (const auto& address : options_.servers)
+            servers_.push_back(std::make_unique<Server>(address));
+        // Our per-server state is indexed by libmemcached's server positions: check they
+        // follow the order the servers were added in.
+        for (std::uint32_t i = 0; i < servers_.size(); ++i) {
+            const auto* instance = memcached_server_instance_by_position(pool_.master(), i);
+            const std::string name = std::string(memcached_server_name(instance)) + ":" +
+                                     std::to_string(memcached_server_port(instance));
+            if (instance == nullptr || name != servers_[i]->address) {
+                throw ConfigError("CacheConfig::arguments.url: libmemcached reordered the servers");
+            }
+        }
+    }
+
+    std::string_view name() const noexcept { return "memcached"; }
+    const MemcachedOptions& options() const noexcept { return options_; }
+
+    ReadResult read(const ReadRequest& request) {
+        if (!request.lease_ttl || !options_.distributed_lock)
+            return read_once(request, request.lease_ttl);
+        // The fill lease is the distributed lock: it lives lock_timeout, so a dead holder's
+        // lock expires then, and nobody waits for it longer than that.
+        return detail::wait_for_lock(options_.lock_timeout,
+                                     [&] { return read_once(request, options_.lock_timeout); });
+    }
+
+    bool fill(const FillRequest& request) {
+        auto h = pool_.acquire();
+        const auto wire = detail::memcached_key(request.key);
+        const std::size_t server = server_of(wire.wire);
+        if (request.lease.empty() && request.guards.empty()) {
+            store(h, server, wire, request.key, request.value.bytes, request.ttl);
+            return true;
+        }
+        std::vector<std::string> keys;
+        std::vector<std::size_t> servers;
+        if (!request.lease.empty()) {
+            keys.push_back(wire.wire);
+            servers.push_back(server);
+        }
+        for (const auto& [counter, expected] : request.guards) {
+            keys.push_back(detail::memcached_key(counter).wire);
+            servers.push_back(server_of(keys.back()));
+        }
+        const auto items = multi_get(h, keys, servers, "fill");
+        std::uint64_t cas = 0;
+        if (!request.lease.empty()) {
+            const auto& entry = items.front();
+            const auto held =
+                entry ? detail::memcached_unwrap(wire, request.key, entry->value) : std::nullopt;
+            if (!held || *held != lease_marker_of(request.lease))
+                return false;  // invalidated
+            cas = entry->cas;
+        }
+        const std::size_t first_guard = request.lease.empty() ? 0 : 1;
+        for (std::size_t i = 0; i < request.guards.size(); ++i) {
+            const auto& item = items[first_guard + i];
+            if (!item || parse_counter(item->value) != std::optional(request.guards[i].second)) {
+                // Give the lease back, so that the next reader can fill.
+                if (!request.lease.empty())
+                    remove_key(h, server, wire.wire);
+                return false;
+            }
+        }
+        if (request.lease.empty()) {
+            store(h, server, wire, request.key, request.value.bytes, request.ttl);
+            return true;
+        }
+        if (request.ttl.count() == 0) {  // expires at once: the lease simply goes
+            remove_key(h, server, wire.wire);
+            return true;
+        }
+        const std::string bytes = detail::memcached_wrap(wire, request.key, request.value.bytes);
+        const auto rc =
+            memcached_cas(h.get(), wire.wire.data(), wire.wire.size(), bytes.data(), bytes.size(),
+                          detail::memcached_expiration(request.ttl), 0, cas);
+        // DATA_EXISTS / NOTFOUND: an invalidation deleted the lease (or a reader replaced it)
+        // since we read it.
+        if (rc == MEMCACHED_DATA_EXISTS || rc == MEMCACHED_NOTFOUND)
+            return false;
+        check(h, server, rc, "fill");
+        return true;
+    }
+
+    void set(const std::string& key, CacheValue value, Ttl ttl) {
+        fill(FillRequest{key, std::move(value), ttl, {}, {}});
+    }
+
+    std::optional<CacheValue> get(const std::string& key) {
+        auto h = pool_.acquire();
+        const auto wire = detail::memcached_key(key);
+        const auto items = multi_get(h, {wire.wire}, {server_of(wire.wire)}, "get");
+        if (!items.front())
+            return std::nullopt;
+        const auto value = detail::memcached_unwrap(wire, key, items.front()->value);
+        if (!value || value->starts_with(lease_marker))
+            return std::nullopt;
+        return CacheValue{std::string(*value), nullptr};
+    }
+
+    void remove(const std::vector<std::string>& keys) {
+        if (keys.empty())
+            return;
+        invalidate(InvalidationBatch{keys, {}, {}});
+    }
+
+    /// Kept per server until delivered: a server that does not answer now gets its part
+    /// replayed before anything else once it does.
+    void invalidate(const InvalidationBatch& batch) {
+        if (batch.empty())
+            return;
+        std::vector<InvalidationBatch> parts(servers_.size());
+        for (const auto& key : batch.remove) {
+            auto& part = parts[server_of(detail::memcached_key(key).wire)];
+            part.remove.push_back(key);
+        }
+        for (const auto& counter : batch.bump)
+            parts[server_of(detail::memcached_key(counter).wire)].bump.push_back(counter);
+        for (std::size_t s = 0; s < parts.size(); ++s) {
+            // A part folded (too much waiting) bumps these instead of deleting its keys.
+            if (!parts[s].remove.empty())
+                parts[s].fallback_bump = batch.fallback_bump;
+            servers_[s]->pending.push(parts[s]);
+        }
+        auto h = pool_.acquire();
+        std::optional<CacheError> failure;
+        for (std::size_t s = 0; s < parts.size(); ++s) {
+            if (parts[s].empty())
+                continue;
+            try {
+                prepare(h, s);
+            } catch (const CacheError& e) {
+                if (!failure)
+                    failure = e;  // the other servers still get theirs
+            }
+        }
+        if (failure)
+            throw *failure;
+    }
+
+    /// Drops every entry on every server (memcached cannot list keys by prefix, so this is
+    /// flush_all: other applications' entries on the same servers go too). Counters go as
+    /// well; re-created from the clock, they never repeat an old value.
+    void clear() {
+        auto h = pool_.acquire();
+        std::optional<CacheError> failure;
+        for (std::size_t s = 0; s < servers_.size(); ++s) {
+            try {
+                prepare(h, s);
+            } catch (const CacheError& e) {
+                if (!failure)
+                    failure = e;
+            }
+        }
+        // Flushed even if some server failed: the others must still drop everything.
+        check_all(h, memcached_flush(h.get(), 0), "clear");
+        if (failure)
+            throw *failure;
+    }
+
+    /// Undelivered invalidation batches waiting, over all servers (for tests and monitoring).
+    std::size_t pending_invalidations() const {
+        std::size_t n = 0;
+        for (const auto& s : servers_)
+            n += s->pending.size();
+        return n;
+    }
+
+    /// The position in options().servers of the server that holds `key` (for tests and
+    /// monitoring).
+    std::size_t server_index(std::string_view key) const {
+        return server_of(detail::memcached_key(key).wire);
+    }
+
+  private:
+    static constexpr std::string_view lease_marker{"\0lease:", 7};
+
+    using Clock = std::chrono::steady_clock;
+
+    /// What we know of one server. Shared by every pooled handle.
+    struct Server {
+        explicit Server(std::string a) : address(std::move(a)) {}
+        const std::string address;
+        /// Circuit breaker: no I/O to this server before then (steady clock, ns).
+        std::atomic<std::int64_t> retry_at{0};
+        detail::PendingInvalidations pending;
+        detail::IncidentTracker incident;
+    };
+
+    struct Item {
+        std::string value;
+        std::uint64_t cas = 0;
+    };
+
+    static std::vector<detail::MemcachedAddress> addresses(const MemcachedOptions& o) {
+        if (o.servers.empty())
+            throw ConfigError("CacheConfig::arguments.url lists no server");
+        std::vector<detail::MemcachedAddress> out;
+        for (const auto& s : o.servers)
+            out.push_back(detail::memcached_address(s));
+        return out;
+    }
+
+    static std::string lease_marker_of(std::string_view token) {
+        std::string out(lease_marker);
+        out += token;
+        return out;
+    }
+
+    static std::int64_t clock_seed() {
+        return std::chrono::duration_cast<std::chrono::microseconds>(
+                   std::chrono::system_clock::now().time_since_epoch())
+            .count();
+    }
+
+    static std::string new_token() {
+        thread_local std::mt19937_64 rng{std::random_device{}()};
+        return std::to_string(rng()) + std::to_string(rng());
+    }
+
+    /// Nothing if the bytes are not a number (a counter overwritten by someone else).
+    static std::optional<std::int64_t> parse_counter(std::string_view text) {
+        std::int64_t value = 0;
+        const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+        if (error != std::errc() || end != text.data() + text.size())
+            return std::nullopt;
+        return value;
+    }
+
+    std::size_t server_of(std::string_view wire) const {
+        if (servers_.size() == 1)
+            return 0;  // no hashing to do (libmemcached skips it too)
+        const auto position = pool_.position_of(wire);
+        return position < servers_.size() ? position : 0;
+    }
+
+    // ---- failures ----
+
+    /// A failure of `server`: a connection-level one opens its circuit; either way it is
+    /// reported as part of the server's incident, then thrown.
+    [[noreturn]] void fail(const detail::MemcachedPool::Lease& h, std::size_t server,
+                           memcached_return_t rc, std::string_view operation) {
+        Server& s = *servers_[server];
+        if (memcached_fatal(rc))
+            trip(s);
+        const char* why = memcached_last_error_message(h.get());
+        CacheError error(
+            "memcached " + std::string(operation) + " on " + s.address + ": " +
+                (why != nullptr && *why != '\0' ? why : memcached_strerror(h.get(), rc)),
+            "memcached", std::string(operation));
+        s.incident.failed(error);
+        throw error;
+    }
+
+    void check(const detail::MemcachedPool::Lease& h, std::size_t server, memcached_return_t rc,
+               std::string_view operation) {
+        if (memcached_failed(rc))
+            fail(h, server, rc, operation);
+        servers_[server]->incident.succeeded();
+    }
+
+    /// For calls that reach every server at once (flush): a failure cannot be pinned on one.
+    void check_all(const detail::MemcachedPool::Lease& h, memcached_return_t rc,
+                   std::string_view operation) {
+        if (memcached_failed(rc))
+            detail::throw_memcached(operation, memcached_strerror(h.get(), rc));
+    }
+
+    void trip(Server& s) {
+        const auto until = Clock::now() + options_.retry_interval;
+        s.retry_at.store(until.time_since_epoch().count(), std::memory_order_relaxed);
+    }
+
+    /// Before any I/O to `server`: fail at once while its circuit is open, and deliver what
+    /// it missed before anything else is done on it.
+    void prepare(const detail::MemcachedPool::Lease& h, std::size_t server) {
+        Server& s = *servers_[server];
+        if (Clock::now().time_since_epoch().count() < s.retry_at.load(std::memory_order_relaxed)) {
+            CacheError error(
+                "memcached connect: " + s.address + " unavailable (circuit open, retrying later)",
+                "memcached", "connect");
+            s.incident.failed(error);
+            throw error;
+        }
+        if (!s.pending.empty())
+            s.pending.replay([&](const InvalidationBatch& batch) { deliver(h, batch); });
+    }
+
+    // ---- the operations ----
+
+    ReadResult read_once(const ReadRequest& request, std::optional<Ttl> lease_ttl) {
+        auto h = pool_.acquire();
+        const bool has_entry = !request.key.empty();
+        const auto wire = has_entry ? detail::memcached_key(request.key) : detail::MemcachedKey{};
+        std::vector<std::string> keys;
+        std::vector<std::size_t> servers;
+        if (has_entry) {
+            keys.push_back(wire.wire);
+            servers.push_back(server_of(wire.wire));
+        }
+        for (const auto& counter : request.counters) {
+            keys.push_back(detail::memcached_key(counter).wire);
+            servers.push_back(server_of(keys.back()));
+        }
+        auto items = multi_get(h, keys, servers, "read");
+
+        ReadResult result;
+        const std::size_t first_counter = has_entry ? 1 : 0;
+        for (std::size_t i = 0; i < request.counters.size(); ++i) {
+            const auto& item = items[first_counter + i];
+            const std::size_t server = servers[first_counter + i];
+            const std::string& counter = keys[first_counter + i];
+            std::optional<std::int64_t> value;
+            if (item)
+                value = parse_counter(item->value);
+            if (item && !value)
+                remove_key(h, server, counter);  // garbage: start it afresh
+            result.counters.push_back(value ? *value : create_counter(h, server, counter));
+        }
+        if (!has_entry)
+            return result;
+
+        const std::size_t server = servers.front();
+        auto& entry = items.front();
+        std::optional<std::string_view> value;
+        if (entry)
+            value = detail::memcached_unwrap(wire, request.key, entry->value);
+        if (entry && !value)
+            return result;  // another key's entry under a shortened key: a miss
+        bool stale = false;
+        if (value) {
+            if (value->starts_with(lease_marker)) {
+                result.locked_elsewhere = true;
+                return result;
+            }
+            // Only worth knowing when a lease is asked for (it is taken over a stale entry);
+            // otherwise the caller checks the stamp, and tells corrupt entries apart.
+            stale = lease_ttl && !request.stamp_prefix.empty() && !result.counters.empty() &&
+                    !carries_stamp(*value, request.stamp_prefix, result.counters.front());
+            if (!stale) {
+                // Unshortened, the value is the fetched bytes themselves: no copy.
+                result.value = CacheValue{
+                    wire.shortened ? std::string(*value) : std::move(entry->value), nullptr};
+                return result;
+            }
+        }
+        if (!lease_ttl)
+            return result;  // a miss (a stale entry is one too)
+        const std::string token = new_token();
+        const std::string lease = detail::memcached_wrap(wire, request.key, lease_marker_of(token));
+        // One second more: memcached counts whole seconds from its own clock tick, so an
+        // item may go up to a second early, and a lock must live at least its timeout.
+        const auto exptime = detail::memcached_expiration(*lease_ttl + std::chrono::seconds{1});
+        // Over a stale entry: cas, so that a fill that replaced it since is not overwritten.
+        const auto rc = stale ? memcached_cas(h.get(), wire.wire.data(), wire.wire.size(),
+                                              lease.data(), lease.size(), exptime, 0, entry->cas)
+                              : memcached_add(h.get(), wire.wire.data(), wire.wire.size(),
+                                              lease.data(), lease.size(), exptime, 0);
+        if (rc == MEMCACHED_NOTSTORED || rc == MEMCACHED_DATA_EXISTS || rc == MEMCACHED_NOTFOUND) {
+            // Another reader got there first (a lease or a fill): what it put there is read
+            // again by whoever waits for it.
+            result.locked_elsewhere = true;
+            return result;
+        }
+        check(h, server, rc, "read");
+        result.lease = token;
+        return result;
+    }
+
+    static bool carries_stamp(std::string_view value, std::string_view prefix, std::int64_t stamp) {
+        if (!value.starts_with(prefix))
+            return false;
+        value.remove_prefix(prefix.size());
+        char digits[24];
+        const auto end = std::to_chars(digits, digits + sizeof digits, stamp).ptr;
+        const std::string_view text(digits, static_cast<std::size_t>(end - digits));
+        return value.starts_with(text) && value.size() > text.size() && value[text.size()] == ' ';
+    }
+
+    /// A counter that is missing (never written, evicted, server restarted) starts from the
+    /// clock, so it never repeats a value some old entry was stored under.
+    std::int64_t create_counter(const detail::MemcachedPool::Lease& h, std::size_t server,
+                                const std::string& wire) {
+        for (int attempt = 0; attempt < 3; ++attempt) {
+            const std::int64_t seed = clock_seed();
+            const std::string text = std::to_string(seed);
+            const auto rc =
+                memcached_add(h.get(), wire.data(), wire.size(), text.data(), text.size(), 0, 0);
+            if (rc != MEMCACHED_NOTSTORED) {
+                check(h, server, rc, "read");
+                return seed;
+            }
+            // Created by someone else in between: read theirs.
+            const auto again = multi_get(h, {wire}, {server}, "read");
+            if (!again.front())
+                continue;
+            if (const auto value = parse_counter(again.front()->value))
+                return *value;
+            remove_key(h, server, wire);
+        }
+        detail::throw_memcached("read", "a counter keeps disappearing");
+    }
+
+    /// Stores `value` at `key` unconditionally (0 ttl: deletes it).
+    void store(const detail::MemcachedPool::Lease& h, std::size_t server,
+               const detail::MemcachedKey& wire, std::string_view key, std::string_view value,
+               Ttl ttl) {
+        prepare(h, server);
+        if (ttl.count() == 0) {
+            remove_key(h, server, wire.wire);
+            return;
+        }
+        const std::string bytes = detail::memcached_wrap(wire, key, value);
+        check(h, server,
+              memcached_set(h.get(), wire.wire.data(), wire.wire.size(), bytes.data(), bytes.size(),
+                            detail::memcached_expiration(ttl), 0),
+              "set");
+    }
+
+    void remove_key(const detail::MemcachedPool::Lease& h, std::size_t server,
+                    const std::string& wire) {
+        const auto rc = memcached_delete(h.get(), wire.data(), wire.size(), 0);
+        if (rc != MEMCACHED_NOTFOUND)
+            check(h, server, rc, "remove");
+    }
+
+    /// Bumps, then deletes; every key on its own server. Throws at the first failure (the
+    /// batch stays pending: repeating what was already done is harmless).
+    void deliver(const detail::MemcachedPool::Lease& h, const InvalidationBatch& batch) {
+        for (const auto& counter : batch.bump) {
+            const auto wire = detail::memcached_key(counter).wire;
+            const std::size_t server = server_of(wire);
+            guard_circuit(server);
+            std::uint64_t value = 0;
+            auto rc = memcached_increment(h.get(), wire.data(), wire.size(), 1, &value);
+            if (rc == MEMCACHED_CLIENT_ERROR) {
+                // Not a number (overwritten by someone else): deleting it invalidates as well,
+                // since it comes back from the clock, above every value it ever had.
+                rc = memcached_delete(h.get(), wire.data(), wire.size(), 0);
+                if (rc == MEMCACHED_NOTFOUND)
+                    rc = MEMCACHED_SUCCESS;
+            } else if (rc == MEMCACHED_NOTFOUND) {
+                // Missing: created from the clock, already bumped (as the Redis backend does).
+                const std::string text = std::to_string(clock_seed() + 1);
+                rc = memcached_add(h.get(), wire.data(), wire.size(), text.data(), text.size(), 0,
+                                   0);
+                if (rc == MEMCACHED_NOTSTORED)
+                    rc = memcached_increment(h.get(), wire.data(), wire.size(), 1, &value);
+            }
+            check(h, server, rc, "invalidate");
+        }
+        for (const auto& key : batch.remove) {
+            const auto wire = detail::memcached_key(key).wire;
+            const std::size_t server = server_of(wire);
+            guard_circuit(server);
+            const auto rc = memcached_delete(h.get(), wire.data(), wire.size(), 0);
+            if (rc != MEMCACHED_NOTFOUND)
+                check(h, server, rc, "invalidate");
+        }
+    }
+
+    /// Throws while `server`'s circuit is open (no replay: for use inside one).
+    void guard_circuit(std::size_t server) {
+        Server& s = *servers_[server];
+        if (Clock::now().time_since_epoch().count() < s.retry_at.load(std::memory_order_relaxed)) {
+            CacheError error(
+                "memcached connect: " + s.address + " unavailable (circuit open, retrying later)",
+                "memcached", "connect");
+            s.incident.failed(error);
+            throw error;
+        }
+    }
+
+    /// One multi-get (gets) of `keys`, all servers at once; `servers[i]` holds keys[i].
+    /// Returns the items in the same order (nothing for a miss).
+    std::vector<std::optional<Item>> multi_get(const detail::MemcachedPool::Lease& h,
+                                               const std::vector<std::string>& keys,
+                                               const std::vector<std::size_t>& servers,
+                                               std::string_view operation) {
+        std::vector<std::size_t> distinct = servers;
+        std::sort(distinct.begin(), distinct.end());
+        distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());
+        for (const auto s : distinct)
+            prepare(h, s);
+        std::vector<std::optional<Item>> items(keys.size());
+        const auto rc = fetch_into(h, keys, {}, items);
+        if (!memcached_failed(rc)) {
+            for (const auto s : distinct)
+                servers_[s]->incident.succeeded();
+            return items;
+        }
+        if (distinct.size() == 1)
+            fail(h, distinct.front(), rc, operation);
+        // Several servers and one failed: ask each on its own to find which (a rare path;
+        // the failed one's circuit opens, so the next calls skip it).
+        std::optional<CacheError> failure;
+        for (const auto s : distinct) {
+            std::vector<std::size_t> mine;
+            for (std::size_t i = 0; i < keys.size(); ++i) {
+                if (servers[i] == s)
+                    mine.push_back(i);
+            }
+            try {
+                std::vector<std::string> subset;
+                for (const auto i : mine)
+                    subset.push_back(keys[i]);
+                std::vector<std::optional<Item>> found(subset.size());
+                check(h, s, fetch_into(h, subset, subset.front(), found), operation);
+                for (std::size_t j = 0; j < mine.size(); ++j)
+                    items[mine[j]] = std::move(found[j]);
+            } catch (const CacheError& e) {
+                if (!failure)
+                    failure = e;
+            }
+        }
+        if (failure)
+            throw *failure;
+        return items;  // it was a passing failure: everyone answered this time
+    }
+
+    /// mget + fetch every result (always to the end, so the handle is left clean). With a
+    /// group key, every key is asked of that key's server. Returns the first failure, if any.
+    static memcached_return_t fetch_into(const detail::MemcachedPool::Lease& h,
+                                         const std::vector<std::string>& keys,
+                                         std::string_view group,
+                                         std::vector<std::optional<Item>>& items) {
+        std::vector<const char*> pointers;
+        std::vector<std::size_t> lengths;
+        for (const auto& k : keys) {
+            pointers.push_back(k.data());
+            lengths.push_back(k.size());
+        }
+        memcached_return_t failure = memcached_mget_by_key(
+            h.get(), group.data(), group.size(), pointers.data(), lengths.data(), keys.size());
+        if (memcached_failed(failure) && failure != MEMCACHED_SOME_ERRORS)
+            return failure;
+        memcached_result_st result;
+        memcached_result_create(h.get(), &result);
+        memcached_return_t rc = MEMCACHED_SUCCESS;
+        while (memcached_fetch_result(h.get(), &result, &rc) != nullptr) {
+            const std::string_view key(memcached_result_key_value(&result),
+                                       memcached_result_key_length(&result));
+            for (std::size_t i = 0; i < keys.size(); ++i) {
+                if (keys[i] == key) {
+                    items[i] = Item{std::string(memcached_result_value(&result),
+                                                memcached_result_length(&result)),
+                                    memcached_result_cas(&result)};
+                }
+            }
+        }
+        memcached_result_free(&result);
+        if (memcached_failed(failure))
+            return failure;
+        if (rc == MEMCACHED_END || rc == MEMCACHED_NOTFOUND || rc == MEMCACHED_SUCCESS)
+            return MEMCACHED_SUCCESS;
+        return rc;
+    }
+
+    MemcachedOptions options_;
+    std::string prefix_;
+    mutable detail::MemcachedPool pool_;
+    std::vector<std::unique_ptr<Server>>
+        servers_;  // in options_.servers order; fixed after construction
+};
+
+namespace detail {
+inline const bool memcached_backend_registered = [] {
+    const BackendFactory factory = [](const CacheConfig& config) {
+        return std::make_unique<AnyBackend>(std::make_unique<MemcachedBackend>(
+            memcached_options(config.arguments), config.key_prefix));
+    };
+    register_backend("memcached", factory);
+    return true;
+}();
+}  // namespace detail
+
+}  // namespace ormcache

@@ -1,0 +1,1264 @@
+// The memcached backend against real memcached processes (tests/support/memcached_server.hpp):
+// three servers per test binary, keys spread over them by consistent hashing. Configuration,
+// keys memcached would refuse (spaces, newlines, 300-byte ids, unicode), TTLs past 30 days,
+// hits and misses counted in SQL, the fill races of API.md rule 6, a distributed lock across
+// processes, and fault runs with one server stopped, restarted and paused under load.
+//
+// Most tests share the three servers and keep apart by key prefix; tests that stop or pause
+// a server start their own. Without memcached every test fails.
+
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <ctime>
+#include <latch>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <set>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+#include <ormcache/backends/memcached.hpp>
+
+#include "memcached_server.hpp"
+#include "models.hpp"
+#include "test_support.hpp"
+
+using namespace std::chrono_literals;
+
+namespace {
+
+using app::Tag;
+using app::User;
+using ormcache::CacheConfig;
+using ormcache::Database;
+using ormcache::DatabaseConfig;
+using ormcache::LimitOffset;
+using ormcache::Options;
+using ormcache::OrderBy;
+using ormcache::Repository;
+using ormcache_test::MemcachedClient;
+using ormcache_test::MemcachedServer;
+using ormcache_test::SqlLog;
+using ormcache_test::TempDir;
+using Clock = std::chrono::steady_clock;
+
+/// Writers queue for SQLite's write lock; under sanitizers on a loaded machine the default
+/// 5 s can run out. These tests are about the cache, not about lock fairness.
+constexpr std::chrono::milliseconds kBusyTimeout{60000};
+
+/// The three servers most tests share (started on first use, stopped at exit).
+std::vector<std::unique_ptr<MemcachedServer>>& shared_servers() {
+    static std::vector<std::unique_ptr<MemcachedServer>> servers;
+    while (servers.size() < 3)
+        servers.push_back(std::make_unique<MemcachedServer>());
+    return servers;
+}
+
+nlohmann::json urls_of(const std::vector<std::unique_ptr<MemcachedServer>>& servers) {
+    nlohmann::json url = nlohmann::json::array();
+    for (const auto& s : servers)
+        url.push_back(s->address());
+    return url;
+}
+
+/// A key prefix no other test (or earlier run against the same servers) uses.
+std::string unique_prefix(std::string_view label) {
+    static std::atomic<int> counter{0};
+    return "mct" + std::to_string(::getpid()) + "-" + std::to_string(++counter) + "-" +
+           std::string(label) + ":";
+}
+
+CacheConfig memcached_config(nlohmann::json url, std::string prefix,
+                             nlohmann::json extra = nlohmann::json::object()) {
+    CacheConfig c;
+    c.backend = "memcached";
+    c.arguments = {{"url", std::move(url)}};
+    for (const auto& [k, v] : extra.items())
+        c.arguments[k] = v;
+    c.key_prefix = std::move(prefix);
+    return c;
+}
+
+CacheConfig shared_config(std::string_view label, nlohmann::json extra = nlohmann::json::object()) {
+    return memcached_config(urls_of(shared_servers()), unique_prefix(label), std::move(extra));
+}
+
+/// Counts the errors handed to CacheConfig::on_error (from any thread).
+struct ErrorLog {
+    std::atomic<int> count{0};
+    std::mutex mutex;
+    std::vector<std::string> messages;  // guarded by mutex
+
+    void attach(CacheConfig& c) {
+        c.on_error = [this](const ormcache::CacheError& e) {
+            ++count;
+            std::lock_guard lock(mutex);
+            if (messages.size() < 100)
+                messages.push_back(e.backend() + ": " + e.what());
+        };
+    }
+};
+
+/// A SQLite file with the users table and five committed users, behind a memcached cache.
+///   1 Ada, 2 Bob, 3 Cy, 4 Dee, 5 Eve
+struct Fixture {
+    TempDir dir;
+    SqlLog log;
+    ErrorLog errors;
+    std::string prefix;
+    CacheConfig config;
+    std::unique_ptr<Database> db;
+
+    explicit Fixture(const CacheConfig& base, bool seed = true)
+        : prefix(base.key_prefix), config(base) {
+        errors.attach(config);
+        db = std::make_unique<Database>(DatabaseConfig{.connection_string = dir.file("mc.db"),
+                                                       .cache_config = config,
+                                                       .on_query = log.callback(),
+                                                       .busy_timeout = kBusyTimeout});
+        db->create_all<User>();
+        db->create_all<Tag>();
+        if (seed) {
+            auto s = db->session();
+            Repository<User> users{s};
+            for (const char* name : {"Ada", "Bob", "Cy", "Dee", "Eve"}) {
+                users.add({.name = name, .email = std::string(name) + "@example.org"});
+            }
+            s.commit();
+        }
+        log.clear();
+    }
+
+    std::string path() const { return dir.file("mc.db"); }
+    ormcache::CacheStats stats() { return db->cache_manager().stats(); }
+
+    void rename(std::int64_t id, const std::string& name) {
+        auto s = db->session();
+        Repository<User> users{s};
+        auto u = users.get(id, {.use_cache = false});
+        u.name = name;
+        users.update(u);
+        s.commit();
+    }
+};
+
+/// Every key under `prefix` on any of `servers`, with the server index holding it.
+std::map<std::string, std::size_t> keys_on(
+    const std::vector<std::unique_ptr<MemcachedServer>>& servers, const std::string& prefix) {
+    std::map<std::string, std::size_t> out;
+    for (std::size_t i = 0; i < servers.size(); ++i) {
+        if (!servers[i]->running())
+            continue;
+        for (const auto& key : servers[i]->client()->keys_with_prefix(prefix))
+            out[key] = i;
+    }
+    return out;
+}
+
+/// The raw value of `key` wherever it lives among `servers`.
+std::optional<std::string> raw_get(const std::vector<std::unique_ptr<MemcachedServer>>& servers,
+                                   const std::string& key) {
+    for (const auto& s : servers) {
+        if (!s->running())
+            continue;
+        if (auto v = s->client()->get(key))
+            return v;
+    }
+    return std::nullopt;
+}
+
+bool is_lease(std::string_view value) {
+    return value.find(std::string_view("\0lease:", 7)) != std::string_view::npos;
+}
+
+std::vector<std::string> names_of(const std::vector<User>& users) {
+    std::vector<std::string> out;
+    for (const auto& u : users)
+        out.push_back(u.name);
+    return out;
+}
+
+template <class Fn>
+bool eventually(Fn&& condition, std::chrono::milliseconds timeout = 10s) {
+    const auto deadline = Clock::now() + timeout;
+    while (Clock::now() < deadline) {
+        if (condition())
+            return true;
+        std::this_thread::sleep_for(5ms);
+    }
+    return condition();
+}
+
+template <class Fn>
+std::string config_error(Fn&& fn) {
+    try {
+        fn();
+    } catch (const ormcache::ConfigError& e) {
+        return e.what();
+    }
+    return "";
+}
+
+std::string config_error_for(const nlohmann::json& arguments,
+                             const std::string& backend = "memcached") {
+    CacheConfig c;
+    c.backend = backend;
+    c.arguments = arguments;
+    c.key_prefix = unique_prefix("cfg");
+    return config_error([&] { Database db{DatabaseConfig{.cache_config = c}}; });
+}
+
+// ---- a backend that can hold one fill, for the stale-fill race ---------------------------
+
+/// Holds the next fill whose key contains `match` until release() (or 30 s).
+class FillGate {
+  public:
+    void arm(std::string match) {
+        std::lock_guard lock(mutex_);
+        match_ = std::move(match);
+        armed_ = true;
+        reached_ = false;
+        open_ = false;
+    }
+    void pass(const std::string& key) {
+        std::unique_lock lock(mutex_);
+        if (!armed_ || key.find(match_) == std::string::npos)
+            return;
+        armed_ = false;
+        reached_ = true;
+        changed_.notify_all();
+        changed_.wait_for(lock, 30s, [&] { return open_; });
+    }
+    bool wait_reached(std::chrono::milliseconds timeout = 10s) {
+        std::unique_lock lock(mutex_);
+        return changed_.wait_for(lock, timeout, [&] { return reached_; });
+    }
+    void release() {
+        std::lock_guard lock(mutex_);
+        open_ = true;
+        armed_ = false;
+        changed_.notify_all();
+    }
+
+  private:
+    std::mutex mutex_;  // guards everything below
+    std::condition_variable changed_;
+    std::string match_;
+    bool armed_ = false, reached_ = false, open_ = false;
+};
+
+FillGate& fill_gate() {
+    static FillGate gate;
+    return gate;
+}
+
+/// The memcached backend with fill() passing through fill_gate() first.
+class GatedMemcachedBackend {
+  public:
+    static constexpr bool stores_objects = false;
+    explicit GatedMemcachedBackend(const CacheConfig& c)
+        : inner_(ormcache::detail::memcached_options(c.arguments), c.key_prefix) {}
+
+    std::string_view name() const noexcept { return "memcached-gated"; }
+    ormcache::ReadResult read(const ormcache::ReadRequest& r) { return inner_.read(r); }
+    bool fill(const ormcache::FillRequest& f) {
+        fill_gate().pass(f.key);
+        return inner_.fill(f);
+    }
+    void set(const std::string& k, ormcache::CacheValue v, ormcache::Ttl t) {
+        inner_.set(k, std::move(v), t);
+    }
+    std::optional<ormcache::CacheValue> get(const std::string& k) { return inner_.get(k); }
+    void remove(const std::vector<std::string>& k) { inner_.remove(k); }
+    void invalidate(const ormcache::InvalidationBatch& b) { inner_.invalidate(b); }
+    void clear() { inner_.clear(); }
+
+  private:
+    ormcache::MemcachedBackend inner_;
+};
+
+void register_gated_backend() {
+    static const bool once = [] {
+        ormcache::register_backend_type<GatedMemcachedBackend>(
+            "memcached-gated", [](const CacheConfig& c) { return new GatedMemcachedBackend(c); });
+        return true;
+    }();
+    (void)once;
+}
+
+}  // namespace
+
+// ---- configuration -----------------------------------------------------------------------
+
+TEST_CASE("memcached: a bad configuration is a ConfigError naming the field",
+          "[memcached][config]") {
+    CHECK_THAT(config_error_for({{"url", 11211}}), Catch::Contains("url"));
+    CHECK_THAT(config_error_for({{"url", nlohmann::json::array()}}), Catch::Contains("url"));
+    CHECK_THAT(config_error_for({{"url", {"127.0.0.1:11211", 7}}}), Catch::Contains("url"));
+    CHECK_THAT(config_error_for({{"url", {"127.0.0.1:port"}}}), Catch::Contains("port"));
+    CHECK_THAT(config_error_for({{"url", {"127.0.0.1:0"}}}), Catch::Contains("port"));
+    CHECK_THAT(config_error_for({{"url", {"127.0.0.1:70000"}}}), Catch::Contains("port"));
+    CHECK_THAT(config_error_for({{"url", {":11211"}}}), Catch::Contains("host"));
+    CHECK_THAT(config_error_for({{"url", {"127.0.0.1:11211", "127.0.0.1:11211"}}}),
+               Catch::Contains("twice"));
+    CHECK_THAT(config_error_for({{"pool_size", 0}}), Catch::Contains("pool_size"));
+    CHECK_THAT(config_error_for({{"connect_timeout_ms", "1s"}}),
+               Catch::Contains("connect_timeout_ms"));
+    CHECK_THAT(config_error_for({{"distributed_lock", "yes"}}),
+               Catch::Contains("distributed_lock"));
+    CHECK_THAT(config_error_for({{"lock_timeout_ms", -1}}), Catch::Contains("lock_timeout_ms"));
+    CHECK_THAT(config_error_for({{"servers", {"127.0.0.1:11211"}}}), Catch::Contains("servers"));
+    CHECK_THAT(config_error_for(nlohmann::json::array()), Catch::Contains("arguments"));
+    CHECK_THAT(config_error_for({{"url", 1}}, "dogpile.cache.memcached"), Catch::Contains("url"));
+    // Well-formed arguments are not an error, even with no server behind them.
+    CHECK(config_error_for({{"url",
+                             {"127.0.0.1:" + std::to_string(MemcachedServer::free_port()),
+                              "localhost", "[::1]:11311"}},
+                            {"connect_timeout_ms", 50},
+                            {"pool_size", 2},
+                            {"distributed_lock", true},
+                            {"lock_timeout_ms", 100}}) == "");
+    CHECK(config_error_for({{"url", "127.0.0.1:11211"}}) == "");  // one server as a string
+
+    const auto o =
+        ormcache::detail::memcached_options({{"url", {"10.0.0.1:11211", "cache-b", "[::1]:11311"}},
+                                             {"connect_timeout_ms", 25},
+                                             {"socket_timeout_ms", 30},
+                                             {"pool_size", 3},
+                                             {"distributed_lock", true},
+                                             {"lock_timeout_ms", 900},
+                                             {"retry_interval_ms", 40}});
+    CHECK(o.servers == std::vector<std::string>{"10.0.0.1:11211", "cache-b:11211", "::1:11311"});
+    CHECK(o.connect_timeout == 25ms);
+    CHECK(o.socket_timeout == 30ms);
+    CHECK(o.pool_size == 3);
+    CHECK(o.distributed_lock);
+    CHECK(o.lock_timeout == 900ms);
+    CHECK(o.retry_interval == 40ms);
+}
+
+TEST_CASE("memcached: keys memcached refuses are shortened with a hash, never confused",
+          "[memcached][keys]") {
+    using ormcache::detail::memcached_key;
+    using ormcache::detail::memcached_unwrap;
+    using ormcache::detail::memcached_wrap;
+    using ormcache::detail::sha256_hex;
+    // FIPS 180-2 test vectors.
+    CHECK(sha256_hex("") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    CHECK(sha256_hex("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    CHECK(sha256_hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq") ==
+          "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+
+    const std::string plain = "aa:e:users:0123456789abcdef:json:i42";
+    CHECK(memcached_key(plain).wire == plain);
+    CHECK_FALSE(memcached_key(plain).shortened);
+
+    const std::vector<std::string> hostile = {
+        "aa:e:tags:x:json:shello world",
+        "aa:e:tags:x:json:sline\nbreak",
+        "aa:e:tags:x:json:s\r\n",
+        "aa:e:tags:x:json:s" + std::string(300, 'x'),
+        "aa:e:tags:x:json:s" + std::string(299, 'x') + "y",
+        "aa:e:tags:x:json:sgr\xc3\xbc\xc3\x9f \xe6\x97\xa5\xe6\x9c\xac",
+        std::string("aa:e:tags:x:json:s\0nul", 22),
+        // Fits, but looks like a shortened key: shortened too, so it cannot be one.
+        "aa:" + std::string(":") + sha256_hex("anything"),
+    };
+    std::set<std::string> wires{memcached_key(plain).wire};
+    for (const auto& key : hostile) {
+        INFO(key);
+        const auto k = memcached_key(key);
+        CHECK(k.shortened);
+        CHECK(k.wire.size() <= 250);
+        CHECK(std::all_of(k.wire.begin(), k.wire.end(), [](char c) {
+            return static_cast<unsigned char>(c) > 0x20 && static_cast<unsigned char>(c) < 0x7f;
+        }));
+        CHECK(k.wire.rfind("aa:", 0) == 0);  // the head stays readable
+        CHECK(wires.insert(k.wire).second);  // no two keys share a wire key
+        // The entry carries the whole key: another key under the same wire key is a miss.
+        const std::string stored = memcached_wrap(k, key, "payload");
+        CHECK(memcached_unwrap(k, key, stored) == std::optional<std::string_view>("payload"));
+        CHECK_FALSE(memcached_unwrap(k, key + "x", stored).has_value());
+        CHECK_FALSE(memcached_unwrap(k, key, "payload").has_value());
+    }
+}
+
+TEST_CASE("memcached: TTLs become memcached exptimes that mean what they say", "[memcached][ttl]") {
+    using ormcache::detail::memcached_expiration;
+    const std::time_t now = 1700000000;
+    CHECK(memcached_expiration(ormcache::Ttl{-1}, now) == 0);  // never
+    CHECK(memcached_expiration(ormcache::Ttl{1}, now) == 1);   // rounded up, at least 1 s
+    CHECK(memcached_expiration(ormcache::Ttl{1000}, now) == 1);
+    CHECK(memcached_expiration(ormcache::Ttl{1001}, now) == 2);
+    CHECK(memcached_expiration(std::chrono::hours{24 * 30}, now) == 2592000);  // still relative
+    CHECK(memcached_expiration(std::chrono::hours{24 * 30} + 1s, now) == now + 2592001);
+    CHECK(memcached_expiration(std::chrono::hours{24 * 365}, now) == now + 31536000);
+
+    // On the servers: entries stored for 40 days live 40 days (as an absolute time memcached
+    // would otherwise read 3456000 as: 1970, expired at once).
+    auto& servers = shared_servers();
+    auto c = shared_config("ttl");
+    c.expiration_time = std::chrono::hours{24 * 40};
+    Fixture f(c);
+    auto s = f.db->session();
+    Repository<User> users{s};
+    users.get(1);
+    users.list(OrderBy{&User::id});
+    users.get(2, {.expiration_time = std::chrono::seconds{-1}});
+    users.get(3, {.expiration_time = std::chrono::hours{24 * 30}});
+    f.log.clear();
+    CHECK(users.get(1).name == "Ada");  // hits: not expired at once
+    CHECK(users.list(OrderBy{&User::id}).size() == 5);
+    CHECK(users.get(2).name == "Bob");
+    CHECK(users.get(3).name == "Cy");
+    CHECK(f.log.size() == 0);
+
+    const long long wall = std::time(nullptr);
+    int checked = 0;
+    for (std::size_t i = 0; i < servers.size(); ++i) {
+        for (const auto& [key, exp] : servers[i]->client()->keys()) {
+            if (key.rfind(f.prefix, 0) != 0)
+                continue;
+            INFO(key << " exp " << exp << " now " << wall);
+            if (key.find(":e:users:") != std::string::npos && key.ends_with(":i1")) {
+                CHECK(std::llabs(exp - (wall + 40 * 86400)) < 10);
+                ++checked;
+            } else if (key.find(":q:users:") != std::string::npos) {
+                CHECK(std::llabs(exp - (wall + 40 * 86400)) < 10);
+                ++checked;
+            } else if (key.ends_with(":i2")) {
+                CHECK(exp == -1);  // never expires
+                ++checked;
+            } else if (key.ends_with(":i3")) {
+                CHECK(std::llabs(exp - (wall + 30 * 86400)) < 10);
+                ++checked;
+            } else if (key == f.prefix + "g:users" || key == f.prefix + "v:users") {
+                CHECK(exp == -1);  // counters never expire
+            }
+        }
+    }
+    CHECK(checked == 4);
+}
+
+// ---- hits, keys, SQL ---------------------------------------------------------------------
+
+TEST_CASE("memcached: get and list hits run no SQL; every key starts with key_prefix",
+          "[memcached][hits]") {
+    auto& servers = shared_servers();
+    Fixture f(shared_config("hits"));
+    auto s = f.db->session();
+    Repository<User> users{s};
+
+    CHECK(users.get(3).name == "Cy");
+    CHECK(f.log.count("SELECT") == 1);
+    CHECK(users.get(3).name == "Cy");
+    CHECK(users.get_or_none(3)->name == "Cy");
+    CHECK(f.log.count("SELECT") == 1);
+
+    CHECK_FALSE(users.get_or_none(99).has_value());  // absence is cached too
+    CHECK_FALSE(users.get_or_none(99).has_value());
+    CHECK(f.log.count("SELECT") == 2);
+
+    CHECK(names_of(users.list(OrderBy{&User::id})) ==
+          std::vector<std::string>{"Ada", "Bob", "Cy", "Dee", "Eve"});
+    CHECK(names_of(users.list(OrderBy{&User::id})) ==
+          std::vector<std::string>{"Ada", "Bob", "Cy", "Dee", "Eve"});
+    CHECK(f.log.count("SELECT") == 3);
+    users.list_and_count(LimitOffset{.limit = 2, .offset = 1}, OrderBy{&User::id});
+    auto [page, total] =
+        users.list_and_count(LimitOffset{.limit = 2, .offset = 1}, OrderBy{&User::id});
+    CHECK(names_of(page) == std::vector<std::string>{"Bob", "Cy"});
+    CHECK(total == 5);
+    CHECK(users.count() == 5);
+    CHECK(users.count() == 5);
+    CHECK(f.log.count("SELECT") == 5);
+
+    users.get(3, {.use_cache = false});
+    CHECK(f.log.count("SELECT") == 6);
+
+    const auto stats = f.stats();
+    CHECK(stats.hits == 6);
+    CHECK(stats.misses == 5);
+    CHECK(stats.errors == 0);
+    CHECK(f.errors.count == 0);
+
+    const auto keys = keys_on(servers, f.prefix);
+    std::size_t entities = 0, queries = 0;
+    for (const auto& [key, server] : keys) {
+        if (key.find(":e:users:") != std::string::npos)
+            ++entities;
+        if (key.find(":q:users:") != std::string::npos)
+            ++queries;
+    }
+    CHECK(entities == 2);
+    CHECK(queries == 3);
+    CHECK(keys.count(f.prefix + "v:users") == 1);
+    CHECK(keys.count(f.prefix + "g:users") == 1);
+    CHECK(keys.size() == entities + queries + 2);
+
+    // A commit invalidates: the changed row and the lists are read again, once.
+    f.rename(3, "Cy v2");
+    f.log.clear();
+    CHECK(users.get(3).name == "Cy v2");
+    CHECK(users.list(OrderBy{&User::id})[2].name == "Cy v2");
+    CHECK(users.count() == 5);
+    CHECK(f.log.count("SELECT") == 3);
+    CHECK(users.get(3).name == "Cy v2");
+    CHECK(f.log.count("SELECT") == 3);
+}
+
+TEST_CASE("memcached: keys spread over the three servers by consistent hashing",
+          "[memcached][distribution]") {
+    auto& servers = shared_servers();
+    Fixture f(shared_config("spread"), false);
+    {
+        auto s = f.db->session();
+        Repository<User> users{s};
+        for (int i = 0; i < 90; ++i)
+            users.add({.name = "u" + std::to_string(i), .email = "e"});
+        s.commit();
+    }
+    auto s = f.db->session();
+    Repository<User> users{s};
+    for (std::int64_t id = 1; id <= 90; ++id)
+        users.get(id);
+
+    ormcache::MemcachedBackend probe(ormcache::detail::memcached_options(f.config.arguments),
+                                     f.prefix);
+    std::vector<int> per_server(servers.size(), 0);
+    for (const auto& [key, server] : keys_on(servers, f.prefix + "e:users:")) {
+        ++per_server[server];
+        INFO(key);
+        CHECK(probe.server_index(key) == server);  // where the backend says it is
+    }
+    INFO("entities per server: " << per_server[0] << " " << per_server[1] << " " << per_server[2]);
+    CHECK(per_server[0] + per_server[1] + per_server[2] == 90);
+    for (const int n : per_server)
+        CHECK(n >= 10);
+
+    // Adding a fourth server moves about a quarter of the keys, not most of them.
+    auto four = f.config.arguments;
+    four["url"].push_back("127.0.0.1:" + std::to_string(MemcachedServer::free_port()));
+    ormcache::MemcachedBackend wider(ormcache::detail::memcached_options(four), f.prefix);
+    int moved = 0, total = 0;
+    for (int i = 0; i < 2000; ++i) {
+        const std::string key = f.prefix + "e:users:x:json:i" + std::to_string(i);
+        ++total;
+        if (probe.server_index(key) != wider.server_index(key))
+            ++moved;
+    }
+    INFO(moved << " of " << total << " keys moved");
+    CHECK(moved > total / 10);
+    CHECK(moved < total * 4 / 10);
+}
+
+TEST_CASE("memcached: hostile primary keys work and never collide", "[memcached][keys]") {
+    auto& servers = shared_servers();
+    // A long prefix too (the readable head of a shortened key keeps 185 bytes of it).
+    Fixture f(shared_config(std::string(120, 'p')), false);
+    const std::vector<std::string> slugs = {
+        "hello world",
+        "line\nbreak",
+        "tab\there",
+        std::string(300, 'x'),
+        std::string(299, 'x') + "y",
+        std::string(1024, 'z'),
+        "gr\xc3\xbc\xc3\x9f \xe6\x97\xa5\xe6\x9c\xac",
+        "plain",
+    };
+    {
+        auto s = f.db->session();
+        Repository<Tag> tags{s};
+        for (std::size_t i = 0; i < slugs.size(); ++i)
+            tags.add({.slug = slugs[i], .label = "label " + std::to_string(i)});
+        s.commit();
+    }
+    auto s = f.db->session();
+    Repository<Tag> tags{s};
+    for (std::size_t i = 0; i < slugs.size(); ++i) {
+        INFO("slug #" << i);
+        CHECK(tags.get(slugs[i]).label == "label " + std::to_string(i));
+    }
+    f.log.clear();
+    for (std::size_t i = 0; i < slugs.size(); ++i) {
+        INFO("slug #" << i);
+        CHECK(tags.get(slugs[i]).label == "label " + std::to_string(i));
+    }
+    CHECK(f.log.size() == 0);  // all hits
+    CHECK(f.stats().errors == 0);
+    CHECK(f.errors.count == 0);
+
+    // What reached memcached: short keys, one per slug, the readable head kept.
+    std::size_t entity_keys = 0;
+    for (const auto& [key, server] : keys_on(servers, f.prefix)) {
+        INFO(key);
+        CHECK(key.size() <= 250);
+        if (key.find("e:tags:") != std::string::npos)
+            ++entity_keys;
+    }
+    CHECK(entity_keys == slugs.size());
+
+    // An update of one hostile key invalidates that entry only.
+    {
+        auto w = f.db->session();
+        Repository<Tag> ws{w};
+        auto t = ws.get(slugs[1], {.use_cache = false});
+        t.label = "changed";
+        ws.update(t);
+        w.commit();
+    }
+    f.log.clear();
+    CHECK(tags.get(slugs[1]).label == "changed");
+    CHECK(tags.get(slugs[0]).label == "label 0");
+    CHECK(tags.get(slugs[3]).label == "label 3");
+    CHECK(f.log.count("SELECT") == 1);
+}
+
+TEST_CASE("memcached: get_or_create and clear", "[memcached][clear]") {
+    auto& servers = shared_servers();
+    Fixture f(shared_config("region"));
+    int built = 0;
+    auto build = [&] {
+        ++built;
+        return std::string("report body");
+    };
+    auto& manager = f.db->cache_manager();
+    CHECK(manager.get_or_create<std::string>("report:42", build) == "report body");
+    CHECK(manager.get_or_create<std::string>("report:42", build) == "report body");
+    CHECK(built == 1);
+    const auto raw = raw_get(servers, f.prefix + "r:report:42");
+    REQUIRE(raw.has_value());
+    CHECK(raw->find("report body") != std::string::npos);
+
+    auto s = f.db->session();
+    Repository<User> users{s};
+    users.get(1);
+    CHECK_FALSE(keys_on(servers, f.prefix).empty());
+    manager.clear();
+    CHECK(keys_on(servers, f.prefix).empty());
+    f.log.clear();
+    CHECK(users.get(1).name == "Ada");
+    CHECK(f.log.count("SELECT") == 1);
+    CHECK(manager.get_or_create<std::string>("report:42", build) == "report body");
+    CHECK(built == 2);
+    CHECK(f.errors.count == 0);
+}
+
+TEST_CASE("memcached: corrupt entries and counters are misses, removed and counted",
+          "[memcached][corrupt]") {
+    auto& servers = shared_servers();
+    Fixture f(shared_config("corrupt"));
+    auto s = f.db->session();
+    Repository<User> users{s};
+    users.get(5);
+    std::string entity;
+    std::size_t where = 0;
+    for (const auto& [key, server] : keys_on(servers, f.prefix + "e:users:")) {
+        entity = key;
+        where = server;
+    }
+    REQUIRE_FALSE(entity.empty());
+    servers[where]->client()->set(entity, "garbage");
+    const auto before = f.stats();
+    f.log.clear();
+    CHECK(users.get(5).name == "Eve");
+    CHECK(f.log.count("SELECT") == 1);
+    CHECK(f.stats().errors - before.errors == 1);
+    f.log.clear();
+    CHECK(users.get(5).name == "Eve");  // refilled, a hit again
+    CHECK(f.log.size() == 0);
+
+    // A counter overwritten with garbage starts afresh from the clock: a miss, no error.
+    const std::string generation = f.prefix + "g:users";
+    const auto old = raw_get(servers, generation);
+    REQUIRE(old.has_value());
+    for (const auto& server : servers)
+        if (server->client()->get(generation))
+            server->client()->set(generation, "not a number");
+    f.log.clear();
+    CHECK(users.get(5).name == "Eve");
+    CHECK(f.log.count("SELECT") == 1);
+    const auto now = raw_get(servers, generation);
+    REQUIRE(now.has_value());
+    CHECK(std::stoll(*now) > std::stoll(*old));
+}
+
+// ---- API.md rule 6: fills never outlive the commits that invalidated them -----------------
+
+TEST_CASE("memcached: a fill overtaken by a commit in another manager never lands",
+          "[memcached][race]") {
+    register_gated_backend();
+    auto& servers = shared_servers();
+    const std::string prefix = unique_prefix("race");
+    auto gated = memcached_config(urls_of(servers), prefix);
+    gated.backend = "memcached-gated";
+    Fixture a(gated);  // the reader, whose fills can be held
+    Database b{DatabaseConfig{.connection_string = a.path(),
+                              .cache_config = memcached_config(urls_of(servers), prefix)}};
+    auto commit_in_b = [&](const std::string& name) {
+        auto sb = b.session();
+        Repository<User> ub{sb};
+        auto u = ub.get(1, {.use_cache = false});
+        u.name = name;
+        ub.update(u);
+        sb.commit();
+    };
+    auto entity_is_fresh = [&] {
+        for (const auto& [key, server] : keys_on(servers, prefix + "e:users:")) {
+            if (!key.ends_with(":i1"))
+                continue;
+            const auto raw = servers[server]->client()->get(key);
+            if (raw && !is_lease(*raw) && raw->find("Ada v2") == std::string::npos)
+                return false;
+        }
+        return true;
+    };
+    auto everyone_sees_the_commit = [&] {
+        auto s = a.db->session();
+        Repository<User> users{s};
+        a.log.clear();
+        CHECK(users.get(1).name == "Ada v2");
+        CHECK(users.list(OrderBy{&User::id}).front().name == "Ada v2");
+        CHECK(a.log.count("SELECT") == 2);
+        CHECK(a.errors.count == 0);
+    };
+
+    SECTION("entity") {
+        fill_gate().arm(prefix + "e:users:");
+        std::string seen;
+        std::thread reader([&] {
+            auto s = a.db->session();
+            Repository<User> users{s};
+            seen = users.get(1).name;  // reads "Ada", then its fill is held
+        });
+        const bool reached = fill_gate().wait_reached();
+        if (reached)
+            commit_in_b("Ada v2");
+        fill_gate().release();
+        reader.join();
+        REQUIRE(reached);
+        CHECK(seen == "Ada");
+        CHECK(a.stats().sets == 0);  // the held fill was refused (its lease was deleted)
+        CHECK(entity_is_fresh());
+        everyone_sees_the_commit();
+    }
+    SECTION("list") {
+        fill_gate().arm(prefix + "q:users:");
+        std::vector<std::string> seen;
+        std::thread reader([&] {
+            auto s = a.db->session();
+            Repository<User> users{s};
+            seen = names_of(users.list(OrderBy{&User::id}));
+        });
+        const bool reached = fill_gate().wait_reached();
+        if (reached)
+            commit_in_b("Ada v2");
+        fill_gate().release();
+        reader.join();
+        REQUIRE(reached);
+        REQUIRE_FALSE(seen.empty());
+        CHECK(seen.front() == "Ada");
+        // The held fill may land, but under the version it read, which the commit bumped.
+        everyone_sees_the_commit();
+    }
+    SECTION("snapshot of an explicit transaction that began before the commit") {
+        {
+            auto s = a.db->session();
+            Repository<User> users{s};
+            CHECK(users.get(1).name == "Ada");
+            CHECK(users.list(OrderBy{&User::id}).front().name == "Ada");
+            const auto sets_before = a.stats().sets;
+            s.begin();
+            commit_in_b("Ada v2");
+            // The snapshot still says Ada; it must not be written back over the invalidation.
+            CHECK(users.get(1).name == "Ada");
+            CHECK(users.list(OrderBy{&User::id}).front().name == "Ada");
+            s.commit();
+            CHECK(a.stats().sets == sets_before);
+            CHECK(entity_is_fresh());
+        }
+        everyone_sees_the_commit();
+    }
+}
+
+// ---- API.md rule 9: one query across processes -------------------------------------------
+
+namespace {
+
+/// Forks `children` processes that each open the database behind `config`, wait for the
+/// others, then read user 1 once; each SELECT takes `query_time`. Returns the SELECTs run in
+/// all children (-1 if one failed or read a wrong name).
+int selects_across_processes(const std::string& path, const CacheConfig& config, int children,
+                             std::chrono::milliseconds query_time) {
+    int ready[2], go[2], report[2];
+    REQUIRE(::pipe(ready) == 0);
+    REQUIRE(::pipe(go) == 0);
+    REQUIRE(::pipe(report) == 0);
+    std::vector<pid_t> pids;
+    for (int i = 0; i < children; ++i) {
+        const pid_t pid = ::fork();
+        REQUIRE(pid >= 0);
+        if (pid == 0) {
+            int selects = 0;
+            int code = 0;
+            try {
+                std::atomic<int> count{0};
+                Database db{DatabaseConfig{.connection_string = path,
+                                           .cache_config = config,
+                                           .on_query = [&](std::string_view sql) {
+                                               if (sql.starts_with("SELECT")) {
+                                                   ++count;
+                                                   std::this_thread::sleep_for(query_time);
+                                               }
+                                           }}};
+                auto s = db.session();
+                Repository<User> users{s};
+                char byte = 'r';
+                if (::write(ready[1], &byte, 1) != 1 || ::read(go[0], &byte, 1) != 1)
+                    code = 2;
+                if (users.get(1).name != "Ada")
+                    code = 3;
+                selects = count.load();
+            } catch (...) {
+                code = 4;
+            }
+            const char out = static_cast<char>(code == 0 ? selects : 100 + code);
+            if (::write(report[1], &out, 1) != 1)
+                ::_exit(5);
+            ::_exit(0);
+        }
+        pids.push_back(pid);
+    }
+    for (int i = 0; i < children; ++i) {
+        char byte = 0;
+        REQUIRE(::read(ready[0], &byte, 1) == 1);
+    }
+    const std::string all(static_cast<std::size_t>(children), 'g');
+    REQUIRE(::write(go[1], all.data(), all.size()) == static_cast<ssize_t>(all.size()));
+    int total = 0;
+    bool failed = false;
+    for (int i = 0; i < children; ++i) {
+        char byte = 0;
+        REQUIRE(::read(report[0], &byte, 1) == 1);
+        if (byte >= 100)
+            failed = true;
+        else
+            total += byte;
+    }
+    for (const pid_t pid : pids) {
+        int status = 0;
+        ::waitpid(pid, &status, 0);
+    }
+    for (int fd : {ready[0], ready[1], go[0], go[1], report[0], report[1]})
+        ::close(fd);
+    return failed ? -1 : total;
+}
+
+}  // namespace
+
+TEST_CASE("memcached: distributed_lock: processes missing one key run one query in total",
+          "[memcached][lock][process]") {
+    auto& servers = shared_servers();
+    TempDir dir;
+    const std::string path = dir.file("lock.db");
+    {
+        Database db{DatabaseConfig{.connection_string = path}};
+        db.create_all<User>();
+        auto s = db.session();
+        Repository<User> users{s};
+        users.add({.name = "Ada", .email = "ada@example.org"});
+        s.commit();
+    }
+    constexpr int children = 6;
+    SECTION("with the lock: one SELECT") {
+        auto c = memcached_config(urls_of(servers), unique_prefix("lock"),
+                                  {{"distributed_lock", true}, {"lock_timeout_ms", 5000}});
+        CHECK(selects_across_processes(path, c, children, 300ms) == 1);
+    }
+    SECTION("without it: every process runs its own") {
+        auto c = memcached_config(urls_of(servers), unique_prefix("nolock"));
+        CHECK(selects_across_processes(path, c, children, 300ms) == children);
+    }
+}
+
+TEST_CASE("memcached: distributed_lock: a dead holder's lock is waited for at most lock_timeout",
+          "[memcached][lock]") {
+    auto& servers = shared_servers();
+    Fixture f(shared_config("deadlock", {{"distributed_lock", true}, {"lock_timeout_ms", 700}}));
+    // A lease nobody will ever fill, as if its holder died: the key's lease, taken directly.
+    ormcache::MemcachedBackend backend(ormcache::detail::memcached_options(f.config.arguments),
+                                       f.prefix);
+    auto s = f.db->session();
+    Repository<User> users{s};
+    users.get(2);  // learn the entity key's name from the servers
+    std::string key;
+    for (const auto& [k, server] : keys_on(servers, f.prefix + "e:users:"))
+        key = k;
+    REQUIRE_FALSE(key.empty());
+    backend.remove({key});
+    const auto held =
+        backend.read(ormcache::ReadRequest{key, {f.prefix + "g:users"}, ormcache::Ttl{700}, {}});
+    REQUIRE_FALSE(held.lease.empty());
+
+    f.log.clear();
+    const auto started = Clock::now();
+    CHECK(users.get(2).name == "Bob");  // waited for the lock, then read the database
+    const auto waited = Clock::now() - started;
+    CHECK(waited >= 600ms);
+    CHECK(waited < 700ms + 500ms);
+    CHECK(f.log.count("SELECT") == 1);
+    CHECK(f.errors.count == 0);
+    // Once the lease has expired (memcached counts whole seconds), the next miss fills.
+    CHECK(eventually(
+        [&] {
+            users.get(2);
+            f.log.clear();
+            users.get(2);
+            return f.log.size() == 0;
+        },
+        5s));
+}
+
+// ---- outages -----------------------------------------------------------------------------
+
+TEST_CASE("memcached: a dead server costs only its share of keys; on_error hears of it once",
+          "[memcached][failopen]") {
+    std::vector<std::unique_ptr<MemcachedServer>> servers;
+    for (int i = 0; i < 3; ++i)
+        servers.push_back(std::make_unique<MemcachedServer>());
+    Fixture f(memcached_config(
+        urls_of(servers), unique_prefix("dead"),
+        {{"connect_timeout_ms", 200}, {"socket_timeout_ms", 200}, {"retry_interval_ms", 100}}));
+    {
+        auto s = f.db->session();
+        Repository<User> users{s};
+        for (int i = 0; i < 55; ++i)
+            users.add({.name = "x" + std::to_string(i), .email = "e"});
+        s.commit();
+    }
+    ormcache::MemcachedBackend probe(ormcache::detail::memcached_options(f.config.arguments),
+                                     f.prefix);
+    // Stop a server that holds neither counter of the users table, so that only the entity
+    // keys it holds are affected.
+    const std::size_t v = probe.server_index(f.prefix + "v:users");
+    const std::size_t g = probe.server_index(f.prefix + "g:users");
+    std::size_t dead = 0;
+    while (dead == v || dead == g)
+        ++dead;
+    if (v == g && dead == 3)
+        dead = (v + 1) % 3;
+    REQUIRE(dead < 3);
+    REQUIRE(dead != g);
+
+    auto s = f.db->session();
+    Repository<User> users{s};
+    for (std::int64_t id = 1; id <= 60; ++id)
+        users.get(id);
+    servers[dead]->stop();
+    f.log.clear();
+    const auto before = f.stats();
+    const int reported_before = f.errors.count;
+    for (int round = 0; round < 3; ++round) {
+        for (std::int64_t id = 1; id <= 60; ++id) {
+            CHECK(users.get(id).id == id);  // never a failed call
+        }
+    }
+    // What the dead server does not hold is still served from the cache (one entity key
+    // per id on the live servers).
+    const int hits_expected = static_cast<int>(keys_on(servers, f.prefix + "e:users:").size());
+    const auto after = f.stats();
+    CHECK(after.hits - before.hits == static_cast<std::uint64_t>(3 * hits_expected));
+    CHECK(f.log.count("SELECT") == static_cast<std::size_t>(3 * (60 - hits_expected)));
+    CHECK(hits_expected >= 20);  // two servers' worth
+    CHECK(hits_expected < 60);
+    CHECK(after.errors > before.errors);
+    CHECK(f.errors.count - reported_before == 1);  // one outage, reported once
+
+    // Restarted: its keys are filled and served again.
+    servers[dead]->restart();
+    CHECK(eventually([&] {
+        for (std::int64_t id = 1; id <= 60; ++id)
+            users.get(id);
+        f.log.clear();
+        for (std::int64_t id = 1; id <= 60; ++id)
+            users.get(id);
+        return f.log.size() == 0;
+    }));
+}
+
+TEST_CASE("memcached: invalidations a paused server missed are replayed before it is read",
+          "[memcached][failopen]") {
+    std::vector<std::unique_ptr<MemcachedServer>> servers;
+    for (int i = 0; i < 3; ++i)
+        servers.push_back(std::make_unique<MemcachedServer>());
+    Fixture f(memcached_config(
+        urls_of(servers), unique_prefix("replay"),
+        {{"connect_timeout_ms", 100}, {"socket_timeout_ms", 100}, {"retry_interval_ms", 1500}}));
+    auto s = f.db->session();
+    Repository<User> users{s};
+    ormcache::MemcachedBackend probe(ormcache::detail::memcached_options(f.config.arguments),
+                                     f.prefix);
+    // A user whose entry lives on a server that holds neither counter.
+    const std::size_t v = probe.server_index(f.prefix + "v:users");
+    const std::size_t g = probe.server_index(f.prefix + "g:users");
+    std::int64_t id = 0;
+    std::string key;
+    std::size_t where = 0;
+    for (std::int64_t candidate = 1; candidate <= 5 && id == 0; ++candidate) {
+        users.get(candidate);
+        for (const auto& [k, server] : keys_on(servers, f.prefix + "e:users:")) {
+            if (k.ends_with(":i" + std::to_string(candidate)) && server != v && server != g) {
+                id = candidate;
+                key = k;
+                where = server;
+            }
+        }
+    }
+    if (id == 0) {
+        // All five landed next to a counter: add users until one does not.
+        for (int i = 0; i < 50 && id == 0; ++i) {
+            auto added = users.add({.name = "extra", .email = "e"});
+            s.commit();
+            users.get(added.id);
+            for (const auto& [k, server] : keys_on(servers, f.prefix + "e:users:")) {
+                if (k.ends_with(":i" + std::to_string(added.id)) && server != v && server != g) {
+                    id = added.id;
+                    key = k;
+                    where = server;
+                }
+            }
+        }
+    }
+    REQUIRE(id != 0);
+    const std::string old_name = users.get(id).name;
+
+    // A read times out on the paused server and opens its circuit; the commit right after
+    // cannot send its delete at all (a timed-out command would still run on resume).
+    servers[where]->pause();
+    CHECK(users.get(id).name == old_name);
+    const auto errors_before = f.stats().errors;
+    f.rename(id, "renamed while paused");
+    CHECK(f.stats().errors > errors_before);
+    servers[where]->resume();
+    // The server still holds the old row...
+    const auto raw = servers[where]->client()->get(key);
+    REQUIRE(raw.has_value());
+    CHECK(raw->find(old_name) != std::string::npos);
+    // ...but it is never served: the replay runs before anything else is read there.
+    int stale = 0;
+    const bool refilled = eventually([&] {
+        if (users.get(id).name != "renamed while paused")
+            ++stale;
+        const auto now = servers[where]->client()->get(key);
+        return now && now->find("renamed while paused") != std::string::npos;
+    });
+    CHECK(refilled);
+    CHECK(stale == 0);
+    f.log.clear();
+    CHECK(users.get(id).name == "renamed while paused");
+    CHECK(f.log.size() == 0);
+}
+
+TEST_CASE("memcached: fault run: 8 threads while one server is stopped and restarted",
+          "[memcached][fault]") {
+    std::vector<std::unique_ptr<MemcachedServer>> servers;
+    for (int i = 0; i < 3; ++i)
+        servers.push_back(std::make_unique<MemcachedServer>());
+    TempDir dir;
+    const std::string prefix = unique_prefix("fault");
+    ErrorLog errors;
+    auto config = memcached_config(
+        urls_of(servers), prefix,
+        {{"socket_timeout_ms", 150}, {"connect_timeout_ms", 150}, {"retry_interval_ms", 20}});
+    errors.attach(config);
+    Database db{DatabaseConfig{.connection_string = dir.file("fault.db"),
+                               .cache_config = config,
+                               .busy_timeout = kBusyTimeout}};
+    db.create_all<User>();
+    constexpr int threads = 8;
+    constexpr std::int64_t ids = 48;
+    {
+        auto s = db.session();
+        Repository<User> users{s};
+        for (std::int64_t id = 1; id <= ids; ++id)
+            users.add({.name = "u" + std::to_string(id) + "-0", .email = "e"});
+        s.commit();
+    }
+
+    std::atomic<bool> stop{false};
+    std::atomic<std::uint64_t> ops{0}, failures{0}, stale{0};
+    std::mutex notes_mutex;
+    std::vector<std::string> notes;  // guarded by notes_mutex
+    auto note = [&](std::string what) {
+        std::lock_guard lock(notes_mutex);
+        if (notes.size() < 10)
+            notes.push_back(std::move(what));
+    };
+
+    // Thread t owns the ids with (id - 1) % threads == t: only it writes them, so it knows
+    // their committed names and checks every read of them.
+    auto worker = [&](int t) {
+        auto s = db.session();
+        Repository<User> users{s};
+        std::map<std::int64_t, std::string> mine;
+        for (std::int64_t id = t + 1; id <= ids; id += threads)
+            mine[id] = "u" + std::to_string(id) + "-0";
+        std::mt19937 rng(static_cast<unsigned>(t) * 7919u + 1u);
+        int seq = 0;
+        auto own = [&] {
+            auto it = mine.begin();
+            std::advance(it, rng() % mine.size());
+            return it->first;
+        };
+        auto check_own = [&](std::int64_t id, const std::string& where) {
+            const auto name = users.get(id).name;
+            if (name != mine[id]) {
+                ++stale;
+                note(where + ": id " + std::to_string(id) + " read '" + name + "', committed '" +
+                     mine[id] + "'");
+            }
+        };
+        while (!stop.load()) {
+            try {
+                switch (rng() % 8) {
+                    case 0:
+                    case 1:
+                    case 2:
+                        check_own(own(), "get");
+                        break;
+                    case 3:
+                        users.get(static_cast<std::int64_t>(rng() % ids) + 1);
+                        break;
+                    case 4: {
+                        const auto all = users.list(OrderBy{&User::id});
+                        if (static_cast<std::int64_t>(all.size()) != ids) {
+                            ++stale;
+                            note("list of " + std::to_string(all.size()));
+                        }
+                        break;
+                    }
+                    case 5:
+                    case 6: {
+                        const auto id = own();
+                        auto u = users.get(id, {.use_cache = false});
+                        u.name = "u" + std::to_string(id) + "-" + std::to_string(++seq) + "t" +
+                                 std::to_string(t);
+                        users.update(u, {.auto_commit = true});
+                        mine[id] = u.name;
+                        check_own(id, "get after commit");
+                        break;
+                    }
+                    case 7: {
+                        s.begin();
+                        check_own(own(), "get in transaction");
+                        if (users.count() != ids)
+                            ++stale;
+                        s.commit();
+                        break;
+                    }
+                }
+                ++ops;
+            } catch (const std::exception& e) {
+                ++failures;
+                note(std::string("call failed: ") + e.what());
+                try {
+                    s.rollback();
+                } catch (...) {
+                }
+            }
+        }
+    };
+
+    std::vector<std::thread> workers;
+    for (int t = 0; t < threads; ++t)
+        workers.emplace_back(worker, t);
+    std::vector<std::pair<std::string, std::uint64_t>> phase_ops;
+    auto phase = [&](const std::string& name, std::chrono::milliseconds length) {
+        const auto begin_ops = ops.load();
+        const auto end = Clock::now() + length;
+        eventually([&] { return Clock::now() >= end && ops.load() > begin_ops + 10; },
+                   length + 20s);
+        phase_ops.emplace_back(name, ops.load() - begin_ops);
+    };
+    phase("up", 800ms);
+    servers[1]->stop();
+    phase("one server stopped", 1000ms);
+    servers[1]->restart();
+    phase("restarted", 1200ms);
+    stop = true;
+    for (auto& w : workers)
+        w.join();
+
+    for (const auto& [name, n] : phase_ops) {
+        INFO("phase " << name);
+        CHECK(n > 10);
+    }
+    std::string noted;
+    {
+        std::lock_guard lock(notes_mutex);
+        for (const auto& n : notes)
+            noted += n + "\n";
+    }
+    INFO(noted);
+    CHECK(failures == 0);
+    CHECK(stale == 0);
+    const auto stats = db.cache_manager().stats();
+    CHECK(stats.errors > 0);
+    CHECK(stats.hits > 0);
+    WARN("fault run: " << ops.load() << " calls, " << stats.errors << " cache errors absorbed, "
+                       << errors.count.load() << " reported, " << stats.hits << " hits");
+
+    // Settled: a round of reads that adds no error.
+    auto s = db.session();
+    Repository<User> users{s};
+    const bool settled = eventually([&] {
+        const auto before = db.cache_manager().stats().errors;
+        for (std::int64_t id = 1; id <= ids; ++id)
+            users.get(id);
+        return db.cache_manager().stats().errors == before;
+    });
+    REQUIRE(settled);
+
+    // What the servers hold, compared with the database: every entity entry that carries the
+    // current generation holds the committed row.
+    const auto generation = raw_get(servers, prefix + "g:users");
+    REQUIRE(generation.has_value());
+    int compared = 0, differing = 0;
+    for (const auto& [key, server] : keys_on(servers, prefix + "e:users:")) {
+        const auto raw = servers[server]->client()->get(key);
+        if (!raw || is_lease(*raw))
+            continue;
+        if (raw->rfind("oc1 " + *generation + " ", 0) != 0)
+            continue;  // unreachable anyway
+        const auto id = std::stoll(key.substr(key.rfind(":i") + 2));
+        const auto payload = nlohmann::json::parse(raw->substr(raw->find('\n') + 1));
+        const auto fresh = users.get_or_none(id, {.use_cache = false});
+        ++compared;
+        if (payload.is_null() != !fresh.has_value() ||
+            (fresh && payload != ormcache::to_json(*fresh))) {
+            ++differing;
+            UNSCOPED_INFO("cached " << key << " = " << payload.dump());
+        }
+    }
+    CHECK(compared > 0);
+    CHECK(differing == 0);
+    for (std::int64_t id = 1; id <= ids; ++id) {
+        INFO("id " << id);
+        CHECK(ormcache::to_json(users.get(id)) ==
+              ormcache::to_json(users.get(id, {.use_cache = false})));
+    }
+}
