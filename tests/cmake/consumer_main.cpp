@@ -2,6 +2,8 @@
 // find_package after an install, add_subdirectory, FetchContent, or bare pkg-config flags.
 // Uses only the public API (API.md 1-3).
 #include <ormcache/ormcache.hpp>
+// The file backend is part of the core target: every consumer, pkg-config included, gets it.
+#include <ormcache/backends/file.hpp>
 
 #include <chrono>
 #include <cstdint>
