@@ -48,6 +48,7 @@
 #include <nlohmann/json.hpp>
 
 #include "../backend.hpp"
+#include "../detail/backend_arguments.hpp"
 #include "../detail/file_connection.hpp"
 #include "../detail/incident.hpp"
 #include "../detail/lock_wait.hpp"
@@ -84,15 +85,6 @@ namespace detail {
 /// Reads FileOptions from CacheConfig::arguments; ConfigError names the bad field.
 inline FileOptions file_options(const nlohmann::json& args) {
     FileOptions o;
-    auto integer = [](const std::string& key, const nlohmann::json& v, std::int64_t min,
-                      std::int64_t max) {
-        if (!v.is_number_integer() || v.get<std::int64_t>() < min || v.get<std::int64_t>() > max) {
-            throw ConfigError("CacheConfig::arguments." + key + " must be an integer from " +
-                              std::to_string(min) + " to " + std::to_string(max) + ", got " +
-                              v.dump());
-        }
-        return v.get<std::int64_t>();
-    };
     bool has_filename = false;
     for (const auto& [key, v] : args.items()) {
         if (key == "filename") {
@@ -105,23 +97,19 @@ inline FileOptions file_options(const nlohmann::json& args) {
             o.filename = v.get<std::string>();
             has_filename = true;
         } else if (key == "busy_timeout_ms") {
-            o.busy_timeout = std::chrono::milliseconds{integer(key, v, 0, 3600000)};
+            o.busy_timeout = argument_milliseconds(key, v, 0);
         } else if (key == "sweep_every") {
-            o.sweep_every = static_cast<std::size_t>(integer(key, v, 0, 1 << 30));
+            o.sweep_every = static_cast<std::size_t>(argument_integer(key, v, 0, 1 << 30));
         } else if (key == "sweep_limit") {
-            o.sweep_limit = static_cast<std::size_t>(integer(key, v, 1, 1 << 30));
+            o.sweep_limit = static_cast<std::size_t>(argument_integer(key, v, 1, 1 << 30));
         } else if (key == "pool_size") {
-            o.pool_size = static_cast<std::size_t>(integer(key, v, 1, 4096));
+            o.pool_size = static_cast<std::size_t>(argument_integer(key, v, 1, 4096));
         } else if (key == "retry_interval_ms") {
-            o.retry_interval = std::chrono::milliseconds{integer(key, v, 0, 3600000)};
+            o.retry_interval = argument_milliseconds(key, v, 0);
         } else if (key == "distributed_lock") {
-            if (!v.is_boolean()) {
-                throw ConfigError(
-                    "CacheConfig::arguments.distributed_lock must be a boolean, got " + v.dump());
-            }
-            o.distributed_lock = v.get<bool>();
+            o.distributed_lock = argument_bool(key, v);
         } else if (key == "lock_timeout_ms") {
-            o.lock_timeout = std::chrono::milliseconds{integer(key, v, 1, 3600000)};
+            o.lock_timeout = argument_milliseconds(key, v);
         } else {
             throw ConfigError("CacheConfig::arguments." + key +
                               " is not an argument of the file backend (filename, "

@@ -38,6 +38,7 @@
 #include <nlohmann/json.hpp>
 
 #include "../backend.hpp"
+#include "../detail/backend_arguments.hpp"
 #include "../detail/incident.hpp"
 #include "../detail/lock_wait.hpp"
 #include "../detail/pending_invalidations.hpp"
@@ -140,55 +141,37 @@ inline void redis_url_into(RedisOptions& o, const std::string& url) {
 
 inline RedisOptions redis_options(const nlohmann::json& args) {
     RedisOptions o;
-    auto text = [](const std::string& key, const nlohmann::json& v) {
-        if (!v.is_string())
-            throw ConfigError("CacheConfig::arguments." + key + " must be a string, got " +
-                              v.dump());
-        return v.get<std::string>();
-    };
-    auto integer = [](const std::string& key, const nlohmann::json& v, std::int64_t min,
-                      std::int64_t max) {
-        if (!v.is_number_integer() || v.get<std::int64_t>() < min || v.get<std::int64_t>() > max) {
-            throw ConfigError("CacheConfig::arguments." + key + " must be an integer from " +
-                              std::to_string(min) + " to " + std::to_string(max) + ", got " +
-                              v.dump());
-        }
-        return v.get<std::int64_t>();
-    };
     // url first, so that explicit arguments override what it says.
     if (auto it = args.find("url"); it != args.end())
-        redis_url_into(o, text("url", *it));
+        redis_url_into(o, argument_text("url", *it));
     for (const auto& [key, v] : args.items()) {
         if (key == "url")
             continue;
         if (key == "host")
-            o.host = text(key, v);
+            o.host = argument_text(key, v);
         else if (key == "port")
-            o.port = static_cast<int>(integer(key, v, 1, 65535));
+            o.port = static_cast<int>(argument_integer(key, v, 1, 65535));
         else if (key == "db")
-            o.db = static_cast<int>(integer(key, v, 0, 1 << 20));
+            o.db = static_cast<int>(argument_integer(key, v, 0, 1 << 20));
         else if (key == "username")
-            o.username = text(key, v);
+            o.username = argument_text(key, v);
         else if (key == "password")
-            o.password = text(key, v);
+            o.password = argument_text(key, v);
         else if (key == "unix_socket")
-            o.unix_socket = text(key, v);
+            o.unix_socket = argument_text(key, v);
         else if (key == "connect_timeout_ms")
-            o.connect_timeout = std::chrono::milliseconds{integer(key, v, 1, 3600000)};
+            o.connect_timeout = argument_milliseconds(key, v);
         else if (key == "socket_timeout_ms")
-            o.socket_timeout = std::chrono::milliseconds{integer(key, v, 1, 3600000)};
+            o.socket_timeout = argument_milliseconds(key, v);
         else if (key == "pool_size")
-            o.pool_size = static_cast<std::size_t>(integer(key, v, 1, 4096));
+            o.pool_size = static_cast<std::size_t>(argument_integer(key, v, 1, 4096));
         else if (key == "lock_timeout_ms")
-            o.lock_timeout = std::chrono::milliseconds{integer(key, v, 1, 3600000)};
+            o.lock_timeout = argument_milliseconds(key, v);
         else if (key == "retry_interval_ms")
-            o.retry_interval = std::chrono::milliseconds{integer(key, v, 0, 3600000)};
-        else if (key == "distributed_lock") {
-            if (!v.is_boolean())
-                throw ConfigError(
-                    "CacheConfig::arguments.distributed_lock must be a boolean, got " + v.dump());
-            o.distributed_lock = v.get<bool>();
-        } else {
+            o.retry_interval = argument_milliseconds(key, v, 0);
+        else if (key == "distributed_lock")
+            o.distributed_lock = argument_bool(key, v);
+        else {
             throw ConfigError(
                 "CacheConfig::arguments." + key +
                 " is not an argument of the redis backend (host, port, db, username, password, "
