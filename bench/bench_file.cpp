@@ -7,103 +7,34 @@
 
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <benchmark/benchmark.h>
-#include <stdlib.h>  // mkdtemp (POSIX)
 
 #include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
-#include <filesystem>
 #include <iostream>
-#include <map>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <ormcache/backends/file.hpp>
 #include <ormcache/ormcache.hpp>
 
-namespace app {
-
-struct User {
-    std::int64_t id = 0;
-    std::string name;
-    std::string email;
-    std::optional<std::int32_t> age{};
-    std::chrono::system_clock::time_point created_at{};
-};
-ORMCACHE_MODEL(User, "users", id, name, email, age, created_at)
-
-}  // namespace app
+#include "bench_support.hpp"
 
 namespace {
 
-using app::User;
+using namespace ormcache_bench;
 using ormcache::Repository;
-
-constexpr std::int64_t kRows = 10000;
-constexpr std::size_t kIdMask = 4095;  // random id sequences have kIdMask + 1 entries
 
 std::atomic<std::uint64_t> g_statements{0};
 
 void count_statement(std::string_view) {
     g_statements.fetch_add(1, std::memory_order_relaxed);
 }
-
-std::uint64_t splitmix64(std::uint64_t x) {
-    x += 0x9e3779b97f4a7c15ULL;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
-}
-
-/// Ids in [1, kRows], uniformly distributed, reproducible from `seed`: both sides of the
-/// comparison read the same rows in the same order.
-std::vector<std::int64_t> random_ids(std::uint64_t seed) {
-    std::vector<std::int64_t> ids(kIdMask + 1);
-    for (std::size_t i = 0; i < ids.size(); ++i) {
-        ids[i] = static_cast<std::int64_t>(splitmix64(seed * 1000003 + i) % kRows) + 1;
-    }
-    return ids;
-}
-
-User make_user(std::int64_t id) {
-    const std::uint64_t h = splitmix64(static_cast<std::uint64_t>(id));
-    char name[32];
-    std::snprintf(name, sizeof name, "user-%08llx", static_cast<unsigned long long>(h >> 32));
-    User u;
-    u.id = id;
-    u.name = name;
-    u.email = "user" + std::to_string(id) + "@example.org";
-    if (id % 10 != 0)
-        u.age = static_cast<std::int32_t>(18 + h % 63);
-    u.created_at = std::chrono::system_clock::time_point{} + std::chrono::hours{473040} +
-                   std::chrono::minutes{id};
-    return u;
-}
-
-class TempDir {
-  public:
-    TempDir() {
-        std::string pattern =
-            (std::filesystem::temp_directory_path() / "ormcache-bench-file-XXXXXX").string();
-        if (mkdtemp(pattern.data()) == nullptr)
-            throw std::runtime_error("mkdtemp failed");
-        path_ = pattern;
-    }
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-    ~TempDir() {
-        std::error_code ignored;
-        std::filesystem::remove_all(path_, ignored);
-    }
-    const std::filesystem::path& path() const { return path_; }
-
-  private:
-    std::filesystem::path path_;
-};
 
 struct Fixture {
     TempDir dir;
@@ -120,16 +51,9 @@ struct Fixture {
     }};
 
     Fixture() {
-        db.create_all<User>();
+        fill_users(db);
         ormcache::Session session = db.session();
         Repository<User> users{session};
-        std::vector<User> rows;
-        rows.reserve(kRows);
-        for (std::int64_t id = 1; id <= kRows; ++id)
-            rows.push_back(make_user(id));
-        users.add_many(rows, {.auto_commit = true});
-        if (users.count() != kRows)
-            throw std::runtime_error("fixture: wrong row count");
         for (std::int64_t id = 1; id <= kRows; ++id)
             benchmark::DoNotOptimize(users.get(id));
     }
@@ -214,47 +138,17 @@ void BM_GetNoCache(benchmark::State& state) {
     }
 }
 
-/// Median CPU time per call of each benchmark, for the summary.
-class Collector : public benchmark::ConsoleReporter {
-  public:
-    Collector() : ConsoleReporter(OO_Tabular) {}
-
-    void ReportRuns(const std::vector<Run>& runs) override {
-        for (const auto& run : runs) {
-            if (run.error_occurred)
-                continue;
-            const bool aggregate = run.run_type == Run::RT_Aggregate;
-            if (aggregate && run.aggregate_name != "median")
-                continue;
-            double scale = 1;
-            if (run.time_unit == benchmark::kMicrosecond)
-                scale = 1e3;
-            if (run.time_unit == benchmark::kMillisecond)
-                scale = 1e6;
-            if (run.time_unit == benchmark::kSecond)
-                scale = 1e9;
-            const std::string name = run.run_name.function_name;
-            if (aggregate || !ns_.count(name))
-                ns_[name] = run.GetAdjustedCPUTime() * scale;
-        }
-        ConsoleReporter::ReportRuns(runs);
-    }
-
-    std::optional<double> ns(const std::string& name) const {
-        const auto it = ns_.find(name);
-        if (it == ns_.end())
-            return std::nullopt;
-        return it->second;
-    }
-
-  private:
-    std::map<std::string, double> ns_;
-};
+/// Median CPU time per call of `name`, if it ran.
+std::optional<double> cpu_ns(const Collector& c, const std::string& name) {
+    if (const Result* r = c.find(name))
+        return r->ns_per_op;
+    return std::nullopt;
+}
 
 void print_summary(const Collector& c) {
     std::cout << "\nSummary (one run, same process; ns/op = median CPU time of 3 repetitions)\n";
-    const auto hit = c.ns("file/get_hit");
-    const auto raw = c.ns("file/raw_sqlitecpp");
+    const auto hit = cpu_ns(c, "file/get_hit");
+    const auto raw = cpu_ns(c, "file/raw_sqlitecpp");
     if (!hit || !raw) {
         std::cout << "file hit vs raw select | not run (filtered out)\n";
         return;
@@ -265,12 +159,12 @@ void print_summary(const Collector& c) {
                   "hit/raw = %.2f (%s)\n",
                   *hit, *raw, *hit / *raw, *hit < *raw ? "the hit is faster" : "the hit is slower");
     std::cout << line;
-    if (const auto read = c.ns("file/backend_read")) {
+    if (const auto read = cpu_ns(c, "file/backend_read")) {
         std::snprintf(line, sizeof line, "of which FileBackend::read %.0f ns (%.0f%%)\n", *read,
                       100.0 * *read / *hit);
         std::cout << line;
     }
-    if (const auto uncached = c.ns("file/get_use_cache_false")) {
+    if (const auto uncached = cpu_ns(c, "file/get_use_cache_false")) {
         std::snprintf(line, sizeof line, "get use_cache=false %.0f ns (%.2fx the raw select)\n",
                       *uncached, *uncached / *raw);
         std::cout << line;
