@@ -1702,3 +1702,36 @@ TEST_CASE("redis: distributed_lock: nobody waits longer than lock_timeout_ms for
     CHECK(waited < 1500ms);
     CHECK(waiter.errors.count == 0);
 }
+
+TEST_CASE("redis: a corrupt counter or a key of another type heals instead of failing every call",
+          "[redis][corrupt]") {
+    auto& server = shared_server();
+    auto client = server.client();
+    Fixture f(redis_config(server.port(), unique_prefix("heal")));
+    auto s = f.db->session();
+    Repository<User> users{s};
+    users.get(1);
+    users.list(OrderBy{&User::id});
+    client->command({"SET", f.prefix + "g:users", "not a number"});
+    client->command({"DEL", f.prefix + "v:users"});
+    client->command({"LPUSH", f.prefix + "v:users", "a list, not a counter"});
+
+    // Served from the database, and the counters are re-created: cached again.
+    CHECK(users.get(1).name == "Ada");
+    CHECK(users.list(OrderBy{&User::id}).size() == 5);
+    f.log.clear();
+    CHECK(users.get(1).name == "Ada");
+    CHECK(users.list(OrderBy{&User::id}).size() == 5);
+    CHECK(f.log.size() == 0);
+    const auto generation = client->get(f.prefix + "g:users");
+    REQUIRE(generation.has_value());
+    CHECK(std::stoll(*generation) > 0);
+
+    // An invalidation bumping a corrupt counter heals it too (it never fails for good).
+    client->command({"SET", f.prefix + "v:users", "garbage"});
+    f.rename(1, "Ada (healed)");
+    CHECK(users.get(1).name == "Ada (healed)");
+    CHECK(users.list(OrderBy{&User::id}).front().name == "Ada (healed)");
+    CHECK(std::stoll(client->get(f.prefix + "v:users").value()) > 0);
+    CHECK(f.stats().errors == 0);
+}

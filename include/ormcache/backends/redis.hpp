@@ -479,20 +479,29 @@ class RedisBackend {
     // Returns {entry, lease taken, locked elsewhere (0/1), counters...}. An entry that does not
     // carry the current counters[0] stamp (when a stamp prefix is given) is stale: it is not
     // returned, and a lease asked for is taken over it.
+    //
+    // Every script reads through get() and counter(): a key of another type (WRONGTYPE) or a
+    // counter that is not a number is corrupt; it is replaced, never left to fail every call
+    // (and every replay of an invalidation) from then on.
     static constexpr std::string_view read_script = R"lua(
+local function get(k)
+  local v = redis.pcall('GET', k)
+  if type(v) == 'table' then redis.call('DEL', k) return false end
+  return v
+end
+local function counter(k, seed)
+  local v = get(k)
+  if not v or not string.match(v, '^%-?%d+$') then redis.call('SET', k, seed) return seed end
+  return v
+end
 local n = #KEYS
 local ttl, token, seed, has_entry, stamp = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local out = {false, false, 0}
 for i = 2, n do
-  local v = redis.call('GET', KEYS[i])
-  if not v then
-    redis.call('SET', KEYS[i], seed)
-    v = seed
-  end
-  out[i + 2] = v
+  out[i + 2] = counter(KEYS[i], seed)
 end
 if has_entry == '1' then
-  local e = redis.call('GET', KEYS[1])
+  local e = get(KEYS[1])
   local stale = false
   if e then
     if string.sub(e, 1, 7) == '\0lease:' then
@@ -518,10 +527,15 @@ return out
     // KEYS[1] entry, KEYS[2..] guard counters.
     // ARGV: lease token ('' = none), value, ttl ms (< 0 = none), expected counter values.
     static constexpr std::string_view fill_script = R"lua(
+local function get(k)
+  local v = redis.pcall('GET', k)
+  if type(v) == 'table' then redis.call('DEL', k) return false end
+  return v
+end
 local lease, value, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
-if lease ~= '' and redis.call('GET', KEYS[1]) ~= '\0lease:' .. lease then return 0 end
+if lease ~= '' and get(KEYS[1]) ~= '\0lease:' .. lease then return 0 end
 for i = 2, #KEYS do
-  if redis.call('GET', KEYS[i]) ~= ARGV[i + 2] then
+  if get(KEYS[i]) ~= ARGV[i + 2] then
     if lease ~= '' then redis.call('DEL', KEYS[1]) end
     return 0
   end
@@ -538,12 +552,18 @@ return 1
 
     // KEYS: entries to delete, then counters to bump. ARGV: number of entries, counter seed.
     static constexpr std::string_view invalidate_script = R"lua(
+local function get(k)
+  local v = redis.pcall('GET', k)
+  if type(v) == 'table' then redis.call('DEL', k) return false end
+  return v
+end
 local removes, seed = tonumber(ARGV[1]), ARGV[2]
 for i = 1, #KEYS do
   if i <= removes then
     redis.call('DEL', KEYS[i])
   else
-    redis.call('SET', KEYS[i], seed, 'NX')
+    local v = get(KEYS[i])
+    if not v or not string.match(v, '^%-?%d+$') then redis.call('SET', KEYS[i], seed) end
     redis.call('INCR', KEYS[i])
   end
 end
@@ -614,9 +634,11 @@ return 1
         ReadResult result;
         result.counters.reserve(request.counters.size());
         for (std::size_t i = 1; i < reply->elements; ++i) {
-            if (reply->element[i]->type == REDIS_REPLY_NIL)
+            // Missing, or not a number (corrupt): the script re-creates it.
+            const auto value = parse_integer(reply->element[i]);
+            if (!value)
                 return std::nullopt;
-            result.counters.push_back(to_integer(reply->element[i], "read"));
+            result.counters.push_back(*value);
         }
         const redisReply* entry = reply->element[0];
         if (entry->type == REDIS_REPLY_STRING) {
@@ -647,7 +669,7 @@ return 1
         detail::throw_redis(operation, "unexpected reply from the server");
     }
 
-    static std::int64_t to_integer(const redisReply* r, std::string_view operation) {
+    static std::optional<std::int64_t> parse_integer(const redisReply* r) {
         if (r->type == REDIS_REPLY_INTEGER)
             return r->integer;
         if (r->type == REDIS_REPLY_STRING) {
@@ -656,6 +678,12 @@ return 1
             if (error == std::errc() && end == r->str + r->len)
                 return value;
         }
+        return std::nullopt;
+    }
+
+    static std::int64_t to_integer(const redisReply* r, std::string_view operation) {
+        if (const auto value = parse_integer(r))
+            return *value;
         if (r->type == REDIS_REPLY_ERROR)
             detail::throw_redis(operation, std::string(r->str, r->len));
         throw_garbage(operation);
