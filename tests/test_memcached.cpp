@@ -17,6 +17,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <ctime>
+#include <functional>
 #include <latch>
 #include <map>
 #include <memory>
@@ -35,6 +36,7 @@
 
 #include "memcached_server.hpp"
 #include "models.hpp"
+#include "round_trip_proxy.hpp"
 #include "test_support.hpp"
 
 using namespace std::chrono_literals;
@@ -52,6 +54,7 @@ using ormcache::OrderBy;
 using ormcache::Repository;
 using ormcache_test::MemcachedClient;
 using ormcache_test::MemcachedServer;
+using ormcache_test::RoundTripProxy;
 using ormcache_test::SqlLog;
 using ormcache_test::TempDir;
 using Clock = std::chrono::steady_clock;
@@ -848,6 +851,131 @@ TEST_CASE("memcached: corrupt entries and counters are misses, removed and count
     const auto now = raw_get(servers, generation);
     REQUIRE(now.has_value());
     CHECK(std::stoll(*now) > std::stoll(*old));
+}
+
+// ---- invalidation: one round trip per server ----------------------------------------------
+
+TEST_CASE("memcached: a commit that changes K ids costs one round trip per server, whatever K",
+          "[memcached][invalidate]") {
+    auto& servers = shared_servers();
+    // The backend talks to the servers through proxies that count its round trips.
+    std::vector<std::unique_ptr<RoundTripProxy>> proxies;
+    nlohmann::json url = nlohmann::json::array();
+    for (const auto& server : servers) {
+        proxies.push_back(std::make_unique<RoundTripProxy>(server->port()));
+        url.push_back(proxies.back()->address());
+    }
+    Fixture f(memcached_config(url, unique_prefix("batch")), false);
+    constexpr std::int64_t kUsers = 100;
+    {
+        auto s = f.db->session();
+        Repository<User> users{s};
+        for (std::int64_t i = 1; i <= kUsers; ++i)
+            users.add({.name = "user " + std::to_string(i), .email = "e"});
+        s.commit();
+    }
+    auto s = f.db->session();
+    Repository<User> users{s};
+    const std::string version = f.prefix + "v:users";
+    const auto stat_sum = [&](const std::string& name) {
+        long long sum = 0;
+        for (const auto& server : servers)
+            sum += server->client()->stat(name);
+        return sum;
+    };
+
+    // Caches ids 1..count and the list, renames them in one commit (`before_commit` runs
+    // just before it); returns the round trips each server saw during the commit.
+    // `involved` gets the servers that hold a changed entry or the version counter.
+    const auto commit_renames = [&](
+                                    std::int64_t count, const std::string& tag,
+                                    std::set<std::size_t>& involved,
+                                    const std::function<void()>& before_commit = [] {}) {
+        for (std::int64_t id = 1; id <= count; ++id)
+            users.get(id);
+        users.list(OrderBy{&User::id});
+        involved.clear();
+        for (const auto& [key, server] : keys_on(servers, f.prefix + "e:users:")) {
+            const auto id = std::stoll(key.substr(key.rfind(":i") + 2));
+            if (id <= count)
+                involved.insert(server);
+        }
+        for (const auto& [key, server] : keys_on(servers, version))
+            involved.insert(server);
+        auto w = f.db->session();
+        Repository<User> writer{w};
+        std::vector<User> changed;
+        for (std::int64_t id = 1; id <= count; ++id) {
+            auto u = writer.get(id, {.use_cache = false});
+            u.name = tag + " " + std::to_string(id);
+            changed.push_back(u);
+        }
+        writer.update_many(changed);
+        before_commit();
+        std::vector<std::uint64_t> before;
+        for (const auto& proxy : proxies)
+            before.push_back(proxy->round_trips());
+        w.commit();
+        std::vector<std::uint64_t> trips;
+        for (std::size_t i = 0; i < proxies.size(); ++i)
+            trips.push_back(proxies[i]->round_trips() - before[i]);
+        return trips;
+    };
+    const auto expect_one_each = [&](const std::vector<std::uint64_t>& trips,
+                                     const std::set<std::size_t>& involved) {
+        for (std::size_t i = 0; i < trips.size(); ++i) {
+            INFO("server " << i);
+            CHECK(trips[i] == (involved.count(i) != 0 ? 1u : 0u));
+        }
+    };
+
+    SECTION("100 ids: one pipelined request per server, every delete and incr done") {
+        const auto deletes_before = stat_sum("delete_hits");
+        const auto incrs_before = stat_sum("incr_hits");
+        std::set<std::size_t> involved;
+        const auto trips = commit_renames(kUsers, "v2", involved);
+        CHECK(involved.size() == 3);  // 100 keys spread over all three
+        expect_one_each(trips, involved);
+        CHECK(stat_sum("delete_hits") - deletes_before == kUsers);  // every entry deleted
+        CHECK(stat_sum("incr_hits") - incrs_before == 1);           // the list version
+        CHECK(f.stats().errors == 0);
+        // Delivered: every read is a miss that sees the commit.
+        f.log.clear();
+        for (std::int64_t id = 1; id <= kUsers; ++id)
+            CHECK(users.get(id).name == "v2 " + std::to_string(id));
+        CHECK(users.list(OrderBy{&User::id}).back().name == "v2 100");
+        CHECK(f.log.count("SELECT") == kUsers + 1);
+
+        // One id: the same one round trip per server involved.
+        const auto single = commit_renames(1, "v3", involved);
+        CHECK(involved.size() <= 2);
+        expect_one_each(single, involved);
+        CHECK(users.get(1).name == "v3 1");
+    }
+
+    SECTION("a missing version counter is re-created from the clock: one round trip more") {
+        std::set<std::size_t> involved;
+        commit_renames(kUsers, "v2", involved);  // creates the counter
+        const std::size_t holder = keys_on(servers, version).begin()->second;
+        long long clock_before = 0;
+        const auto trips = commit_renames(kUsers, "v3", involved, [&] {
+            servers[holder]->client()->remove(version);  // as if evicted
+            clock_before = std::chrono::duration_cast<std::chrono::microseconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count();
+        });
+        for (std::size_t i = 0; i < trips.size(); ++i) {
+            INFO("server " << i);
+            CHECK(trips[i] == (i == holder ? 2u : (involved.count(i) != 0 ? 1u : 0u)));
+        }
+        const auto created = servers[holder]->client()->get(version);
+        REQUIRE(created.has_value());
+        CHECK(std::stoll(*created) > clock_before);
+        f.log.clear();
+        CHECK(users.list(OrderBy{&User::id}).back().name == "v3 100");
+        CHECK(f.log.count("SELECT") == 1);
+        CHECK(f.stats().errors == 0);
+    }
 }
 
 // ---- API.md rule 6: fills never outlive the commits that invalidated them -----------------

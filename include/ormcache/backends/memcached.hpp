@@ -10,10 +10,12 @@
 //                `add key "\0lease:<token>"` (or a `cas` over a stale entry);
 //  - fill:       gets the entry and the guard counters, check that the entry still holds our
 //                lease and every counter is unchanged, then `cas` with the CAS id just read.
-//                The invalidator bumps counters, then deletes keys: every interleaving either
-//                fails the guard check or the cas;
-//  - invalidate: incr the counters (add the clock when missing), delete the entries, each
-//                reply awaited (an invalidation must be known delivered, so no noreply).
+//                The invalidator bumps counters and deletes keys: every interleaving either
+//                fails the guard check (a bumped counter) or the cas (a deleted lease);
+//  - invalidate: per server, every incr then every delete pipelined in one request on our
+//                own connection (detail/memcached_socket.hpp), every reply read: known
+//                delivered, in one round trip per server whatever the number of keys (a
+//                counter found missing is then added from the clock: one more).
 //
 // Keys are spread by consistent hashing (ketama), so adding a server moves few keys. A dead
 // server is NOT ejected: ejecting would move its keys to another server and back when it
@@ -571,13 +573,12 @@ class MemcachedBackend {
                 parts[s].fallback_bump = batch.fallback_bump;
             servers_[s]->pending.push(parts[s]);
         }
-        auto h = pool_.acquire();
         std::optional<CacheError> failure;
         for (std::size_t s = 0; s < parts.size(); ++s) {
             if (parts[s].empty())
                 continue;
             try {
-                prepare(h, s);
+                prepare(s);
             } catch (const CacheError& e) {
                 if (!failure)
                     failure = e;  // the other servers still get theirs
@@ -594,11 +595,10 @@ class MemcachedBackend {
     /// value. A server that does not answer keeps its keys and makes clear() throw, once the
     /// others are cleared.
     void clear() {
-        auto h = pool_.acquire();
         std::optional<CacheError> failure;
         for (std::size_t s = 0; s < servers_.size(); ++s) {
             try {
-                prepare(h, s);
+                prepare(s);
                 clear_on(s);
             } catch (const CacheError& e) {
                 if (!failure)
@@ -881,7 +881,7 @@ class MemcachedBackend {
 
     /// Before any I/O to `server`: fail at once while its circuit is open, and deliver what
     /// it missed before anything else is done on it.
-    void prepare(const detail::MemcachedPool::Lease& h, std::size_t server) {
+    void prepare(std::size_t server) {
         Server& s = *servers_[server];
         if (Clock::now().time_since_epoch().count() < s.retry_at.load(std::memory_order_relaxed)) {
             CacheError error(
@@ -891,7 +891,7 @@ class MemcachedBackend {
             throw error;
         }
         if (!s.pending.empty())
-            s.pending.replay([&](const InvalidationBatch& batch) { deliver(h, batch); });
+            s.pending.replay([&](const InvalidationBatch& batch) { deliver(batch); });
     }
 
     // ---- the operations ----
@@ -1013,7 +1013,7 @@ class MemcachedBackend {
     void store(const detail::MemcachedPool::Lease& h, std::size_t server,
                const detail::MemcachedKey& wire, std::string_view key, std::string_view value,
                Ttl ttl) {
-        prepare(h, server);
+        prepare(server);
         if (ttl.count() == 0) {
             remove_key(h, server, wire.wire);
             return;
@@ -1032,39 +1032,107 @@ class MemcachedBackend {
             check(h, server, rc, "remove");
     }
 
-    /// Bumps, then deletes; every key on its own server. Throws at the first failure (the
-    /// batch stays pending: repeating what was already done is harmless).
-    void deliver(const detail::MemcachedPool::Lease& h, const InvalidationBatch& batch) {
+    /// Bumps, then deletes; one round trip per server holding any of the keys (usually one
+    /// server: invalidate() hands each server its own part). Throws at the first failure
+    /// (the batch stays pending: repeating what was already done is harmless).
+    void deliver(const InvalidationBatch& batch) {
+        std::vector<std::vector<std::string>> bumps(servers_.size()), removals(servers_.size());
         for (const auto& counter : batch.bump) {
-            const auto wire = keys_.key(counter).wire;
-            const std::size_t server = server_of(wire);
-            guard_circuit(server);
-            std::uint64_t value = 0;
-            auto rc = memcached_increment(h.get(), wire.data(), wire.size(), 1, &value);
-            if (rc == MEMCACHED_CLIENT_ERROR) {
-                // Not a number (overwritten by someone else): deleting it invalidates as well,
-                // since it comes back from the clock, above every value it ever had.
-                rc = memcached_delete(h.get(), wire.data(), wire.size(), 0);
-                if (rc == MEMCACHED_NOTFOUND)
-                    rc = MEMCACHED_SUCCESS;
-            } else if (rc == MEMCACHED_NOTFOUND) {
-                // Missing: created from the clock, already bumped (as the Redis backend does).
-                const std::string text = std::to_string(clock_seed() + 1);
-                rc = memcached_add(h.get(), wire.data(), wire.size(), text.data(), text.size(), 0,
-                                   0);
-                if (rc == MEMCACHED_NOTSTORED)
-                    rc = memcached_increment(h.get(), wire.data(), wire.size(), 1, &value);
-            }
-            check(h, server, rc, "invalidate");
+            auto wire = keys_.key(counter).wire;
+            bumps[server_of(wire)].push_back(std::move(wire));
         }
         for (const auto& key : batch.remove) {
-            const auto wire = keys_.key(key).wire;
-            const std::size_t server = server_of(wire);
-            guard_circuit(server);
-            const auto rc = memcached_delete(h.get(), wire.data(), wire.size(), 0);
-            if (rc != MEMCACHED_NOTFOUND)
-                check(h, server, rc, "invalidate");
+            auto wire = keys_.key(key).wire;
+            removals[server_of(wire)].push_back(std::move(wire));
         }
+        for (std::size_t server = 0; server < servers_.size(); ++server) {
+            if (bumps[server].empty() && removals[server].empty())
+                continue;
+            guard_circuit(server);
+            deliver_to(server, bumps[server], removals[server]);
+        }
+    }
+
+    /// Every incr, then every delete, pipelined in one request whose replies are all read:
+    /// memcached runs a connection's commands in order, so once the last reply is in,
+    /// everything is done, in one round trip whatever the number of keys. Counters found
+    /// missing or not a number take one more.
+    void deliver_to(std::size_t server, const std::vector<std::string>& bumps,
+                    const std::vector<std::string>& removals) {
+        std::string request;
+        for (const auto& wire : bumps)
+            request.append("incr ").append(wire).append(" 1\r\n");
+        for (const auto& wire : removals)
+            request.append("delete ").append(wire).append("\r\n");
+        std::vector<std::string> missing, garbage;
+        exchange_with(server, "invalidate", [&](detail::MemcachedSocket& socket) {
+            missing.clear();
+            garbage.clear();
+            std::size_t replied = 0;
+            socket.exchange(request, [&](std::string_view line) {
+                if (replied < bumps.size()) {
+                    if (line == "NOT_FOUND") {
+                        missing.push_back(bumps[replied]);
+                    } else if (line.starts_with("CLIENT_ERROR")) {
+                        garbage.push_back(bumps[replied]);  // "non-numeric value"
+                    } else if (!parse_counter(line)) {
+                        refused(server, "invalidate", line);
+                    }
+                } else if (line != "DELETED" && line != "NOT_FOUND") {
+                    refused(server, "invalidate", line);
+                }
+                return ++replied < bumps.size() + removals.size();
+            });
+        });
+        if (!missing.empty() || !garbage.empty())
+            repair_counters(server, missing, garbage);
+    }
+
+    /// The counters an incr could not bump. A missing one is created from the clock, already
+    /// bumped (as the Redis backend does); if a reader created it in between, it is bumped
+    /// after all. One that is not a number (overwritten by someone else) is deleted: that
+    /// invalidates as well, since it comes back from the clock, above every value it had.
+    void repair_counters(std::size_t server, const std::vector<std::string>& missing,
+                         const std::vector<std::string>& garbage) {
+        std::string request;
+        const std::string created = std::to_string(clock_seed() + 1);
+        for (const auto& wire : missing) {
+            request.append("add ").append(wire).append(" 0 0 ");
+            request.append(std::to_string(created.size())).append("\r\n");
+            request.append(created).append("\r\n");
+        }
+        for (const auto& wire : garbage)
+            request.append("delete ").append(wire).append("\r\n");
+        std::string bump_again;
+        exchange_with(server, "invalidate", [&](detail::MemcachedSocket& socket) {
+            bump_again.clear();
+            std::size_t replied = 0;
+            socket.exchange(request, [&](std::string_view line) {
+                if (replied < missing.size()) {
+                    if (line == "NOT_STORED")
+                        bump_again.append("incr ").append(missing[replied]).append(" 1\r\n");
+                    else if (line != "STORED")
+                        refused(server, "invalidate", line);
+                } else if (line != "DELETED" && line != "NOT_FOUND") {
+                    refused(server, "invalidate", line);
+                }
+                return ++replied < missing.size() + garbage.size();
+            });
+        });
+        if (bump_again.empty())
+            return;
+        const auto expected =
+            static_cast<std::size_t>(std::count(bump_again.begin(), bump_again.end(), '\n'));
+        exchange_with(server, "invalidate", [&](detail::MemcachedSocket& socket) {
+            std::size_t replied = 0;
+            socket.exchange(bump_again, [&](std::string_view line) {
+                // Gone again, or overwritten again: either way it comes back from the clock.
+                if (!parse_counter(line) && line != "NOT_FOUND" &&
+                    !line.starts_with("CLIENT_ERROR"))
+                    refused(server, "invalidate", line);
+                return ++replied < expected;
+            });
+        });
     }
 
     /// Throws while `server`'s circuit is open (no replay: for use inside one).
@@ -1089,7 +1157,7 @@ class MemcachedBackend {
         std::sort(distinct.begin(), distinct.end());
         distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());
         for (const auto s : distinct)
-            prepare(h, s);
+            prepare(s);
         std::vector<std::optional<Item>> items(keys.size());
         const auto rc = fetch_into(h, keys, {}, items);
         if (!memcached_failed(rc)) {
