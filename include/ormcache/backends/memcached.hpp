@@ -32,7 +32,8 @@
 // each server's keys with the LRU crawler and deletes only those, leaving other
 // applications' entries on shared servers alone.
 //
-// Thread-safe: a pool of libmemcached handles, each used by one thread at a time.
+// Thread-safe: a pool of libmemcached handles, and per server a pool of our own connections,
+// each used by one thread at a time.
 
 #include <libmemcached/memcached.h>
 
@@ -636,8 +637,8 @@ class MemcachedBackend {
         std::atomic<std::int64_t> retry_at{0};
         detail::PendingInvalidations pending;
         detail::IncidentTracker incident;
-        /// Whether `lru_crawler metadump hash` is understood (memcached >= 1.6.10); older
-        /// servers are walked by LRU instead (`metadump all`).
+        /// Whether `lru_crawler metadump hash` is understood; older servers answer BADCLASS
+        /// and are walked by LRU instead (`metadump all`).
         std::atomic<bool> metadump_by_hash{true};
         std::mutex sockets_mutex;  // guards idle_sockets
         /// Our own text-protocol connections, idle (see detail/memcached_socket.hpp).
@@ -839,9 +840,9 @@ class MemcachedBackend {
     }
 
     void clear_on(std::size_t server) {
-        // Two listings at least: the second proves the first missed nothing (or finds what it
-        // missed). Keys filled meanwhile may keep appearing: past a few rounds they are new
-        // entries, not old ones.
+        // Listed until a listing finds none of ours: one that found some is followed by
+        // another, which catches what it missed. Keys filled meanwhile may keep appearing:
+        // past a few rounds they are new entries, not old ones.
         for (int round = 0; round < 4; ++round) {
             const auto keys = list_own_keys(server);
             if (keys.empty())
