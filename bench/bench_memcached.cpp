@@ -7,7 +7,12 @@
 //   memcached/raw_get_decode:  the baseline: memcached_get of the same entry's bytes on a
 //                              plain libmemcached handle, the envelope parsed and the JSON
 //                              decoded into app::User by ormcache::from_json.
-// The summary prints both, and whether get_hit reaches 0.9x the baseline's throughput.
+//   memcached/commit/100_changed_ids: update_many of 100 users and the commit, whose
+//                              invalidation deletes 100 entity keys and bumps the list
+//                              version; a RoundTripProxy (tests/support) between the backend
+//                              and the server counts the round trips each commit costs.
+// The summary prints the two hit figures, whether get_hit reaches 0.9x the baseline's
+// throughput, and the commit's time and round trips.
 
 #include <benchmark/benchmark.h>
 #include <libmemcached/memcached.h>
@@ -30,6 +35,7 @@
 #include <ormcache/ormcache.hpp>
 
 #include "memcached_server.hpp"
+#include "round_trip_proxy.hpp"
 
 namespace app {
 
@@ -101,6 +107,36 @@ struct Fixture {
 
 Fixture* g_fixture = nullptr;
 
+constexpr std::int64_t kChangedIds = 100;
+
+/// A second database on the same server, reached through a proxy that counts round trips.
+struct CommitFixture {
+    ormcache_test::RoundTripProxy proxy;
+    ormcache_test::TempDir dir;
+    ormcache::Database db;
+
+    explicit CommitFixture(int server_port)
+        : proxy(server_port),
+          db(ormcache::DatabaseConfig{
+              .connection_string = dir.file("commit.db"),
+              .cache_config =
+                  ormcache::CacheConfig{
+                      .backend = "memcached",
+                      .arguments = {{"url", {proxy.address()}}},
+                      .key_prefix = "bench-commit:",
+                  },
+          }) {
+        db.create_all<User>();
+        auto s = db.session();
+        Repository<User> users{s};
+        for (std::int64_t id = 1; id <= kChangedIds; ++id)
+            users.add({.id = id, .name = "user", .email = "e"});
+        s.commit();
+    }
+};
+
+CommitFixture* g_commit = nullptr;
+
 std::vector<std::int64_t> ids() {
     std::vector<std::int64_t> out;
     std::uint64_t x = 88172645463325252ULL;
@@ -167,6 +203,26 @@ void BM_RawGetDecode(benchmark::State& state) {
     memcached_free(m);
 }
 
+void BM_Commit100ChangedIds(benchmark::State& state) {
+    auto s = g_commit->db.session();
+    Repository<User> users{s};
+    std::vector<User> rows;
+    for (std::int64_t id = 1; id <= kChangedIds; ++id)
+        rows.push_back(users.get(id, {.use_cache = false}));
+    std::uint64_t round_trips = 0, sequence = 0;
+    for (auto _ : state) {
+        ++sequence;
+        for (auto& row : rows)
+            row.name = "user v" + std::to_string(sequence);
+        users.update_many(rows);
+        const auto before = g_commit->proxy.round_trips();
+        s.commit();
+        round_trips += g_commit->proxy.round_trips() - before;
+    }
+    state.counters["round_trips/commit"] =
+        static_cast<double>(round_trips) / static_cast<double>(state.iterations());
+}
+
 BENCHMARK(BM_GetHit)
     ->Name("memcached/get_hit")
     ->Repetitions(3)
@@ -177,6 +233,12 @@ BENCHMARK(BM_RawGetDecode)
     ->Repetitions(3)
     ->MinTime(0.5)
     ->ReportAggregatesOnly();
+BENCHMARK(BM_Commit100ChangedIds)
+    ->Name("memcached/commit/100_changed_ids")
+    ->Repetitions(3)
+    ->MinTime(0.5)
+    ->Unit(benchmark::kMicrosecond)
+    ->ReportAggregatesOnly();
 
 /// Keeps the medians of the two benchmarks for the summary.
 class Collector : public benchmark::ConsoleReporter {
@@ -184,8 +246,11 @@ class Collector : public benchmark::ConsoleReporter {
     void ReportRuns(const std::vector<Run>& runs) override {
         for (const auto& run : runs) {
             if (run.aggregate_name == "median") {
+                // In the run's time unit (ns, or µs for the commit).
                 medians_[run.run_name.function_name] = {run.GetAdjustedRealTime(),
                                                         run.GetAdjustedCPUTime()};
+                for (const auto& [name, counter] : run.counters)
+                    counters_[run.run_name.function_name + " " + name] = counter.value;
             }
         }
         ConsoleReporter::ReportRuns(runs);
@@ -198,8 +263,16 @@ class Collector : public benchmark::ConsoleReporter {
         return it->second;
     }
 
+    std::optional<double> counter(const std::string& benchmark, const std::string& name) const {
+        const auto it = counters_.find(benchmark + " " + name);
+        if (it == counters_.end())
+            return std::nullopt;
+        return it->second;
+    }
+
   private:
     std::map<std::string, std::pair<double, double>> medians_;
+    std::map<std::string, double> counters_;
 };
 
 }  // namespace
@@ -210,6 +283,8 @@ int main(int argc, char** argv) {
         return 1;
     Fixture fixture;
     g_fixture = &fixture;
+    CommitFixture commit_fixture(fixture.server.port());
+    g_commit = &commit_fixture;
     Collector reporter;
     benchmark::RunSpecifiedBenchmarks(&reporter);
     const auto ours = reporter.median("memcached/get_hit");
@@ -228,7 +303,16 @@ int main(int argc, char** argv) {
     } else {
         std::cout << "memcached get hit | not run\n";
     }
+    const auto commit = reporter.median("memcached/commit/100_changed_ids");
+    const auto trips = reporter.counter("memcached/commit/100_changed_ids", "round_trips/commit");
+    if (commit && trips) {
+        std::printf(
+            "\nmemcached commit of 100 changed ids | %.0f us/commit | %.2f round trips per "
+            "commit to the server\n",
+            commit->first, *trips);
+    }
     benchmark::Shutdown();
     g_fixture = nullptr;
+    g_commit = nullptr;
     return 0;
 }

@@ -17,6 +17,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <ctime>
+#include <functional>
 #include <latch>
 #include <map>
 #include <memory>
@@ -35,6 +36,7 @@
 
 #include "memcached_server.hpp"
 #include "models.hpp"
+#include "round_trip_proxy.hpp"
 #include "test_support.hpp"
 
 using namespace std::chrono_literals;
@@ -52,6 +54,7 @@ using ormcache::OrderBy;
 using ormcache::Repository;
 using ormcache_test::MemcachedClient;
 using ormcache_test::MemcachedServer;
+using ormcache_test::RoundTripProxy;
 using ormcache_test::SqlLog;
 using ormcache_test::TempDir;
 using Clock = std::chrono::steady_clock;
@@ -353,9 +356,9 @@ TEST_CASE("memcached: a bad configuration is a ConfigError naming the field",
 
 TEST_CASE("memcached: keys memcached refuses are shortened with a hash, never confused",
           "[memcached][keys]") {
-    using ormcache::detail::memcached_key;
     using ormcache::detail::memcached_unwrap;
     using ormcache::detail::memcached_wrap;
+    using ormcache::detail::MemcachedKeyspace;
     using ormcache::detail::sha256_hex;
     // FIPS 180-2 test vectors.
     CHECK(sha256_hex("") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
@@ -363,9 +366,12 @@ TEST_CASE("memcached: keys memcached refuses are shortened with a hash, never co
     CHECK(sha256_hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq") ==
           "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
 
+    const MemcachedKeyspace keys("aa:");
+    CHECK(keys.head() == "aa:");
     const std::string plain = "aa:e:users:0123456789abcdef:json:i42";
-    CHECK(memcached_key(plain).wire == plain);
-    CHECK_FALSE(memcached_key(plain).shortened);
+    CHECK(keys.key(plain).wire == plain);
+    CHECK_FALSE(keys.key(plain).shortened);
+    CHECK(keys.owns(plain));
 
     const std::vector<std::string> hostile = {
         "aa:e:tags:x:json:shello world",
@@ -378,16 +384,18 @@ TEST_CASE("memcached: keys memcached refuses are shortened with a hash, never co
         // Fits, but looks like a shortened key: shortened too, so it cannot be one.
         "aa:" + std::string(":") + sha256_hex("anything"),
     };
-    std::set<std::string> wires{memcached_key(plain).wire};
+    std::set<std::string> wires{keys.key(plain).wire};
     for (const auto& key : hostile) {
         INFO(key);
-        const auto k = memcached_key(key);
+        const auto k = keys.key(key);
         CHECK(k.shortened);
         CHECK(k.wire.size() <= 250);
         CHECK(std::all_of(k.wire.begin(), k.wire.end(), [](char c) {
             return static_cast<unsigned char>(c) > 0x20 && static_cast<unsigned char>(c) < 0x7f;
         }));
-        CHECK(k.wire.rfind("aa:", 0) == 0);  // the head stays readable
+        // The head stays readable, and clear() finds the key by its prefix.
+        CHECK(k.wire.starts_with(key.starts_with("aa:e:tags:") ? "aa:e:tags:" : "aa:"));
+        CHECK(keys.owns(k.wire));
         CHECK(wires.insert(k.wire).second);  // no two keys share a wire key
         // The entry carries the whole key: another key under the same wire key is a miss.
         const std::string stored = memcached_wrap(k, key, "payload");
@@ -395,6 +403,30 @@ TEST_CASE("memcached: keys memcached refuses are shortened with a hash, never co
         CHECK_FALSE(memcached_unwrap(k, key + "x", stored).has_value());
         CHECK_FALSE(memcached_unwrap(k, key, "payload").has_value());
     }
+    CHECK_FALSE(MemcachedKeyspace("bb:").owns(keys.key(hostile.front()).wire));
+
+    // A prefix memcached would refuse (a space; or too long to leave room for the hash) is
+    // replaced by a hash of it at the head of every key, all of them shortened.
+    const std::string spaced = "my app:";
+    const std::string long_prefix = std::string(190, 'p') + ":";
+    for (const auto& prefix : {spaced, long_prefix}) {
+        INFO(prefix);
+        const MemcachedKeyspace odd(prefix);
+        CHECK(odd.head() == "#" + sha256_hex(prefix).substr(0, 32) + ":");
+        const auto k = odd.key(prefix + "e:users:0123456789abcdef:json:i42");
+        CHECK(k.shortened);
+        CHECK(k.wire.size() <= 250);
+        CHECK(k.wire.rfind(odd.head() + "e:users:0123456789abcdef:json:i42:", 0) == 0);
+        CHECK(odd.owns(k.wire));
+        CHECK_FALSE(keys.owns(k.wire));
+        CHECK(odd.key(prefix + std::string(400, 'x')).wire.size() <= 250);
+        CHECK(odd.owns(odd.key(prefix + std::string(400, 'x')).wire));
+    }
+    CHECK(MemcachedKeyspace(spaced).head() != MemcachedKeyspace(long_prefix).head());
+    // The longest prefix that still goes as it is: 185 bytes, room left for ':' + hash.
+    const std::string longest(185, 'q');
+    CHECK(MemcachedKeyspace(longest).head() == longest);
+    CHECK(MemcachedKeyspace(longest).key(longest + std::string(100, 'r')).wire.size() == 250);
 }
 
 TEST_CASE("memcached: TTLs become memcached exptimes that mean what they say", "[memcached][ttl]") {
@@ -658,6 +690,130 @@ TEST_CASE("memcached: get_or_create and clear", "[memcached][clear]") {
     CHECK(f.errors.count == 0);
 }
 
+namespace {
+
+const std::vector<std::string> kClearSlugs = {"plain", "with space", std::string(300, 'l'),
+                                              "line\nbreak"};
+
+/// Adds the tags of kClearSlugs to `f`'s database.
+void add_clear_tags(Fixture& f) {
+    auto s = f.db->session();
+    Repository<Tag> tags{s};
+    for (const auto& slug : kClearSlugs)
+        tags.add({.slug = slug, .label = "label of " + slug.substr(0, 10)});
+    s.commit();
+}
+
+/// Reads everything add_clear_tags and the fixture's users put there: 5 users, a list, the
+/// tags. Returns the number of reads (each a hit or one SELECT).
+std::size_t read_everything(Fixture& f) {
+    auto s = f.db->session();
+    Repository<User> users{s};
+    Repository<Tag> tags{s};
+    std::size_t reads = 0;
+    for (std::int64_t id = 1; id <= 5; ++id, ++reads)
+        CHECK(users.get(id).id == id);
+    CHECK(users.list(OrderBy{&User::id}).size() == 5);
+    ++reads;
+    for (const auto& slug : kClearSlugs) {
+        CHECK(tags.get(slug).slug == slug);
+        ++reads;
+    }
+    return reads;
+}
+
+}  // namespace
+
+TEST_CASE("memcached: clear() drops its own prefix's keys only, shortened ones included",
+          "[memcached][clear]") {
+    auto& servers = shared_servers();
+    // Three applications on the same servers: two plain prefixes, and one memcached would
+    // refuse as it is (a space), whose keys all go under a hash of it.
+    Fixture mine(shared_config("clear-mine"));
+    Fixture other(shared_config("clear-other"));
+    Fixture odd(memcached_config(urls_of(servers), unique_prefix("clear odd")));
+    const ormcache::detail::MemcachedKeyspace odd_keys(odd.prefix);
+    REQUIRE(odd_keys.head() != odd.prefix);
+    // And a key written by something else entirely.
+    servers[1]->client()->set("foreign-app:key", "theirs");
+
+    for (Fixture* f : {&mine, &other, &odd}) {
+        add_clear_tags(*f);
+        read_everything(*f);
+    }
+    const auto mine_before = keys_on(servers, mine.prefix);
+    const auto odd_before = keys_on(servers, odd_keys.head());
+    const auto shortened = [](const std::map<std::string, std::size_t>& keys) {
+        return std::count_if(keys.begin(), keys.end(), [](const auto& entry) {
+            return ormcache::detail::memcached_looks_shortened(entry.first);
+        });
+    };
+    CHECK(shortened(mine_before) == 3);  // the three slugs memcached refuses
+    CHECK(mine_before.size() > 10);      // entries and counters
+    CHECK(shortened(odd_before) == static_cast<std::ptrdiff_t>(odd_before.size()));
+    CHECK(odd_before.size() == mine_before.size());
+
+    mine.db->cache_manager().clear();
+    CHECK(keys_on(servers, mine.prefix).empty());
+    CHECK(mine.stats().errors == 0);
+    CHECK(mine.errors.count == 0);
+    // The others' entries are all still there: hits, no SQL.
+    for (Fixture* f : {&other, &odd}) {
+        f->log.clear();
+        read_everything(*f);
+        CHECK(f->log.size() == 0);
+    }
+    CHECK(keys_on(servers, odd_keys.head()).size() == odd_before.size());
+    CHECK(servers[1]->client()->get("foreign-app:key") == std::optional<std::string>("theirs"));
+    // Ours are gone: every read runs its query once, then hits again.
+    mine.log.clear();
+    const auto reads = read_everything(mine);
+    CHECK(mine.log.count("SELECT") == reads);
+    mine.log.clear();
+    read_everything(mine);
+    CHECK(mine.log.size() == 0);
+
+    // The prefix that goes hashed finds its keys by the hash.
+    odd.db->cache_manager().clear();
+    CHECK(keys_on(servers, odd_keys.head()).empty());
+    CHECK(odd.errors.count == 0);
+    other.log.clear();
+    read_everything(other);
+    CHECK(other.log.size() == 0);
+    CHECK_FALSE(keys_on(servers, mine.prefix).empty());
+    CHECK(servers[1]->client()->get("foreign-app:key") == std::optional<std::string>("theirs"));
+    servers[1]->client()->remove("foreign-app:key");
+}
+
+TEST_CASE("memcached: clear() with a server down clears the others and fails open",
+          "[memcached][clear][failopen]") {
+    std::vector<std::unique_ptr<MemcachedServer>> servers;
+    for (int i = 0; i < 3; ++i)
+        servers.push_back(std::make_unique<MemcachedServer>());
+    Fixture f(memcached_config(
+        urls_of(servers), unique_prefix("clear-down"),
+        {{"connect_timeout_ms", 200}, {"socket_timeout_ms", 200}, {"retry_interval_ms", 100}}));
+    add_clear_tags(f);
+    read_everything(f);
+    const auto before = keys_on(servers, f.prefix);
+    std::set<std::size_t> holding;
+    for (const auto& [key, server] : before)
+        holding.insert(server);
+    REQUIRE(holding.size() == 3);
+
+    servers[2]->stop();
+    const auto errors_before = f.stats().errors;
+    f.db->cache_manager().clear();  // absorbed: never thrown
+    CHECK(f.stats().errors == errors_before + 1);
+    CHECK(f.errors.count == 1);
+    {
+        std::lock_guard lock(f.errors.mutex);
+        REQUIRE(f.errors.messages.size() == 1);
+        CHECK(f.errors.messages[0].find(servers[2]->address()) != std::string::npos);
+    }
+    CHECK(keys_on(servers, f.prefix).empty());  // the two live servers hold none of ours
+}
+
 TEST_CASE("memcached: corrupt entries and counters are misses, removed and counted",
           "[memcached][corrupt]") {
     auto& servers = shared_servers();
@@ -695,6 +851,131 @@ TEST_CASE("memcached: corrupt entries and counters are misses, removed and count
     const auto now = raw_get(servers, generation);
     REQUIRE(now.has_value());
     CHECK(std::stoll(*now) > std::stoll(*old));
+}
+
+// ---- invalidation: one round trip per server ----------------------------------------------
+
+TEST_CASE("memcached: a commit that changes K ids costs one round trip per server, whatever K",
+          "[memcached][invalidate]") {
+    auto& servers = shared_servers();
+    // The backend talks to the servers through proxies that count its round trips.
+    std::vector<std::unique_ptr<RoundTripProxy>> proxies;
+    nlohmann::json url = nlohmann::json::array();
+    for (const auto& server : servers) {
+        proxies.push_back(std::make_unique<RoundTripProxy>(server->port()));
+        url.push_back(proxies.back()->address());
+    }
+    Fixture f(memcached_config(url, unique_prefix("batch")), false);
+    constexpr std::int64_t kUsers = 100;
+    {
+        auto s = f.db->session();
+        Repository<User> users{s};
+        for (std::int64_t i = 1; i <= kUsers; ++i)
+            users.add({.name = "user " + std::to_string(i), .email = "e"});
+        s.commit();
+    }
+    auto s = f.db->session();
+    Repository<User> users{s};
+    const std::string version = f.prefix + "v:users";
+    const auto stat_sum = [&](const std::string& name) {
+        long long sum = 0;
+        for (const auto& server : servers)
+            sum += server->client()->stat(name);
+        return sum;
+    };
+
+    // Caches ids 1..count and the list, renames them in one commit (`before_commit` runs
+    // just before it); returns the round trips each server saw during the commit.
+    // `involved` gets the servers that hold a changed entry or the version counter.
+    const auto commit_renames = [&](
+                                    std::int64_t count, const std::string& tag,
+                                    std::set<std::size_t>& involved,
+                                    const std::function<void()>& before_commit = [] {}) {
+        for (std::int64_t id = 1; id <= count; ++id)
+            users.get(id);
+        users.list(OrderBy{&User::id});
+        involved.clear();
+        for (const auto& [key, server] : keys_on(servers, f.prefix + "e:users:")) {
+            const auto id = std::stoll(key.substr(key.rfind(":i") + 2));
+            if (id <= count)
+                involved.insert(server);
+        }
+        for (const auto& [key, server] : keys_on(servers, version))
+            involved.insert(server);
+        auto w = f.db->session();
+        Repository<User> writer{w};
+        std::vector<User> changed;
+        for (std::int64_t id = 1; id <= count; ++id) {
+            auto u = writer.get(id, {.use_cache = false});
+            u.name = tag + " " + std::to_string(id);
+            changed.push_back(u);
+        }
+        writer.update_many(changed);
+        before_commit();
+        std::vector<std::uint64_t> before;
+        for (const auto& proxy : proxies)
+            before.push_back(proxy->round_trips());
+        w.commit();
+        std::vector<std::uint64_t> trips;
+        for (std::size_t i = 0; i < proxies.size(); ++i)
+            trips.push_back(proxies[i]->round_trips() - before[i]);
+        return trips;
+    };
+    const auto expect_one_each = [&](const std::vector<std::uint64_t>& trips,
+                                     const std::set<std::size_t>& involved) {
+        for (std::size_t i = 0; i < trips.size(); ++i) {
+            INFO("server " << i);
+            CHECK(trips[i] == (involved.count(i) != 0 ? 1u : 0u));
+        }
+    };
+
+    SECTION("100 ids: one pipelined request per server, every delete and incr done") {
+        const auto deletes_before = stat_sum("delete_hits");
+        const auto incrs_before = stat_sum("incr_hits");
+        std::set<std::size_t> involved;
+        const auto trips = commit_renames(kUsers, "v2", involved);
+        CHECK(involved.size() == 3);  // 100 keys spread over all three
+        expect_one_each(trips, involved);
+        CHECK(stat_sum("delete_hits") - deletes_before == kUsers);  // every entry deleted
+        CHECK(stat_sum("incr_hits") - incrs_before == 1);           // the list version
+        CHECK(f.stats().errors == 0);
+        // Delivered: every read is a miss that sees the commit.
+        f.log.clear();
+        for (std::int64_t id = 1; id <= kUsers; ++id)
+            CHECK(users.get(id).name == "v2 " + std::to_string(id));
+        CHECK(users.list(OrderBy{&User::id}).back().name == "v2 100");
+        CHECK(f.log.count("SELECT") == kUsers + 1);
+
+        // One id: the same one round trip per server involved.
+        const auto single = commit_renames(1, "v3", involved);
+        CHECK(involved.size() <= 2);
+        expect_one_each(single, involved);
+        CHECK(users.get(1).name == "v3 1");
+    }
+
+    SECTION("a missing version counter is re-created from the clock: one round trip more") {
+        std::set<std::size_t> involved;
+        commit_renames(kUsers, "v2", involved);  // creates the counter
+        const std::size_t holder = keys_on(servers, version).begin()->second;
+        long long clock_before = 0;
+        const auto trips = commit_renames(kUsers, "v3", involved, [&] {
+            servers[holder]->client()->remove(version);  // as if evicted
+            clock_before = std::chrono::duration_cast<std::chrono::microseconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count();
+        });
+        for (std::size_t i = 0; i < trips.size(); ++i) {
+            INFO("server " << i);
+            CHECK(trips[i] == (i == holder ? 2u : (involved.count(i) != 0 ? 1u : 0u)));
+        }
+        const auto created = servers[holder]->client()->get(version);
+        REQUIRE(created.has_value());
+        CHECK(std::stoll(*created) > clock_before);
+        f.log.clear();
+        CHECK(users.list(OrderBy{&User::id}).back().name == "v3 100");
+        CHECK(f.log.count("SELECT") == 1);
+        CHECK(f.stats().errors == 0);
+    }
 }
 
 // ---- API.md rule 6: fills never outlive the commits that invalidated them -----------------

@@ -10,10 +10,12 @@
 //                `add key "\0lease:<token>"` (or a `cas` over a stale entry);
 //  - fill:       gets the entry and the guard counters, check that the entry still holds our
 //                lease and every counter is unchanged, then `cas` with the CAS id just read.
-//                The invalidator bumps counters, then deletes keys: every interleaving either
-//                fails the guard check or the cas;
-//  - invalidate: incr the counters (add the clock when missing), delete the entries, each
-//                reply awaited (an invalidation must be known delivered, so no noreply).
+//                The invalidator bumps counters and deletes keys: every interleaving either
+//                fails the guard check (a bumped counter) or the cas (a deleted lease);
+//  - invalidate: per server, every incr then every delete pipelined in one request on our
+//                own connection (detail/memcached_socket.hpp), every reply read: known
+//                delivered, in one round trip per server whatever the number of keys (a
+//                counter found missing is then added from the clock: one more).
 //
 // Keys are spread by consistent hashing (ketama), so adding a server moves few keys. A dead
 // server is NOT ejected: ejecting would move its keys to another server and back when it
@@ -25,9 +27,13 @@
 //
 // memcached keys are at most 250 bytes with no spaces or control characters; any other key
 // is sent as a readable head plus the SHA-256 of the whole key, and its entries carry the
-// whole key, so two keys can never read each other's entry.
+// whole key, so two keys can never read each other's entry. Every key sent starts with the
+// key prefix (or, if memcached would refuse the prefix itself, a hash of it): clear() lists
+// each server's keys with the LRU crawler and deletes only those, leaving other
+// applications' entries on shared servers alone.
 //
-// Thread-safe: a pool of libmemcached handles, each used by one thread at a time.
+// Thread-safe: a pool of libmemcached handles, and per server a pool of our own connections,
+// each used by one thread at a time.
 
 #include <libmemcached/memcached.h>
 
@@ -45,6 +51,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -53,7 +60,9 @@
 #include "../backend.hpp"
 #include "../detail/incident.hpp"
 #include "../detail/lock_wait.hpp"
+#include "../detail/memcached_socket.hpp"
 #include "../detail/pending_invalidations.hpp"
+#include "../detail/percent_decoding.hpp"
 #include "../detail/sha256.hpp"
 #include "../errors.hpp"
 
@@ -216,23 +225,52 @@ struct MemcachedKey {
     bool shortened = false;
 };
 
-inline MemcachedKey memcached_key(std::string_view key) {
-    if (!key.empty() && key.size() <= memcached_max_key &&
-        std::all_of(key.begin(), key.end(), memcached_key_char) &&
-        !memcached_looks_shortened(key)) {
-        return {std::string(key), false};
+/// How the keys under one key prefix become memcached keys. Every wire key starts with
+/// head(), which stands for the prefix, so that clear() can tell this prefix's keys from
+/// other applications' among everything a server lists:
+///  - the head is the prefix itself when memcached takes it as it is and it leaves room for
+///    a hash after it; keys that fit then go as they are;
+///  - otherwise it is "#" + 32 hex digits of the prefix's SHA-256 + ":", and every key is
+///    shortened.
+/// A shortened key is the head, a readable rest (the key after the prefix, forbidden bytes
+/// replaced, cut to fit) and ":" + the SHA-256 of the whole key.
+class MemcachedKeyspace {
+  public:
+    explicit MemcachedKeyspace(std::string prefix = {}) : prefix_(std::move(prefix)) {
+        const bool usable = prefix_.size() <= memcached_max_key - memcached_hash_suffix &&
+                            std::all_of(prefix_.begin(), prefix_.end(), memcached_key_char);
+        head_ = usable ? prefix_ : "#" + sha256_hex(prefix_).substr(0, 32) + ":";
     }
-    // A readable head (the prefix, table and as much of the id as fits, with forbidden bytes
-    // replaced) for whoever inspects the servers, and the hash of the whole key.
-    MemcachedKey out{{}, true};
-    out.wire.reserve(memcached_max_key);
-    for (char c : key.substr(0, memcached_max_key - memcached_hash_suffix)) {
-        out.wire += memcached_key_char(c) ? c : '_';
+
+    MemcachedKey key(std::string_view key) const {
+        const bool under_prefix = key.starts_with(prefix_);
+        if (under_prefix && head_ == prefix_ && !key.empty() && key.size() <= memcached_max_key &&
+            std::all_of(key.begin(), key.end(), memcached_key_char) &&
+            !memcached_looks_shortened(key)) {
+            return {std::string(key), false};
+        }
+        const std::string_view rest = under_prefix ? key.substr(prefix_.size()) : key;
+        MemcachedKey out{head_, true};
+        out.wire.reserve(memcached_max_key);
+        const std::size_t room = memcached_max_key - memcached_hash_suffix - head_.size();
+        for (char c : rest.substr(0, room))
+            out.wire += memcached_key_char(c) ? c : '_';
+        out.wire += ':';
+        out.wire += sha256_hex(key);
+        return out;
     }
-    out.wire += ':';
-    out.wire += sha256_hex(key);
-    return out;
-}
+
+    /// `wire` (as a server lists it) is one of this prefix's keys. Like a prefix match in
+    /// Redis, it also holds for the keys of a longer prefix that starts with this one.
+    bool owns(std::string_view wire) const noexcept { return wire.starts_with(head_); }
+
+    /// What every wire key of this prefix starts with.
+    const std::string& head() const noexcept { return head_; }
+
+  private:
+    std::string prefix_;
+    std::string head_;
+};
 
 /// The bytes stored for `value` at `key`: as is, or "<size>\n<key><value>" under a
 /// shortened key.
@@ -410,7 +448,7 @@ class MemcachedBackend {
 
     MemcachedBackend(MemcachedOptions options, std::string key_prefix)
         : options_(std::move(options)),
-          prefix_(std::move(key_prefix)),
+          keys_(std::move(key_prefix)),
           pool_(options_, addresses(options_)) {
         for (const auto& address : options_.servers)
             servers_.push_back(std::make_unique<Server>(address));
@@ -440,7 +478,7 @@ class MemcachedBackend {
 
     bool fill(const FillRequest& request) {
         auto h = pool_.acquire();
-        const auto wire = detail::memcached_key(request.key);
+        const auto wire = keys_.key(request.key);
         const std::size_t server = server_of(wire.wire);
         if (request.lease.empty() && request.guards.empty()) {
             store(h, server, wire, request.key, request.value.bytes, request.ttl);
@@ -453,7 +491,7 @@ class MemcachedBackend {
             servers.push_back(server);
         }
         for (const auto& [counter, expected] : request.guards) {
-            keys.push_back(detail::memcached_key(counter).wire);
+            keys.push_back(keys_.key(counter).wire);
             servers.push_back(server_of(keys.back()));
         }
         const auto items = multi_get(h, keys, servers, "fill");
@@ -502,7 +540,7 @@ class MemcachedBackend {
 
     std::optional<CacheValue> get(const std::string& key) {
         auto h = pool_.acquire();
-        const auto wire = detail::memcached_key(key);
+        const auto wire = keys_.key(key);
         const auto items = multi_get(h, {wire.wire}, {server_of(wire.wire)}, "get");
         if (!items.front())
             return std::nullopt;
@@ -525,24 +563,23 @@ class MemcachedBackend {
             return;
         std::vector<InvalidationBatch> parts(servers_.size());
         for (const auto& key : batch.remove) {
-            auto& part = parts[server_of(detail::memcached_key(key).wire)];
+            auto& part = parts[server_of(keys_.key(key).wire)];
             part.remove.push_back(key);
         }
         for (const auto& counter : batch.bump)
-            parts[server_of(detail::memcached_key(counter).wire)].bump.push_back(counter);
+            parts[server_of(keys_.key(counter).wire)].bump.push_back(counter);
         for (std::size_t s = 0; s < parts.size(); ++s) {
             // A part folded (too much waiting) bumps these instead of deleting its keys.
             if (!parts[s].remove.empty())
                 parts[s].fallback_bump = batch.fallback_bump;
             servers_[s]->pending.push(parts[s]);
         }
-        auto h = pool_.acquire();
         std::optional<CacheError> failure;
         for (std::size_t s = 0; s < parts.size(); ++s) {
             if (parts[s].empty())
                 continue;
             try {
-                prepare(h, s);
+                prepare(s);
             } catch (const CacheError& e) {
                 if (!failure)
                     failure = e;  // the other servers still get theirs
@@ -552,22 +589,23 @@ class MemcachedBackend {
             throw *failure;
     }
 
-    /// Drops every entry on every server (memcached cannot list keys by prefix, so this is
-    /// flush_all: other applications' entries on the same servers go too). Counters go as
-    /// well; re-created from the clock, they never repeat an old value.
+    /// Drops every key under key_prefix on every server, and nothing else: memcached
+    /// cannot delete by prefix, so each server lists its keys (`lru_crawler metadump`) and
+    /// ours are deleted, until a listing finds none left (a listing can miss keys that move
+    /// while it runs). Counters go too; re-created from the clock, they never repeat an old
+    /// value. A server that does not answer keeps its keys and makes clear() throw, once the
+    /// others are cleared.
     void clear() {
-        auto h = pool_.acquire();
         std::optional<CacheError> failure;
         for (std::size_t s = 0; s < servers_.size(); ++s) {
             try {
-                prepare(h, s);
+                prepare(s);
+                clear_on(s);
             } catch (const CacheError& e) {
                 if (!failure)
                     failure = e;
             }
         }
-        // Flushed even if some server failed: the others must still drop everything.
-        check_all(h, memcached_flush(h.get(), 0), "clear");
         if (failure)
             throw *failure;
     }
@@ -582,9 +620,7 @@ class MemcachedBackend {
 
     /// The position in options().servers of the server that holds `key` (for tests and
     /// monitoring).
-    std::size_t server_index(std::string_view key) const {
-        return server_of(detail::memcached_key(key).wire);
-    }
+    std::size_t server_index(std::string_view key) const { return server_of(keys_.key(key).wire); }
 
   private:
     static constexpr std::string_view lease_marker{"\0lease:", 7};
@@ -593,12 +629,20 @@ class MemcachedBackend {
 
     /// What we know of one server. Shared by every pooled handle.
     struct Server {
-        explicit Server(std::string a) : address(std::move(a)) {}
+        explicit Server(std::string a)
+            : address(std::move(a)), endpoint(detail::memcached_address(address)) {}
         const std::string address;
+        const detail::MemcachedAddress endpoint;
         /// Circuit breaker: no I/O to this server before then (steady clock, ns).
         std::atomic<std::int64_t> retry_at{0};
         detail::PendingInvalidations pending;
         detail::IncidentTracker incident;
+        /// Whether `lru_crawler metadump hash` is understood; older servers answer BADCLASS
+        /// and are walked by LRU instead (`metadump all`).
+        std::atomic<bool> metadump_by_hash{true};
+        std::mutex sockets_mutex;  // guards idle_sockets
+        /// Our own text-protocol connections, idle (see detail/memcached_socket.hpp).
+        std::vector<std::unique_ptr<detail::MemcachedSocket>> idle_sockets;
     };
 
     struct Item {
@@ -673,11 +717,162 @@ class MemcachedBackend {
         servers_[server]->incident.succeeded();
     }
 
-    /// For calls that reach every server at once (flush): a failure cannot be pinned on one.
-    void check_all(const detail::MemcachedPool::Lease& h, memcached_return_t rc,
-                   std::string_view operation) {
-        if (memcached_failed(rc))
-            detail::throw_memcached(operation, memcached_strerror(h.get(), rc));
+    /// A failure of `s` not seen through libmemcached: reported as part of the server's
+    /// incident, its circuit opened first if the server is unreachable, then thrown.
+    [[noreturn]] void fail(Server& s, const std::string& why, std::string_view operation,
+                           bool unreachable) {
+        if (unreachable)
+            trip(s);
+        CacheError error("memcached " + std::string(operation) + " on " + s.address + ": " + why,
+                         "memcached", std::string(operation));
+        s.incident.failed(error);
+        throw error;
+    }
+
+    // ---- our own connections ----
+
+    /// Runs `exchange(detail::MemcachedSocket&)` on one of `server`'s pooled connections. A
+    /// pooled connection the server has closed since (restarted, idle timeout) makes every
+    /// pooled one suspect: they are dropped and the exchange runs once more on a new one, so
+    /// `exchange` must be safe to repeat. Any other failure to connect or talk opens the
+    /// circuit and throws a CacheError; what `exchange` throws leaves the connection unused.
+    template <class Exchange>
+    void exchange_with(std::size_t server, std::string_view operation, Exchange&& exchange) {
+        Server& s = *servers_[server];
+        for (int attempt = 0;; ++attempt) {
+            std::unique_ptr<detail::MemcachedSocket> socket;
+            if (attempt == 0) {
+                std::lock_guard lock(s.sockets_mutex);
+                if (!s.idle_sockets.empty()) {
+                    socket = std::move(s.idle_sockets.back());
+                    s.idle_sockets.pop_back();
+                }
+            }
+            const bool reused = socket != nullptr;
+            try {
+                if (!socket) {
+                    socket = std::make_unique<detail::MemcachedSocket>(
+                        s.endpoint.host, s.endpoint.port, options_.connect_timeout,
+                        options_.socket_timeout);
+                }
+                exchange(*socket);
+            } catch (const detail::MemcachedSocketError& e) {
+                if (reused && !e.timed_out()) {
+                    std::vector<std::unique_ptr<detail::MemcachedSocket>> stale;
+                    {
+                        std::lock_guard lock(s.sockets_mutex);
+                        stale.swap(s.idle_sockets);
+                    }
+                    continue;  // closed outside the lock
+                }
+                fail(s, e.what(), operation, true);
+            }
+            s.incident.succeeded();
+            std::lock_guard lock(s.sockets_mutex);
+            if (s.idle_sockets.size() < options_.pool_size)
+                s.idle_sockets.push_back(std::move(socket));
+            return;
+        }
+    }
+
+    /// A reply that is no answer to what was sent: the server is up but refused the command.
+    [[noreturn]] void refused(std::size_t server, std::string_view operation,
+                              std::string_view reply) {
+        fail(*servers_[server], "unexpected reply '" + std::string(reply) + "'", operation, false);
+    }
+
+    // ---- clear ----
+
+    /// The keys `server` lists that belong to key_prefix (wire form).
+    std::vector<std::string> list_own_keys(std::size_t server) {
+        Server& s = *servers_[server];
+        // The crawler runs one listing at a time per server (any client's, or its own
+        // background work): a busy one is asked again shortly, for a while.
+        const auto give_up = Clock::now() + std::max<Clock::duration>(options_.socket_timeout,
+                                                                      std::chrono::seconds{2});
+        for (;;) {
+            const bool by_hash = s.metadump_by_hash.load(std::memory_order_relaxed);
+            std::vector<std::string> keys;
+            bool busy = false, unsupported = false;
+            exchange_with(server, "clear", [&](detail::MemcachedSocket& socket) {
+                keys.clear();
+                busy = unsupported = false;
+                socket.exchange(
+                    by_hash ? "lru_crawler metadump hash\r\n" : "lru_crawler metadump all\r\n",
+                    [&](std::string_view line) {
+                        if (line.starts_with("key=")) {
+                            take_listed_key(line, keys);
+                            return true;
+                        }
+                        if (line == "END")
+                            return false;
+                        if (line.starts_with("BUSY")) {
+                            busy = true;
+                            return false;
+                        }
+                        if (by_hash && line.starts_with("BADCLASS")) {
+                            unsupported = true;
+                            return false;
+                        }
+                        refused(server, "clear", line);
+                    });
+            });
+            if (unsupported) {
+                s.metadump_by_hash.store(false, std::memory_order_relaxed);
+                continue;
+            }
+            if (!busy)
+                return keys;
+            if (Clock::now() > give_up) {
+                fail(s, "the LRU crawler stayed busy (another metadump running)", "clear", false);
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds{5});
+        }
+    }
+
+    /// From a metadump line "key=<percent-encoded key> exp=... ...": the key, if it is ours.
+    void take_listed_key(std::string_view line, std::vector<std::string>& keys) const {
+        line.remove_prefix(4);
+        line = line.substr(0, line.find(' '));
+        auto key = detail::percent_decode(line);
+        if (key && keys_.owns(*key))
+            keys.push_back(std::move(*key));
+    }
+
+    void clear_on(std::size_t server) {
+        // Listed until a listing finds none of ours: one that found some is followed by
+        // another, which catches what it missed. Keys filled meanwhile may keep appearing:
+        // past a few rounds they are new entries, not old ones.
+        for (int round = 0; round < 4; ++round) {
+            const auto keys = list_own_keys(server);
+            if (keys.empty())
+                return;
+            delete_keys(server, keys, "clear");
+        }
+    }
+
+    /// Deletes `wire_keys` on `server`, pipelined, every reply checked.
+    void delete_keys(std::size_t server, const std::vector<std::string>& wire_keys,
+                     std::string_view operation) {
+        // In slices, so that a large clear does not build one huge request.
+        constexpr std::size_t slice = 4096;
+        for (std::size_t first = 0; first < wire_keys.size(); first += slice) {
+            const std::size_t last = std::min(wire_keys.size(), first + slice);
+            std::string request;
+            for (std::size_t i = first; i < last; ++i) {
+                request += "delete ";
+                request += wire_keys[i];
+                request += "\r\n";
+            }
+            exchange_with(server, operation, [&](detail::MemcachedSocket& socket) {
+                std::size_t replies = 0;
+                socket.exchange(request, [&](std::string_view line) {
+                    if (line != "DELETED" && line != "NOT_FOUND")
+                        refused(server, operation, line);
+                    return ++replies < last - first;
+                });
+            });
+        }
     }
 
     void trip(Server& s) {
@@ -687,7 +882,7 @@ class MemcachedBackend {
 
     /// Before any I/O to `server`: fail at once while its circuit is open, and deliver what
     /// it missed before anything else is done on it.
-    void prepare(const detail::MemcachedPool::Lease& h, std::size_t server) {
+    void prepare(std::size_t server) {
         Server& s = *servers_[server];
         if (Clock::now().time_since_epoch().count() < s.retry_at.load(std::memory_order_relaxed)) {
             CacheError error(
@@ -697,7 +892,7 @@ class MemcachedBackend {
             throw error;
         }
         if (!s.pending.empty())
-            s.pending.replay([&](const InvalidationBatch& batch) { deliver(h, batch); });
+            s.pending.replay([&](const InvalidationBatch& batch) { deliver(batch); });
     }
 
     // ---- the operations ----
@@ -705,7 +900,7 @@ class MemcachedBackend {
     ReadResult read_once(const ReadRequest& request, std::optional<Ttl> lease_ttl) {
         auto h = pool_.acquire();
         const bool has_entry = !request.key.empty();
-        const auto wire = has_entry ? detail::memcached_key(request.key) : detail::MemcachedKey{};
+        const auto wire = has_entry ? keys_.key(request.key) : detail::MemcachedKey{};
         std::vector<std::string> keys;
         std::vector<std::size_t> servers;
         if (has_entry) {
@@ -713,7 +908,7 @@ class MemcachedBackend {
             servers.push_back(server_of(wire.wire));
         }
         for (const auto& counter : request.counters) {
-            keys.push_back(detail::memcached_key(counter).wire);
+            keys.push_back(keys_.key(counter).wire);
             servers.push_back(server_of(keys.back()));
         }
         auto items = multi_get(h, keys, servers, "read");
@@ -819,7 +1014,7 @@ class MemcachedBackend {
     void store(const detail::MemcachedPool::Lease& h, std::size_t server,
                const detail::MemcachedKey& wire, std::string_view key, std::string_view value,
                Ttl ttl) {
-        prepare(h, server);
+        prepare(server);
         if (ttl.count() == 0) {
             remove_key(h, server, wire.wire);
             return;
@@ -838,39 +1033,107 @@ class MemcachedBackend {
             check(h, server, rc, "remove");
     }
 
-    /// Bumps, then deletes; every key on its own server. Throws at the first failure (the
-    /// batch stays pending: repeating what was already done is harmless).
-    void deliver(const detail::MemcachedPool::Lease& h, const InvalidationBatch& batch) {
+    /// Bumps, then deletes; one round trip per server holding any of the keys (usually one
+    /// server: invalidate() hands each server its own part). Throws at the first failure
+    /// (the batch stays pending: repeating what was already done is harmless).
+    void deliver(const InvalidationBatch& batch) {
+        std::vector<std::vector<std::string>> bumps(servers_.size()), removals(servers_.size());
         for (const auto& counter : batch.bump) {
-            const auto wire = detail::memcached_key(counter).wire;
-            const std::size_t server = server_of(wire);
-            guard_circuit(server);
-            std::uint64_t value = 0;
-            auto rc = memcached_increment(h.get(), wire.data(), wire.size(), 1, &value);
-            if (rc == MEMCACHED_CLIENT_ERROR) {
-                // Not a number (overwritten by someone else): deleting it invalidates as well,
-                // since it comes back from the clock, above every value it ever had.
-                rc = memcached_delete(h.get(), wire.data(), wire.size(), 0);
-                if (rc == MEMCACHED_NOTFOUND)
-                    rc = MEMCACHED_SUCCESS;
-            } else if (rc == MEMCACHED_NOTFOUND) {
-                // Missing: created from the clock, already bumped (as the Redis backend does).
-                const std::string text = std::to_string(clock_seed() + 1);
-                rc = memcached_add(h.get(), wire.data(), wire.size(), text.data(), text.size(), 0,
-                                   0);
-                if (rc == MEMCACHED_NOTSTORED)
-                    rc = memcached_increment(h.get(), wire.data(), wire.size(), 1, &value);
-            }
-            check(h, server, rc, "invalidate");
+            auto wire = keys_.key(counter).wire;
+            bumps[server_of(wire)].push_back(std::move(wire));
         }
         for (const auto& key : batch.remove) {
-            const auto wire = detail::memcached_key(key).wire;
-            const std::size_t server = server_of(wire);
-            guard_circuit(server);
-            const auto rc = memcached_delete(h.get(), wire.data(), wire.size(), 0);
-            if (rc != MEMCACHED_NOTFOUND)
-                check(h, server, rc, "invalidate");
+            auto wire = keys_.key(key).wire;
+            removals[server_of(wire)].push_back(std::move(wire));
         }
+        for (std::size_t server = 0; server < servers_.size(); ++server) {
+            if (bumps[server].empty() && removals[server].empty())
+                continue;
+            guard_circuit(server);
+            deliver_to(server, bumps[server], removals[server]);
+        }
+    }
+
+    /// Every incr, then every delete, pipelined in one request whose replies are all read:
+    /// memcached runs a connection's commands in order, so once the last reply is in,
+    /// everything is done, in one round trip whatever the number of keys. Counters found
+    /// missing or not a number take one more.
+    void deliver_to(std::size_t server, const std::vector<std::string>& bumps,
+                    const std::vector<std::string>& removals) {
+        std::string request;
+        for (const auto& wire : bumps)
+            request.append("incr ").append(wire).append(" 1\r\n");
+        for (const auto& wire : removals)
+            request.append("delete ").append(wire).append("\r\n");
+        std::vector<std::string> missing, garbage;
+        exchange_with(server, "invalidate", [&](detail::MemcachedSocket& socket) {
+            missing.clear();
+            garbage.clear();
+            std::size_t replied = 0;
+            socket.exchange(request, [&](std::string_view line) {
+                if (replied < bumps.size()) {
+                    if (line == "NOT_FOUND") {
+                        missing.push_back(bumps[replied]);
+                    } else if (line.starts_with("CLIENT_ERROR")) {
+                        garbage.push_back(bumps[replied]);  // "non-numeric value"
+                    } else if (!parse_counter(line)) {
+                        refused(server, "invalidate", line);
+                    }
+                } else if (line != "DELETED" && line != "NOT_FOUND") {
+                    refused(server, "invalidate", line);
+                }
+                return ++replied < bumps.size() + removals.size();
+            });
+        });
+        if (!missing.empty() || !garbage.empty())
+            repair_counters(server, missing, garbage);
+    }
+
+    /// The counters an incr could not bump. A missing one is created from the clock, already
+    /// bumped (as the Redis backend does); if a reader created it in between, it is bumped
+    /// after all. One that is not a number (overwritten by someone else) is deleted: that
+    /// invalidates as well, since it comes back from the clock, above every value it had.
+    void repair_counters(std::size_t server, const std::vector<std::string>& missing,
+                         const std::vector<std::string>& garbage) {
+        std::string request;
+        const std::string created = std::to_string(clock_seed() + 1);
+        for (const auto& wire : missing) {
+            request.append("add ").append(wire).append(" 0 0 ");
+            request.append(std::to_string(created.size())).append("\r\n");
+            request.append(created).append("\r\n");
+        }
+        for (const auto& wire : garbage)
+            request.append("delete ").append(wire).append("\r\n");
+        std::string bump_again;
+        exchange_with(server, "invalidate", [&](detail::MemcachedSocket& socket) {
+            bump_again.clear();
+            std::size_t replied = 0;
+            socket.exchange(request, [&](std::string_view line) {
+                if (replied < missing.size()) {
+                    if (line == "NOT_STORED")
+                        bump_again.append("incr ").append(missing[replied]).append(" 1\r\n");
+                    else if (line != "STORED")
+                        refused(server, "invalidate", line);
+                } else if (line != "DELETED" && line != "NOT_FOUND") {
+                    refused(server, "invalidate", line);
+                }
+                return ++replied < missing.size() + garbage.size();
+            });
+        });
+        if (bump_again.empty())
+            return;
+        const auto expected =
+            static_cast<std::size_t>(std::count(bump_again.begin(), bump_again.end(), '\n'));
+        exchange_with(server, "invalidate", [&](detail::MemcachedSocket& socket) {
+            std::size_t replied = 0;
+            socket.exchange(bump_again, [&](std::string_view line) {
+                // Gone again, or overwritten again: either way it comes back from the clock.
+                if (!parse_counter(line) && line != "NOT_FOUND" &&
+                    !line.starts_with("CLIENT_ERROR"))
+                    refused(server, "invalidate", line);
+                return ++replied < expected;
+            });
+        });
     }
 
     /// Throws while `server`'s circuit is open (no replay: for use inside one).
@@ -895,7 +1158,7 @@ class MemcachedBackend {
         std::sort(distinct.begin(), distinct.end());
         distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());
         for (const auto s : distinct)
-            prepare(h, s);
+            prepare(s);
         std::vector<std::optional<Item>> items(keys.size());
         const auto rc = fetch_into(h, keys, {}, items);
         if (!memcached_failed(rc)) {
@@ -971,7 +1234,7 @@ class MemcachedBackend {
     }
 
     MemcachedOptions options_;
-    std::string prefix_;
+    detail::MemcachedKeyspace keys_;
     mutable detail::MemcachedPool pool_;
     std::vector<std::unique_ptr<Server>>
         servers_;  // in options_.servers order; fixed after construction
