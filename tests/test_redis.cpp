@@ -371,6 +371,16 @@ TEST_CASE("redis: url gives host, port, db, user and password; explicit argument
         CHECK(o.password == "pw");
     }
     {
+        // Percent-encoded credentials; no colon: a password for the default user.
+        const auto o = redis_options({{"url", "redis://us%3Aer:p%40ss%2Fw0rd@h:1/1"}});
+        CHECK(o.username == "us:er");
+        CHECK(o.password == "p@ss/w0rd");
+        CHECK(redis_options({{"url", "redis://secret@h"}}).password == "secret");
+        CHECK(redis_options({{"url", "redis://secret@h"}}).username.empty());
+        CHECK_THAT(config_error_for({{"url", "redis://u:bad%zz@h"}}),
+                   Catch::Contains("percent-encoding"));
+    }
+    {
         const auto o = redis_options({{"url", "redis://h/"}});
         CHECK(o.host == "h");
         CHECK(o.port == 6379);

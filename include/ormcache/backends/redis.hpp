@@ -42,6 +42,7 @@
 #include "../detail/incident.hpp"
 #include "../detail/lock_wait.hpp"
 #include "../detail/pending_invalidations.hpp"
+#include "../detail/percent_decoding.hpp"
 #include "../errors.hpp"
 
 namespace ormcache {
@@ -66,25 +67,13 @@ struct RedisOptions {
 namespace detail {
 
 /// "%40" -> "@": a password in a url may contain any byte, percent-encoded (RFC 3986).
-inline std::string percent_decode(const std::string& text, std::string_view field) {
-    std::string out;
-    for (std::size_t i = 0; i < text.size(); ++i) {
-        if (text[i] != '%') {
-            out += text[i];
-            continue;
-        }
-        unsigned value = 0;
-        const char* first = text.data() + i + 1;
-        const char* last = first + std::min<std::size_t>(2, text.size() - i - 1);
-        const auto [end, error] = std::from_chars(first, last, value, 16);
-        if (error != std::errc() || end != first + 2) {
-            throw ConfigError("CacheConfig::arguments.url: bad percent-encoding in the " +
-                              std::string(field));
-        }
-        out += static_cast<char>(value);
-        i += 2;
+inline std::string url_credential(const std::string& text, std::string_view field) {
+    auto decoded = percent_decode(text);
+    if (!decoded) {
+        throw ConfigError("CacheConfig::arguments.url: bad percent-encoding in the " +
+                          std::string(field));
     }
-    return out;
+    return std::move(*decoded);
 }
 
 inline void redis_url_into(RedisOptions& o, const std::string& url) {
@@ -101,10 +90,10 @@ inline void redis_url_into(RedisOptions& o, const std::string& url) {
         // "user:pass@", ":pass@" or "pass@" (no colon: a password for the default user, as
         // redis-cli -u and most clients read it).
         if (const auto colon = credentials.find(':'); colon != std::string::npos) {
-            o.username = percent_decode(credentials.substr(0, colon), "user name");
-            o.password = percent_decode(credentials.substr(colon + 1), "password");
+            o.username = url_credential(credentials.substr(0, colon), "user name");
+            o.password = url_credential(credentials.substr(colon + 1), "password");
         } else {
-            o.password = percent_decode(credentials, "password");
+            o.password = url_credential(credentials, "password");
         }
     }
     if (const auto slash = rest.find('/'); slash != std::string::npos) {
