@@ -30,15 +30,12 @@
 // Thread-safe: a pool of connections, each used by one thread at a time. Process-safe:
 // SQLite's file locking. Safe across fork(): see detail/file_connection.hpp.
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
-#include <random>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -51,6 +48,7 @@
 #include "../detail/backend_arguments.hpp"
 #include "../detail/file_connection.hpp"
 #include "../detail/incident.hpp"
+#include "../detail/lease_token.hpp"
 #include "../detail/lock_wait.hpp"
 #include "../detail/pending_invalidations.hpp"
 #include "../errors.hpp"
@@ -267,20 +265,6 @@ class FileBackend {
             .count();
     }
 
-    static std::int64_t clock_seed() {
-        return std::chrono::duration_cast<std::chrono::microseconds>(
-                   std::chrono::system_clock::now().time_since_epoch())
-            .count();
-    }
-
-    /// Unique across the processes sharing the file: a forked child starts with a copy of
-    /// its parent's generator, hence the pid.
-    std::string new_token() {
-        thread_local std::mt19937_64 rng{std::random_device{}()};
-        return std::to_string(::getpid()) + "-" + std::to_string(rng()) + "-" +
-               std::to_string(token_counter_.fetch_add(1, std::memory_order_relaxed));
-    }
-
     /// The smallest string greater than every string that starts with `prefix` (none when
     /// the prefix is empty or all 0xFF bytes).
     static std::optional<std::string> prefix_successor(std::string prefix) {
@@ -384,7 +368,10 @@ class FileBackend {
                 continue;
             // Another process may create it at the same moment: insert-or-ignore, then read
             // whichever value won.
-            c.prepare(create_counter_sql).bind(1, request.counters[i]).bind(2, clock_seed()).run();
+            c.prepare(create_counter_sql)
+                .bind(1, request.counters[i])
+                .bind(2, detail::counter_seed())
+                .run();
             auto s = c.prepare(select_counter_sql);
             if (!s.bind(1, request.counters[i]).step()) {
                 throw CacheError("file read: counter " + request.counters[i] + " vanished", "file",
@@ -414,7 +401,7 @@ class FileBackend {
             return result;
         }
         if (lease_ttl) {
-            const std::string token = new_token();
+            const std::string token = detail::new_lease_token();
             auto take = c.prepare(take_lease_sql);
             take.bind(1, request.key)
                 .bind(2, now + std::max<std::int64_t>(1, lease_ttl->count()))
@@ -480,7 +467,7 @@ class FileBackend {
     void deliver(detail::FileConnection& c, const InvalidationBatch& batch) {
         SQLite::Transaction transaction(c.database(), SQLite::TransactionBehavior::IMMEDIATE);
         for (const auto& counter : batch.bump) {
-            c.prepare(bump_counter_sql).bind(1, counter).bind(2, clock_seed() + 1).run();
+            c.prepare(bump_counter_sql).bind(1, counter).bind(2, detail::counter_seed() + 1).run();
         }
         for (const auto& key : batch.remove)
             c.prepare(delete_entry_sql).bind(1, key).run();
@@ -511,7 +498,6 @@ class FileBackend {
     detail::FileConnectionPool pool_;
     detail::IncidentTracker incident_;
     detail::PendingInvalidations pending_;
-    std::atomic<std::uint64_t> token_counter_{0};
     std::atomic<std::uint64_t> writes_{0};
 };
 

@@ -47,7 +47,6 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <random>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -59,6 +58,7 @@
 
 #include "../backend.hpp"
 #include "../detail/incident.hpp"
+#include "../detail/lease_token.hpp"
 #include "../detail/lock_wait.hpp"
 #include "../detail/memcached_socket.hpp"
 #include "../detail/pending_invalidations.hpp"
@@ -545,7 +545,7 @@ class MemcachedBackend {
         if (!items.front())
             return std::nullopt;
         const auto value = detail::memcached_unwrap(wire, key, items.front()->value);
-        if (!value || value->starts_with(lease_marker))
+        if (!value || value->starts_with(detail::lease_marker))
             return std::nullopt;
         return CacheValue{std::string(*value), nullptr};
     }
@@ -623,8 +623,6 @@ class MemcachedBackend {
     std::size_t server_index(std::string_view key) const { return server_of(keys_.key(key).wire); }
 
   private:
-    static constexpr std::string_view lease_marker{"\0lease:", 7};
-
     using Clock = std::chrono::steady_clock;
 
     /// What we know of one server. Shared by every pooled handle.
@@ -660,20 +658,9 @@ class MemcachedBackend {
     }
 
     static std::string lease_marker_of(std::string_view token) {
-        std::string out(lease_marker);
+        std::string out(detail::lease_marker);
         out += token;
         return out;
-    }
-
-    static std::int64_t clock_seed() {
-        return std::chrono::duration_cast<std::chrono::microseconds>(
-                   std::chrono::system_clock::now().time_since_epoch())
-            .count();
-    }
-
-    static std::string new_token() {
-        thread_local std::mt19937_64 rng{std::random_device{}()};
-        return std::to_string(rng()) + std::to_string(rng());
     }
 
     /// Nothing if the bytes are not a number (a counter overwritten by someone else).
@@ -938,7 +925,7 @@ class MemcachedBackend {
             return result;  // another key's entry under a shortened key: a miss
         bool stale = false;
         if (value) {
-            if (value->starts_with(lease_marker)) {
+            if (value->starts_with(detail::lease_marker)) {
                 result.locked_elsewhere = true;
                 return result;
             }
@@ -955,7 +942,7 @@ class MemcachedBackend {
         }
         if (!lease_ttl)
             return result;  // a miss (a stale entry is one too)
-        const std::string token = new_token();
+        const std::string token = detail::new_lease_token();
         const std::string lease = detail::memcached_wrap(wire, request.key, lease_marker_of(token));
         // One second more: memcached counts whole seconds from its own clock tick, so an
         // item may go up to a second early, and a lock must live at least its timeout.
@@ -991,7 +978,7 @@ class MemcachedBackend {
     std::int64_t create_counter(const detail::MemcachedPool::Lease& h, std::size_t server,
                                 const std::string& wire) {
         for (int attempt = 0; attempt < 3; ++attempt) {
-            const std::int64_t seed = clock_seed();
+            const std::int64_t seed = detail::counter_seed();
             const std::string text = std::to_string(seed);
             const auto rc =
                 memcached_add(h.get(), wire.data(), wire.size(), text.data(), text.size(), 0, 0);
@@ -1096,7 +1083,7 @@ class MemcachedBackend {
     void repair_counters(std::size_t server, const std::vector<std::string>& missing,
                          const std::vector<std::string>& garbage) {
         std::string request;
-        const std::string created = std::to_string(clock_seed() + 1);
+        const std::string created = std::to_string(detail::counter_seed() + 1);
         for (const auto& wire : missing) {
             request.append("add ").append(wire).append(" 0 0 ");
             request.append(std::to_string(created.size())).append("\r\n");

@@ -12,7 +12,6 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <random>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -20,6 +19,7 @@
 #include <vector>
 
 #include "../backend.hpp"
+#include "../detail/lease_token.hpp"
 #include "../detail/statement_cache.hpp"  // StringHash
 
 namespace ormcache {
@@ -73,7 +73,7 @@ class MemoryBackend {
             return result;  // a hit, or someone else's lease: a miss without a lease
         }
         if (request.lease_ttl) {
-            result.lease = new_token();
+            result.lease = detail::new_lease_token();
             Slot slot;
             slot.lease = result.lease;
             slot.expires = expiry(now, *request.lease_ttl);
@@ -202,11 +202,6 @@ class MemoryBackend {
         return it->second;
     }
 
-    std::string new_token() {
-        thread_local std::mt19937_64 rng{std::random_device{}()};
-        return std::to_string(rng()) + "-" + std::to_string(++token_counter_);
-    }
-
     void touch(Shard& shard, Slot& slot) {
         shard.lru.splice(shard.lru.begin(), shard.lru, slot.lru);
     }
@@ -235,7 +230,6 @@ class MemoryBackend {
     std::size_t per_shard_capacity_ = 0;
     std::vector<Shard> shards_;
     std::vector<CounterShard> counter_shards_;
-    std::atomic<std::uint64_t> token_counter_{0};
     std::atomic<std::uint64_t> evictions_{0};
 };
 

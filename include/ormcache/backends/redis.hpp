@@ -27,7 +27,6 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <random>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -40,6 +39,7 @@
 #include "../backend.hpp"
 #include "../detail/backend_arguments.hpp"
 #include "../detail/incident.hpp"
+#include "../detail/lease_token.hpp"
 #include "../detail/lock_wait.hpp"
 #include "../detail/pending_invalidations.hpp"
 #include "../detail/percent_decoding.hpp"
@@ -424,7 +424,7 @@ class RedisBackend {
             if (reply->type != REDIS_REPLY_STRING)
                 throw_garbage("get");
             std::string bytes(reply->str, reply->len);
-            if (bytes.rfind(lease_marker, 0) == 0)
+            if (bytes.rfind(detail::lease_marker, 0) == 0)
                 return std::nullopt;
             return CacheValue{std::move(bytes), nullptr};
         });
@@ -461,8 +461,6 @@ class RedisBackend {
     std::size_t pending_invalidations() const { return pending_.size(); }
 
   private:
-    static constexpr std::string_view lease_marker{"\0lease:", 7};
-
     // KEYS[1] entry (ARGV[4] = "0": none), KEYS[2..] counters.
     // ARGV: lease ttl ms (0 = none), lease token, counter seed, has-entry flag, stamp prefix.
     // Returns {entry, lease taken, locked elsewhere (0/1), counters...}. An entry that does not
@@ -581,11 +579,11 @@ return 1
         std::vector<std::string> args{request.key.empty() ? std::string("\x01") : request.key};
         for (const auto& c : request.counters)
             args.push_back(c);
-        const std::string token = lease_ttl ? new_token() : std::string();
+        const std::string token = lease_ttl ? detail::new_lease_token() : std::string();
         args.push_back(lease_ttl ? std::to_string(std::max<std::int64_t>(1, lease_ttl->count()))
                                  : "0");
         args.push_back(token);
-        args.push_back(std::to_string(clock_seed()));
+        args.push_back(std::to_string(detail::counter_seed()));
         args.push_back(request.key.empty() ? "0" : "1");
         args.emplace_back(request.stamp_prefix);
         auto reply = run_script(read_script, 1 + request.counters.size(), std::move(args));
@@ -632,7 +630,7 @@ return 1
         const redisReply* entry = reply->element[0];
         if (entry->type == REDIS_REPLY_STRING) {
             std::string_view bytes(entry->str, entry->len);
-            if (bytes.starts_with(lease_marker)) {
+            if (bytes.starts_with(detail::lease_marker)) {
                 result.locked_elsewhere = true;
             } else {
                 result.value = CacheValue{std::string(bytes), nullptr};
@@ -641,17 +639,6 @@ return 1
             throw_garbage("read");
         }
         return result;
-    }
-
-    static std::int64_t clock_seed() {
-        return std::chrono::duration_cast<std::chrono::microseconds>(
-                   std::chrono::system_clock::now().time_since_epoch())
-            .count();
-    }
-
-    static std::string new_token() {
-        thread_local std::mt19937_64 rng{std::random_device{}()};
-        return std::to_string(rng()) + std::to_string(rng());
     }
 
     [[noreturn]] static void throw_garbage(std::string_view operation) {
@@ -762,7 +749,7 @@ return 1
             std::vector<std::string> args = batch.remove;
             args.insert(args.end(), batch.bump.begin(), batch.bump.end());
             args.push_back(std::to_string(batch.remove.size()));
-            args.push_back(std::to_string(clock_seed()));
+            args.push_back(std::to_string(detail::counter_seed()));
             eval(c, invalidate_script, batch.remove.size() + batch.bump.size(), args);
         });
     }
