@@ -57,6 +57,7 @@
 #include <nlohmann/json.hpp>
 
 #include "../backend.hpp"
+#include "../detail/backend_arguments.hpp"
 #include "../detail/incident.hpp"
 #include "../detail/lease_token.hpp"
 #include "../detail/lock_wait.hpp"
@@ -136,15 +137,6 @@ inline MemcachedAddress memcached_address(const std::string& text) {
 
 inline MemcachedOptions memcached_options(const nlohmann::json& args) {
     MemcachedOptions o;
-    auto integer = [](const std::string& key, const nlohmann::json& v, std::int64_t min,
-                      std::int64_t max) {
-        if (!v.is_number_integer() || v.get<std::int64_t>() < min || v.get<std::int64_t>() > max) {
-            throw ConfigError("CacheConfig::arguments." + key + " must be an integer from " +
-                              std::to_string(min) + " to " + std::to_string(max) + ", got " +
-                              v.dump());
-        }
-        return v.get<std::int64_t>();
-    };
     for (const auto& [key, v] : args.items()) {
         if (key == "url") {
             // The seed writes a list of "host:port"; one server may also be a plain string.
@@ -171,21 +163,17 @@ inline MemcachedOptions memcached_options(const nlohmann::json& args) {
                 o.servers.push_back(canonical);
             }
         } else if (key == "connect_timeout_ms") {
-            o.connect_timeout = std::chrono::milliseconds{integer(key, v, 1, 3600000)};
+            o.connect_timeout = argument_milliseconds(key, v);
         } else if (key == "socket_timeout_ms") {
-            o.socket_timeout = std::chrono::milliseconds{integer(key, v, 1, 3600000)};
+            o.socket_timeout = argument_milliseconds(key, v);
         } else if (key == "pool_size") {
-            o.pool_size = static_cast<std::size_t>(integer(key, v, 1, 4096));
+            o.pool_size = static_cast<std::size_t>(argument_integer(key, v, 1, 4096));
         } else if (key == "lock_timeout_ms") {
-            o.lock_timeout = std::chrono::milliseconds{integer(key, v, 1, 3600000)};
+            o.lock_timeout = argument_milliseconds(key, v);
         } else if (key == "retry_interval_ms") {
-            o.retry_interval = std::chrono::milliseconds{integer(key, v, 0, 3600000)};
+            o.retry_interval = argument_milliseconds(key, v, 0);
         } else if (key == "distributed_lock") {
-            if (!v.is_boolean()) {
-                throw ConfigError(
-                    "CacheConfig::arguments.distributed_lock must be a boolean, got " + v.dump());
-            }
-            o.distributed_lock = v.get<bool>();
+            o.distributed_lock = argument_bool(key, v);
         } else {
             throw ConfigError(
                 "CacheConfig::arguments." + key +
@@ -870,14 +858,8 @@ class MemcachedBackend {
     /// Before any I/O to `server`: fail at once while its circuit is open, and deliver what
     /// it missed before anything else is done on it.
     void prepare(std::size_t server) {
+        guard_circuit(server);
         Server& s = *servers_[server];
-        if (Clock::now().time_since_epoch().count() < s.retry_at.load(std::memory_order_relaxed)) {
-            CacheError error(
-                "memcached connect: " + s.address + " unavailable (circuit open, retrying later)",
-                "memcached", "connect");
-            s.incident.failed(error);
-            throw error;
-        }
         if (!s.pending.empty())
             s.pending.replay([&](const InvalidationBatch& batch) { deliver(batch); });
     }
