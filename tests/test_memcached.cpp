@@ -329,7 +329,7 @@ TEST_CASE("memcached: a bad configuration is a ConfigError naming the field",
     CHECK_THAT(config_error_for({{"url", 1}}, "dogpile.cache.memcached"), Catch::Contains("url"));
     // Well-formed arguments are not an error, even with no server behind them.
     CHECK(config_error_for({{"url",
-                             {"127.0.0.1:" + std::to_string(MemcachedServer::free_port()),
+                             {"127.0.0.1:" + std::to_string(ormcache_test::free_port()),
                               "localhost", "[::1]:11311"}},
                             {"connect_timeout_ms", 50},
                             {"pool_size", 2},
@@ -584,7 +584,7 @@ TEST_CASE("memcached: keys spread over the three servers by consistent hashing",
 
     // Adding a fourth server moves about a quarter of the keys, not most of them.
     auto four = f.config.arguments;
-    four["url"].push_back("127.0.0.1:" + std::to_string(MemcachedServer::free_port()));
+    four["url"].push_back("127.0.0.1:" + std::to_string(ormcache_test::free_port()));
     ormcache::MemcachedBackend wider(ormcache::detail::memcached_options(four), f.prefix);
     int moved = 0, total = 0;
     for (int i = 0; i < 2000; ++i) {

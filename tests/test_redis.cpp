@@ -345,7 +345,7 @@ TEST_CASE("redis: a bad configuration is a ConfigError naming the field", "[redi
     CHECK_THAT(config_error_for({{"port", "6379"}}, "dogpile.cache.redis"),
                Catch::Contains("port"));
     // Well-formed arguments are not an error, even with no server behind them.
-    CHECK(config_error_for({{"port", RedisServer::free_port()},
+    CHECK(config_error_for({{"port", ormcache_test::free_port()},
                             {"distributed_lock", true},
                             {"lock_timeout_ms", 100},
                             {"pool_size", 2}}) == "");
@@ -457,7 +457,7 @@ TEST_CASE("redis: the seed's spelling dogpile.cache.redis is the redis backend",
 
 TEST_CASE("redis: an unreachable server at start-up is not an error; the cache connects later",
           "[redis][failopen]") {
-    const int port = RedisServer::free_port();  // nothing listens there (yet)
+    const int port = ormcache_test::free_port();  // nothing listens there (yet)
     Fixture f(redis_config(port, unique_prefix("down"),
                            {{"connect_timeout_ms", 200}, {"retry_interval_ms", 20}}));
     auto s = f.db->session();
