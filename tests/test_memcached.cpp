@@ -14,7 +14,6 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <ctime>
 #include <functional>
@@ -36,6 +35,7 @@
 
 #include "backend_test_support.hpp"
 #include "error_log.hpp"
+#include "fault_run.hpp"
 #include "gated_backend.hpp"
 #include "memcached_server.hpp"
 #include "models.hpp"
@@ -1205,135 +1205,57 @@ TEST_CASE("memcached: fault run: 8 threads while one server is stopped and resta
     db.create_all<User>();
     constexpr int threads = 8;
     constexpr std::int64_t ids = 48;
-    {
-        auto s = db.session();
-        Repository<User> users{s};
-        for (std::int64_t id = 1; id <= ids; ++id)
-            users.add({.name = "u" + std::to_string(id) + "-0", .email = "e"});
-        s.commit();
-    }
+    ormcache_test::FaultRun::seed(db, ids);
 
-    std::atomic<bool> stop{false};
-    std::atomic<std::uint64_t> ops{0}, failures{0}, stale{0};
-    std::mutex notes_mutex;
-    std::vector<std::string> notes;  // guarded by notes_mutex
-    auto note = [&](std::string what) {
-        std::lock_guard lock(notes_mutex);
-        if (notes.size() < 10)
-            notes.push_back(std::move(what));
-    };
-
-    // Thread t owns the ids with (id - 1) % threads == t: only it writes them, so it knows
-    // their committed names and checks every read of them.
-    auto worker = [&](int t) {
-        auto s = db.session();
-        Repository<User> users{s};
-        std::map<std::int64_t, std::string> mine;
-        for (std::int64_t id = t + 1; id <= ids; id += threads)
-            mine[id] = "u" + std::to_string(id) + "-0";
-        std::mt19937 rng(static_cast<unsigned>(t) * 7919u + 1u);
-        int seq = 0;
-        auto own = [&] {
-            auto it = mine.begin();
-            std::advance(it, rng() % mine.size());
-            return it->first;
-        };
-        auto check_own = [&](std::int64_t id, const std::string& where) {
-            const auto name = users.get(id).name;
-            if (name != mine[id]) {
-                ++stale;
-                note(where + ": id " + std::to_string(id) + " read '" + name + "', committed '" +
-                     mine[id] + "'");
+    ormcache_test::FaultRun run(db, threads, ids, [&](ormcache_test::FaultRun::Worker& w) {
+        switch (w.rng() % 8) {
+            case 0:
+            case 1:
+            case 2:
+                w.check_own(w.own(), "get");
+                break;
+            case 3:
+                w.users.get(static_cast<std::int64_t>(w.rng() % ids) + 1);
+                break;
+            case 4: {
+                const auto all = w.users.list(OrderBy{&User::id});
+                if (static_cast<std::int64_t>(all.size()) != ids)
+                    w.stale("list of " + std::to_string(all.size()));
+                break;
             }
-        };
-        while (!stop.load()) {
-            try {
-                switch (rng() % 8) {
-                    case 0:
-                    case 1:
-                    case 2:
-                        check_own(own(), "get");
-                        break;
-                    case 3:
-                        users.get(static_cast<std::int64_t>(rng() % ids) + 1);
-                        break;
-                    case 4: {
-                        const auto all = users.list(OrderBy{&User::id});
-                        if (static_cast<std::int64_t>(all.size()) != ids) {
-                            ++stale;
-                            note("list of " + std::to_string(all.size()));
-                        }
-                        break;
-                    }
-                    case 5:
-                    case 6: {
-                        const auto id = own();
-                        auto u = users.get(id, {.use_cache = false});
-                        u.name = "u" + std::to_string(id) + "-" + std::to_string(++seq) + "t" +
-                                 std::to_string(t);
-                        users.update(u, {.auto_commit = true});
-                        mine[id] = u.name;
-                        check_own(id, "get after commit");
-                        break;
-                    }
-                    case 7: {
-                        s.begin();
-                        check_own(own(), "get in transaction");
-                        if (users.count() != ids)
-                            ++stale;
-                        s.commit();
-                        break;
-                    }
-                }
-                ++ops;
-            } catch (const std::exception& e) {
-                ++failures;
-                note(std::string("call failed: ") + e.what());
-                try {
-                    s.rollback();
-                } catch (...) {
-                }
+            case 5:
+            case 6:
+                w.rename_and_check(w.own());
+                break;
+            case 7: {
+                w.session.begin();
+                w.check_own(w.own(), "get in transaction");
+                if (w.users.count() != ids)
+                    w.stale();
+                w.session.commit();
+                break;
             }
         }
-    };
+    });
 
-    std::vector<std::thread> workers;
-    for (int t = 0; t < threads; ++t)
-        workers.emplace_back(worker, t);
-    std::vector<std::pair<std::string, std::uint64_t>> phase_ops;
-    auto phase = [&](const std::string& name, std::chrono::milliseconds length) {
-        const auto begin_ops = ops.load();
-        const auto end = Clock::now() + length;
-        eventually([&] { return Clock::now() >= end && ops.load() > begin_ops + 10; },
-                   length + 20s);
-        phase_ops.emplace_back(name, ops.load() - begin_ops);
-    };
-    phase("up", 800ms);
+    run.phase("up", 800ms);
     servers[1]->stop();
-    phase("one server stopped", 1000ms);
+    run.phase("one server stopped", 1000ms);
     servers[1]->restart();
-    phase("restarted", 1200ms);
-    stop = true;
-    for (auto& w : workers)
-        w.join();
+    run.phase("restarted", 1200ms);
+    run.stop();
 
-    for (const auto& [name, n] : phase_ops) {
+    for (const auto& [name, n] : run.phases()) {
         INFO("phase " << name);
         CHECK(n > 10);
     }
-    std::string noted;
-    {
-        std::lock_guard lock(notes_mutex);
-        for (const auto& n : notes)
-            noted += n + "\n";
-    }
-    INFO(noted);
-    CHECK(failures == 0);
-    CHECK(stale == 0);
+    INFO(run.notes());
+    CHECK(run.failures() == 0);
+    CHECK(run.stale() == 0);
     const auto stats = db.cache_manager().stats();
     CHECK(stats.errors > 0);
     CHECK(stats.hits > 0);
-    WARN("fault run: " << ops.load() << " calls, " << stats.errors << " cache errors absorbed, "
+    WARN("fault run: " << run.ops() << " calls, " << stats.errors << " cache errors absorbed, "
                        << errors.count() << " reported, " << stats.hits << " hits");
 
     // Settled: a round of reads that adds no error.

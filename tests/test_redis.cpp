@@ -14,7 +14,6 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <latch>
 #include <map>
@@ -34,6 +33,7 @@
 #include "backend_test_support.hpp"
 #include "envelope.hpp"
 #include "error_log.hpp"
+#include "fault_run.hpp"
 #include "gated_backend.hpp"
 #include "models.hpp"
 #include "redis_server.hpp"
@@ -1121,170 +1121,85 @@ TEST_CASE("redis: fault run: readers and writers while Redis is stopped, restart
     db.create_all<User>();
     constexpr int threads = 8;
     constexpr std::int64_t ids = 48;
-    {
-        auto s = db.session();
-        Repository<User> users{s};
-        for (std::int64_t id = 1; id <= ids; ++id) {
-            users.add({.name = "u" + std::to_string(id) + "-0", .email = "e"});
-        }
-        s.commit();
-    }
-
-    std::atomic<bool> stop{false};
-    std::atomic<std::uint64_t> ops{0}, failures{0}, stale{0};
-    std::mutex notes_mutex;
-    std::vector<std::string> notes;  // guarded by notes_mutex
-    auto note = [&](std::string what) {
-        std::lock_guard lock(notes_mutex);
-        if (notes.size() < 10)
-            notes.push_back(std::move(what));
-    };
-
-    // Thread t owns the ids with (id - 1) % threads == t: only it writes them, so it knows
-    // their committed names and checks every read of them (read-your-commits through the
-    // cache, whatever the server is doing).
-    auto worker = [&](int t) {
-        auto s = db.session();
-        Repository<User> users{s};
-        std::map<std::int64_t, std::string> mine;
-        for (std::int64_t id = t + 1; id <= ids; id += threads)
-            mine[id] = "u" + std::to_string(id) + "-0";
-        std::mt19937 rng(static_cast<unsigned>(t) * 7919u + 1u);
-        int seq = 0;
-        auto own = [&] {
-            auto it = mine.begin();
-            std::advance(it, rng() % mine.size());
-            return it->first;
-        };
-        auto check_own = [&](std::int64_t id, const std::string& where) {
-            const auto name = users.get(id).name;
-            if (name != mine[id]) {
-                ++stale;
-                note(where + ": id " + std::to_string(id) + " read '" + name + "', committed '" +
-                     mine[id] + "'");
-            }
-        };
-        while (!stop.load()) {
-            try {
-                switch (rng() % 10) {
-                    case 0:
-                    case 1:
-                    case 2:
-                        check_own(own(), "get");
-                        break;
-                    case 3:
-                        users.get(static_cast<std::int64_t>(rng() % ids) + 1);
-                        break;
-                    case 4: {
-                        const auto all = users.list(OrderBy{&User::id});
-                        if (static_cast<std::int64_t>(all.size()) != ids) {
-                            ++stale;
-                            note("list of " + std::to_string(all.size()));
-                        }
-                        break;
-                    }
-                    case 5: {
-                        auto [page, total] = users.list_and_count(
-                            LimitOffset{.limit = 5, .offset = 3}, OrderBy{&User::id});
-                        if (total != ids || page.size() != 5) {
-                            ++stale;
-                            note("list_and_count " + std::to_string(total));
-                        }
-                        break;
-                    }
-                    case 6:
-                    case 7: {
-                        const auto id = own();
-                        auto u = users.get(id, {.use_cache = false});
-                        u.name = "u" + std::to_string(id) + "-" + std::to_string(++seq) + "t" +
-                                 std::to_string(t);
-                        users.update(u, {.auto_commit = true});
-                        mine[id] = u.name;
-                        check_own(id, "get after commit");
-                        break;
-                    }
-                    case 8: {
-                        s.begin();
-                        check_own(own(), "get in transaction");
-                        if (users.count() != ids)
-                            ++stale;
-                        s.commit();
-                        break;
-                    }
-                    case 9: {
-                        auto a = users.get(own(), {.use_cache = false});
-                        auto b = users.get(own(), {.use_cache = false});
-                        if (a.id == b.id)
-                            break;
-                        a.name = "u" + std::to_string(a.id) + "-" + std::to_string(++seq) + "m" +
-                                 std::to_string(t);
-                        b.name = "u" + std::to_string(b.id) + "-" + std::to_string(++seq) + "m" +
-                                 std::to_string(t);
-                        users.update_many({a, b});
-                        s.commit();
-                        mine[a.id] = a.name;
-                        mine[b.id] = b.name;
-                        break;
-                    }
-                }
-                ++ops;
-            } catch (const std::exception& e) {
-                ++failures;
-                note(std::string("call failed: ") + e.what());
-                try {
-                    s.rollback();
-                } catch (...) {
-                }
-            }
-        }
-    };
+    ormcache_test::FaultRun::seed(db, ids);
 
     const auto started = Clock::now();
-    std::vector<std::thread> workers;
-    for (int t = 0; t < threads; ++t)
-        workers.emplace_back(worker, t);
+    ormcache_test::FaultRun run(db, threads, ids, [&](ormcache_test::FaultRun::Worker& w) {
+        switch (w.rng() % 10) {
+            case 0:
+            case 1:
+            case 2:
+                w.check_own(w.own(), "get");
+                break;
+            case 3:
+                w.users.get(static_cast<std::int64_t>(w.rng() % ids) + 1);
+                break;
+            case 4: {
+                const auto all = w.users.list(OrderBy{&User::id});
+                if (static_cast<std::int64_t>(all.size()) != ids)
+                    w.stale("list of " + std::to_string(all.size()));
+                break;
+            }
+            case 5: {
+                auto [page, total] = w.users.list_and_count(LimitOffset{.limit = 5, .offset = 3},
+                                                            OrderBy{&User::id});
+                if (total != ids || page.size() != 5)
+                    w.stale("list_and_count " + std::to_string(total));
+                break;
+            }
+            case 6:
+            case 7:
+                w.rename_and_check(w.own());
+                break;
+            case 8: {
+                w.session.begin();
+                w.check_own(w.own(), "get in transaction");
+                if (w.users.count() != ids)
+                    w.stale();
+                w.session.commit();
+                break;
+            }
+            case 9: {
+                auto a = w.users.get(w.own(), {.use_cache = false});
+                auto b = w.users.get(w.own(), {.use_cache = false});
+                if (a.id == b.id)
+                    break;
+                a.name = w.fresh_name(a.id, "m");
+                b.name = w.fresh_name(b.id, "m");
+                w.users.update_many({a, b});
+                w.session.commit();
+                w.committed(a.id, a.name);
+                w.committed(b.id, b.name);
+                break;
+            }
+        }
+    });
 
-    // Each phase lasts at least its time and until the workers got some work done in it.
-    std::vector<std::pair<std::string, std::uint64_t>> phase_ops;
-    auto phase = [&](const std::string& name, std::chrono::milliseconds length) {
-        const auto begin_ops = ops.load();
-        const auto end = Clock::now() + length;
-        eventually([&] { return Clock::now() >= end && ops.load() > begin_ops + 10; },
-                   length + 20s);
-        phase_ops.emplace_back(name, ops.load() - begin_ops);
-    };
-    // About 10 s: killed (SIGKILL, a crash) and restarted twice, then hung and resumed.
-    phase("up", 1200ms);
+    // About 10 s: killed (SIGKILL, a crash) and restarted twice, then hung and resumed. Each
+    // phase lasts at least its time and until the workers got some work done in it.
+    run.phase("up", 1200ms);
     server.kill();
-    phase("killed", 1500ms);
+    run.phase("killed", 1500ms);
     server.restart();
-    phase("restarted", 1500ms);
+    run.phase("restarted", 1500ms);
     server.kill();
-    phase("killed again", 1500ms);
+    run.phase("killed again", 1500ms);
     server.restart();
-    phase("restarted again", 1500ms);
+    run.phase("restarted again", 1500ms);
     server.pause();
-    phase("paused", 1500ms);
+    run.phase("paused", 1500ms);
     server.resume();
-    phase("resumed", 1500ms);  // the data survived the pause: stale entries would show now
-    stop = true;
-    for (auto& w : workers)
-        w.join();
+    run.phase("resumed", 1500ms);  // the data survived the pause: stale entries would show now
+    run.stop();
     const auto elapsed = Clock::now() - started;
 
-    for (const auto& [name, n] : phase_ops) {
+    for (const auto& [name, n] : run.phases()) {
         INFO("phase " << name);
         CHECK(n > 10);
     }
-    std::string noted;
-    {
-        std::lock_guard lock(notes_mutex);
-        for (const auto& n : notes)
-            noted += n + "\n";
-    }
-    INFO(noted);
-    CHECK(failures == 0);
-    CHECK(stale == 0);
+    INFO(run.notes());
+    CHECK(run.failures() == 0);
+    CHECK(run.stale() == 0);
     const auto stats = db.cache_manager().stats();
     CHECK(stats.errors > 0);
     // on_error hears of each outage (two kills, one hang) about once, not of every failed
@@ -1293,7 +1208,7 @@ TEST_CASE("redis: fault run: readers and writers while Redis is stopped, restart
     CHECK(errors.count() <= 3 * (threads + 1));
     CHECK(stats.hits > 0);
     CHECK(elapsed < 40s);
-    WARN("fault run: " << ops.load() << " calls in "
+    WARN("fault run: " << run.ops() << " calls in "
                        << std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count()
                        << " ms, " << stats.errors << " cache errors absorbed, " << stats.hits
                        << " hits");
