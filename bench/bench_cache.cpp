@@ -6,7 +6,6 @@
 // timings depend on the machine and are never asserted. After the benchmarks, a summary table
 // prints each issue goal with both figures, their ratio, and whether the goal was met.
 
-#include <SQLiteCpp/SQLiteCpp.h>
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -41,18 +40,19 @@ using ormcache_bench::kRows;
 using ormcache_bench::make_user;
 using ormcache_bench::random_ids;
 using ormcache_bench::Result;
+using ormcache_bench::statements;
 using ormcache_bench::TempDir;
+using ormcache_bench::warm_all;
 
-// ---- SQL statement counting (DatabaseConfig::on_query) ----
+// ---- SQL statement counting (DatabaseConfig::on_query): statements(), and SELECTs apart ----
 
-std::atomic<std::uint64_t> g_statements{0};
 std::atomic<std::uint64_t> g_selects{0};
 /// When set, every SELECT waits this long before it runs: a slow query, so that concurrent
 /// misses really overlap (the singleflight benchmark's second variant).
 std::atomic<int> g_select_delay_us{0};
 
-void count_statement(std::string_view sql) {
-    g_statements.fetch_add(1, std::memory_order_relaxed);
+void count_and_delay(std::string_view sql) {
+    ormcache_bench::count_statement(sql);
     if (!sql.starts_with("SELECT"))
         return;
     g_selects.fetch_add(1, std::memory_order_relaxed);
@@ -61,9 +61,6 @@ void count_statement(std::string_view sql) {
     }
 }
 
-std::uint64_t statements() {
-    return g_statements.load(std::memory_order_relaxed);
-}
 std::uint64_t selects() {
     return g_selects.load(std::memory_order_relaxed);
 }
@@ -78,7 +75,7 @@ ormcache::DatabaseConfig database_config(const std::string& path, std::int64_t m
                 .backend = "memory",
                 .arguments = {{"max_entries", max_entries}},
             },
-        .on_query = count_statement,
+        .on_query = count_and_delay,
     };
 }
 
@@ -95,44 +92,12 @@ Fixture& fixture() {
     return *g_fixture;
 }
 
-/// Loads every row into the cache of `db` (entities already cached stay as they are).
-void warm_all(Repository<User>& users) {
-    for (std::int64_t id = 1; id <= kRows; ++id)
-        benchmark::DoNotOptimize(users.get(id));
-}
-
 // ---- 1. get: cache hit, cache off, and the raw SQLiteCpp baseline ----
-
-User read_row(SQLite::Statement& stmt) {
-    User u;
-    u.id = stmt.getColumn(0).getInt64();
-    u.name = stmt.getColumn(1).getString();
-    u.email = stmt.getColumn(2).getString();
-    const SQLite::Column age = stmt.getColumn(3);
-    if (!age.isNull())
-        u.age = age.getInt();
-    u.created_at = std::chrono::system_clock::time_point{
-        std::chrono::microseconds{stmt.getColumn(4).getInt64()}};
-    return u;
-}
 
 /// The baseline: a prepared primary-key SELECT on a plain SQLiteCpp connection, mapped into
 /// the struct by hand.
 void BM_RawSelect(benchmark::State& state) {
-    SQLite::Database raw(fixture().path, SQLite::OPEN_READWRITE);
-    SQLite::Statement stmt(raw, "SELECT id, name, email, age, created_at FROM users WHERE id = ?");
-    const auto ids = random_ids(1);
-    std::size_t i = 0;
-    for (auto _ : state) {
-        stmt.bind(1, ids[i++ & kIdMask]);
-        if (!stmt.executeStep()) {
-            state.SkipWithError("row not found");
-            break;
-        }
-        User u = read_row(stmt);
-        benchmark::DoNotOptimize(u);
-        stmt.reset();
-    }
+    ormcache_bench::raw_select_loop(state, fixture().path);
 }
 
 void get_loop(benchmark::State& state, ormcache::Options options) {
@@ -266,13 +231,7 @@ void BM_GetHitThreads(benchmark::State& state) {
     Repository<User> users{session};
     if (state.thread_index() == 0)
         warm_all(users);
-    const auto ids = random_ids(100 + static_cast<std::uint64_t>(state.thread_index()));
-    std::size_t i = 0;
-    for (auto _ : state) {
-        User u = users.get(ids[i++ & kIdMask]);
-        benchmark::DoNotOptimize(u);
-    }
-    state.SetItemsProcessed(state.iterations());
+    ormcache_bench::get_hits_per_thread(state, users);
 }
 
 /// The memory backend alone (what a get hit asks of it: entry plus generation counter).
@@ -524,10 +483,7 @@ void print_summary(const Collector& c) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    benchmark::Initialize(&argc, argv);
-    if (benchmark::ReportUnrecognizedArguments(argc, argv))
-        return 1;
-    try {
+    return ormcache_bench::bench_main(argc, argv, "ormcache bench", [] {
         Fixture f;
         g_fixture = &f;
         std::cout << "ormcache bench: " << kRows << " rows in " << f.path << '\n';
@@ -536,10 +492,5 @@ int main(int argc, char** argv) {
         benchmark::RunSpecifiedBenchmarks(&reporter);
         print_summary(reporter);
         g_fixture = nullptr;
-    } catch (const std::exception& e) {
-        std::cerr << "ormcache bench: " << e.what() << '\n';
-        return 1;
-    }
-    benchmark::Shutdown();
-    return 0;
+    });
 }

@@ -5,10 +5,8 @@
 // this same run: a Repository::get hit served by the file backend against a prepared
 // primary-key SELECT on the application table through plain SQLiteCpp, on the same rows.
 
-#include <SQLiteCpp/SQLiteCpp.h>
 #include <benchmark/benchmark.h>
 
-#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -30,12 +28,6 @@ namespace {
 using namespace ormcache_bench;
 using ormcache::Repository;
 
-std::atomic<std::uint64_t> g_statements{0};
-
-void count_statement(std::string_view) {
-    g_statements.fetch_add(1, std::memory_order_relaxed);
-}
-
 struct Fixture {
     TempDir dir;
     std::string app_path = (dir.path() / "bench.db").string();
@@ -54,8 +46,7 @@ struct Fixture {
         fill_users(db);
         ormcache::Session session = db.session();
         Repository<User> users{session};
-        for (std::int64_t id = 1; id <= kRows; ++id)
-            benchmark::DoNotOptimize(users.get(id));
+        warm_all(users);
     }
 };
 
@@ -67,27 +58,7 @@ Fixture& fixture() {
 /// The baseline: a prepared primary-key SELECT on a plain SQLiteCpp connection to the
 /// application database, mapped into the struct by hand (the statement is reused).
 void BM_RawSelect(benchmark::State& state) {
-    SQLite::Database raw(fixture().app_path, SQLite::OPEN_READWRITE);
-    SQLite::Statement stmt(raw, "SELECT id, name, email, age, created_at FROM users WHERE id = ?");
-    const auto ids = random_ids(1);
-    std::size_t i = 0;
-    for (auto _ : state) {
-        stmt.bind(1, ids[i++ & kIdMask]);
-        if (!stmt.executeStep()) {
-            state.SkipWithError("row not found");
-            break;
-        }
-        User u;
-        u.id = stmt.getColumn(0).getInt64();
-        u.name = stmt.getColumn(1).getString();
-        u.email = stmt.getColumn(2).getString();
-        if (const SQLite::Column age = stmt.getColumn(3); !age.isNull())
-            u.age = age.getInt();
-        u.created_at = std::chrono::system_clock::time_point{
-            std::chrono::microseconds{stmt.getColumn(4).getInt64()}};
-        benchmark::DoNotOptimize(u);
-        stmt.reset();
-    }
+    raw_select_loop(state, fixture().app_path);
 }
 
 /// Repository::get with every row in the cache file: one backend read, no SQL on the
@@ -97,7 +68,7 @@ void BM_FileGetHit(benchmark::State& state) {
     Repository<User> users{session};
     const auto ids = random_ids(1);
     const auto before = fixture().db.cache_manager().stats();
-    const auto statements_before = g_statements.load();
+    const auto statements_before = statements();
     std::size_t i = 0;
     for (auto _ : state) {
         User u = users.get(ids[i++ & kIdMask]);
@@ -105,7 +76,7 @@ void BM_FileGetHit(benchmark::State& state) {
     }
     const auto after = fixture().db.cache_manager().stats();
     const auto n = static_cast<double>(state.iterations());
-    state.counters["sql/op"] = static_cast<double>(g_statements.load() - statements_before) / n;
+    state.counters["sql/op"] = static_cast<double>(statements() - statements_before) / n;
     state.counters["hits/op"] = static_cast<double>(after.hits - before.hits) / n;
     state.counters["errors"] = static_cast<double>(after.errors - before.errors);
 }
@@ -174,10 +145,7 @@ void print_summary(const Collector& c) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    benchmark::Initialize(&argc, argv);
-    if (benchmark::ReportUnrecognizedArguments(argc, argv))
-        return 1;
-    try {
+    return bench_main(argc, argv, "ormcache file bench", [] {
         Fixture f;
         g_fixture = &f;
         std::cout << "ormcache file bench: " << kRows << " rows in " << f.app_path
@@ -197,10 +165,5 @@ int main(int argc, char** argv) {
         benchmark::RunSpecifiedBenchmarks(&reporter);
         print_summary(reporter);
         g_fixture = nullptr;
-    } catch (const std::exception& e) {
-        std::cerr << "ormcache file bench: " << e.what() << '\n';
-        return 1;
-    }
-    benchmark::Shutdown();
-    return 0;
+    });
 }

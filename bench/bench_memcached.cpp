@@ -1,7 +1,7 @@
 // The memcached backend's hit path against raw libmemcached (Google Benchmark); see
 // docs/benchmarks.md. It starts its own memcached on a free 127.0.0.1 port
-// (tests/support/memcached_server.hpp), fills the cache with 1,000 users, then measures in the
-// same run:
+// (tests/support/memcached_server.hpp), fills the cache with 1,000 users (the rows of
+// bench_support.hpp), then measures in the same run:
 //   memcached/get_hit:         users.get(id), every entry cached (one gets of the entry and
 //                              the table's generation counter, then the envelope decoded);
 //   memcached/raw_get_decode:  the baseline: memcached_get of the same entry's bytes on a
@@ -17,83 +17,57 @@
 #include <benchmark/benchmark.h>
 #include <libmemcached/memcached.h>
 
-#include <atomic>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
-#include <map>
-#include <memory>
-#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
-#include <utility>
 #include <vector>
 
 #include <ormcache/backends/memcached.hpp>
 #include <ormcache/ormcache.hpp>
 
+#include "bench_support.hpp"
 #include "memcached_server.hpp"
 #include "round_trip_proxy.hpp"
-
-namespace app {
-
-struct User {
-    std::int64_t id = 0;
-    std::string name;
-    std::string email;
-    std::optional<std::int32_t> age{};
-    std::chrono::system_clock::time_point created_at{};
-};
-ORMCACHE_MODEL(User, "users", id, name, email, age, created_at)
-
-}  // namespace app
 
 namespace {
 
 using app::User;
 using ormcache::Repository;
+using ormcache_bench::Collector;
+using ormcache_bench::counter;
+using ormcache_bench::kIdMask;
+using ormcache_bench::random_ids;
+using ormcache_bench::Result;
+using ormcache_bench::statements;
+using ormcache_bench::TempDir;
 
-constexpr std::int64_t kRows = 1000;
+/// The users in the database and the cache; the get benchmarks read random ones of them.
+constexpr std::int64_t kCachedRows = 1000;
 const std::string kPrefix = "bench:";
-
-std::atomic<std::uint64_t> g_selects{0};
 
 struct Fixture {
     ormcache_test::MemcachedServer server;
-    ormcache_test::TempDir dir;
+    TempDir dir;
     ormcache::Database db{ormcache::DatabaseConfig{
-        .connection_string = dir.file("bench.db"),
+        .connection_string = (dir.path() / "bench.db").string(),
         .cache_config =
             ormcache::CacheConfig{
                 .backend = "memcached",
                 .arguments = {{"url", {server.address()}}},
                 .key_prefix = kPrefix,
             },
-        .on_query =
-            [](std::string_view sql) {
-                if (sql.starts_with("SELECT"))
-                    g_selects.fetch_add(1, std::memory_order_relaxed);
-            },
+        .on_query = ormcache_bench::count_statement,
     }};
 
     Fixture() {
-        db.create_all<User>();
+        ormcache_bench::fill_users(db, kCachedRows);
         auto s = db.session();
         Repository<User> users{s};
-        std::vector<User> rows;
-        for (std::int64_t id = 1; id <= kRows; ++id) {
-            rows.push_back(User{.id = id,
-                                .name = "user-" + std::to_string(id * 7919 % 10007),
-                                .email = "user" + std::to_string(id) + "@example.org",
-                                .age = static_cast<std::int32_t>(18 + id % 60),
-                                .created_at = std::chrono::system_clock::time_point{
-                                    std::chrono::seconds{1700000000 + id}}});
-        }
-        users.add_many(rows, {.auto_commit = true});
-        for (std::int64_t id = 1; id <= kRows; ++id)
-            users.get(id);  // fills
+        ormcache_bench::warm_all(users, kCachedRows);  // fills
     }
 
     /// The entity key the cache stores user `id` under (layout of detail/cache_core.hpp).
@@ -112,13 +86,13 @@ constexpr std::int64_t kChangedIds = 100;
 /// A second database on the same server, reached through a proxy that counts round trips.
 struct CommitFixture {
     ormcache_test::RoundTripProxy proxy;
-    ormcache_test::TempDir dir;
+    TempDir dir;
     ormcache::Database db;
 
     explicit CommitFixture(int server_port)
         : proxy(server_port),
           db(ormcache::DatabaseConfig{
-              .connection_string = dir.file("commit.db"),
+              .connection_string = (dir.path() / "commit.db").string(),
               .cache_config =
                   ormcache::CacheConfig{
                       .backend = "memcached",
@@ -137,18 +111,6 @@ struct CommitFixture {
 
 CommitFixture* g_commit = nullptr;
 
-std::vector<std::int64_t> ids() {
-    std::vector<std::int64_t> out;
-    std::uint64_t x = 88172645463325252ULL;
-    for (int i = 0; i < 4096; ++i) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.push_back(static_cast<std::int64_t>(x % kRows) + 1);
-    }
-    return out;
-}
-
 /// The envelope's payload, decoded: "oc1 <stamp> <check size>\n<check><payload>".
 User decode_entry(std::string_view bytes) {
     if (!bytes.starts_with("oc1 "))
@@ -163,15 +125,15 @@ User decode_entry(std::string_view bytes) {
 void BM_GetHit(benchmark::State& state) {
     auto s = g_fixture->db.session();
     Repository<User> users{s};
-    const auto sequence = ids();
-    const auto selects_before = g_selects.load();
+    const auto sequence = random_ids(1, kCachedRows);
+    const auto statements_before = statements();
     const auto hits_before = g_fixture->db.cache_manager().stats().hits;
     std::size_t i = 0;
     for (auto _ : state) {
-        benchmark::DoNotOptimize(users.get(sequence[i++ & 4095]));
+        benchmark::DoNotOptimize(users.get(sequence[i++ & kIdMask]));
     }
     const auto n = static_cast<double>(state.iterations());
-    state.counters["sql/op"] = static_cast<double>(g_selects.load() - selects_before) / n;
+    state.counters["sql/op"] = static_cast<double>(statements() - statements_before) / n;
     state.counters["hits/op"] =
         static_cast<double>(g_fixture->db.cache_manager().stats().hits - hits_before) / n;
 }
@@ -182,13 +144,12 @@ void BM_RawGetDecode(benchmark::State& state) {
     // The socket settings the backend uses, so that only the work done differs.
     memcached_behavior_set(m, MEMCACHED_BEHAVIOR_TCP_NODELAY, 1);
     memcached_behavior_set(m, MEMCACHED_BEHAVIOR_NO_BLOCK, 1);
-    const auto sequence = ids();
     std::vector<std::string> keys;
-    for (const auto id : sequence)
+    for (const auto id : random_ids(1, kCachedRows))
         keys.push_back(Fixture::entity_key(id));
     std::size_t i = 0;
     for (auto _ : state) {
-        const std::string& key = keys[i++ & 4095];
+        const std::string& key = keys[i++ & kIdMask];
         std::size_t length = 0;
         std::uint32_t flags = 0;
         memcached_return_t rc;
@@ -240,79 +201,42 @@ BENCHMARK(BM_Commit100ChangedIds)
     ->Unit(benchmark::kMicrosecond)
     ->ReportAggregatesOnly();
 
-/// Keeps the medians of the two benchmarks for the summary.
-class Collector : public benchmark::ConsoleReporter {
-  public:
-    void ReportRuns(const std::vector<Run>& runs) override {
-        for (const auto& run : runs) {
-            if (run.aggregate_name == "median") {
-                // In the run's time unit (ns, or µs for the commit).
-                medians_[run.run_name.function_name] = {run.GetAdjustedRealTime(),
-                                                        run.GetAdjustedCPUTime()};
-                for (const auto& [name, counter] : run.counters)
-                    counters_[run.run_name.function_name + " " + name] = counter.value;
-            }
-        }
-        ConsoleReporter::ReportRuns(runs);
-    }
-    /// (real, CPU) ns per call.
-    std::optional<std::pair<double, double>> median(const std::string& name) const {
-        const auto it = medians_.find(name);
-        if (it == medians_.end())
-            return std::nullopt;
-        return it->second;
-    }
-
-    std::optional<double> counter(const std::string& benchmark, const std::string& name) const {
-        const auto it = counters_.find(benchmark + " " + name);
-        if (it == counters_.end())
-            return std::nullopt;
-        return it->second;
-    }
-
-  private:
-    std::map<std::string, std::pair<double, double>> medians_;
-    std::map<std::string, double> counters_;
-};
-
 }  // namespace
 
 int main(int argc, char** argv) {
-    benchmark::Initialize(&argc, argv);
-    if (benchmark::ReportUnrecognizedArguments(argc, argv))
-        return 1;
-    Fixture fixture;
-    g_fixture = &fixture;
-    CommitFixture commit_fixture(fixture.server.port());
-    g_commit = &commit_fixture;
-    Collector reporter;
-    benchmark::RunSpecifiedBenchmarks(&reporter);
-    const auto ours = reporter.median("memcached/get_hit");
-    const auto base = reporter.median("memcached/raw_get_decode");
-    std::cout << "\nmetric | ormcache ns/op | raw libmemcached + decode ns/op | throughput ratio | "
-                 "goal | met?\n";
-    if (ours && base) {
-        // Throughput is calls per wall-clock second: the ratio of real times. The CPU-time
-        // ratio says how much of it is our own work rather than waiting for the server.
-        const double real_ratio = base->first / ours->first;
-        const double cpu_ratio = base->second / ours->second;
-        std::printf("memcached get hit (real time) | %.0f | %.0f | %.2fx | >= 0.90x | %s\n",
-                    ours->first, base->first, real_ratio, real_ratio >= 0.9 ? "yes" : "NO");
-        std::printf("memcached get hit (CPU time) | %.0f | %.0f | %.2fx | (for information) | -\n",
-                    ours->second, base->second, cpu_ratio);
-    } else {
-        std::cout << "memcached get hit | not run\n";
-    }
-    const auto commit = reporter.median("memcached/commit/100_changed_ids");
-    const auto trips = reporter.counter("memcached/commit/100_changed_ids", "round_trips/commit");
-    if (commit && trips) {
-        std::printf(
-            "\nmemcached commit of 100 changed ids | %.0f us/commit | %.2f round trips per "
-            "commit to the server\n",
-            commit->first, *trips);
-    }
-    benchmark::Shutdown();
-    g_fixture = nullptr;
-    g_commit = nullptr;
-    return 0;
+    return ormcache_bench::bench_main(argc, argv, "ormcache memcached bench", [] {
+        Fixture fixture;
+        g_fixture = &fixture;
+        CommitFixture commit_fixture(fixture.server.port());
+        g_commit = &commit_fixture;
+        Collector reporter;
+        benchmark::RunSpecifiedBenchmarks(&reporter);
+        const Result* ours = reporter.find("memcached/get_hit");
+        const Result* base = reporter.find("memcached/raw_get_decode");
+        std::cout
+            << "\nmetric | ormcache ns/op | raw libmemcached + decode ns/op | throughput ratio | "
+               "goal | met?\n";
+        if (ours != nullptr && base != nullptr) {
+            // Throughput is calls per wall-clock second: the ratio of real times. The CPU-time
+            // ratio says how much of it is our own work rather than waiting for the server.
+            const double real_ratio = base->real_ns_per_op / ours->real_ns_per_op;
+            const double cpu_ratio = base->ns_per_op / ours->ns_per_op;
+            std::printf("memcached get hit (real time) | %.0f | %.0f | %.2fx | >= 0.90x | %s\n",
+                        ours->real_ns_per_op, base->real_ns_per_op, real_ratio,
+                        real_ratio >= 0.9 ? "yes" : "NO");
+            std::printf(
+                "memcached get hit (CPU time) | %.0f | %.0f | %.2fx | (for information) | -\n",
+                ours->ns_per_op, base->ns_per_op, cpu_ratio);
+        } else {
+            std::cout << "memcached get hit | not run\n";
+        }
+        if (const Result* commit = reporter.find("memcached/commit/100_changed_ids")) {
+            std::printf(
+                "\nmemcached commit of 100 changed ids | %.0f us/commit | %.2f round trips per "
+                "commit to the server\n",
+                commit->real_ns_per_op / 1e3, counter(*commit, "round_trips/commit"));
+        }
+        g_fixture = nullptr;
+        g_commit = nullptr;
+    });
 }

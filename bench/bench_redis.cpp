@@ -40,12 +40,14 @@ namespace {
 using app::User;
 using ormcache::Repository;
 using ormcache_bench::Collector;
+using ormcache_bench::count_statement;
 using ormcache_bench::counter;
 using ormcache_bench::fixed;
 using ormcache_bench::kIdMask;
 using ormcache_bench::kRows;
 using ormcache_bench::random_ids;
 using ormcache_bench::Result;
+using ormcache_bench::statements;
 using ormcache_bench::TempDir;
 using ormcache_test::CommandDelta;
 using ormcache_test::RedisClient;
@@ -58,18 +60,6 @@ constexpr int kThreads = 8;
 /// with the other cases' (see main()), and the summary takes their median.
 constexpr double kMinTime = 0.25;
 constexpr int kRepetitions = 6;
-
-// ---- SQL statement counting (DatabaseConfig::on_query): a hit must run none ----
-
-std::atomic<std::uint64_t> g_statements{0};
-
-void count_statement(std::string_view) {
-    g_statements.fetch_add(1, std::memory_order_relaxed);
-}
-
-std::uint64_t statements() {
-    return g_statements.load(std::memory_order_relaxed);
-}
 
 // ---- the shared fixture ----
 
@@ -98,8 +88,7 @@ struct Fixture {
         {
             ormcache::Session session = db.session();
             Repository<User> users{session};
-            for (std::int64_t id = 1; id <= kRows; ++id)
-                benchmark::DoNotOptimize(users.get(id));
+            ormcache_bench::warm_all(users);
         }
         entity_keys.resize(static_cast<std::size_t>(kRows));
         for (const auto& key : client->keys(cache_config.key_prefix + "e:users:")) {
@@ -273,13 +262,7 @@ void BM_RedisListHit(benchmark::State& state) {
 void BM_RedisGetHitThreads(benchmark::State& state) {
     ormcache::Session session = fixture().db.session();
     Repository<User> users{session};
-    const auto ids = random_ids(100 + static_cast<std::uint64_t>(state.thread_index()));
-    std::size_t i = 0;
-    for (auto _ : state) {
-        User u = users.get(ids[i++ & kIdMask]);
-        benchmark::DoNotOptimize(u);
-    }
-    state.SetItemsProcessed(state.iterations());
+    ormcache_bench::get_hits_per_thread(state, users);
 }
 
 /// Each thread its own hiredis connection.
@@ -487,7 +470,7 @@ void BM_RedisCommit100(benchmark::State& state) {
 void register_benchmarks() {
     auto timed = [](const char* name, void (*fn)(benchmark::State&)) {
         // Real time: the client waits for the server, which runs on another core.
-        benchmark::RegisterBenchmark(name, fn)
+        return benchmark::RegisterBenchmark(name, fn)
             ->MinTime(kMinTime)
             ->Repetitions(kRepetitions)
             ->ReportAggregatesOnly(true)
@@ -496,16 +479,8 @@ void register_benchmarks() {
     timed("get/redis_hit", BM_RedisGetHit);
     timed("get/raw_hiredis_get_decode", BM_RawHiredisGetDecode);
     timed("list50/redis_hit", BM_RedisListHit);
-    auto threads = [](const char* name, void (*fn)(benchmark::State&)) {
-        benchmark::RegisterBenchmark(name, fn)
-            ->MinTime(kMinTime)
-            ->ThreadRange(1, kThreads)
-            ->Repetitions(kRepetitions)
-            ->ReportAggregatesOnly(true)
-            ->UseRealTime();
-    };
-    threads("mt/redis_get_hit", BM_RedisGetHitThreads);
-    threads("mt/raw_hiredis_get_decode", BM_RawHiredisGetDecodeThreads);
+    timed("mt/redis_get_hit", BM_RedisGetHitThreads)->ThreadRange(1, kThreads);
+    timed("mt/raw_hiredis_get_decode", BM_RawHiredisGetDecodeThreads)->ThreadRange(1, kThreads);
     // Counting runs (MONITOR on): one iteration each. Every case leaves the cache complete, so
     // their order does not matter.
     benchmark::RegisterBenchmark("trips/get_hit", BM_TripsGetHit)->Iterations(1);
@@ -611,24 +586,16 @@ int main(int argc, char** argv) {
     std::vector<char*> args(argv, argv + argc);
     char interleave[] = "--benchmark_enable_random_interleaving=true";
     args.insert(args.begin() + 1, interleave);
-    int arg_count = static_cast<int>(args.size());
-    benchmark::Initialize(&arg_count, args.data());
-    if (benchmark::ReportUnrecognizedArguments(arg_count, args.data()))
-        return 1;
-    try {
-        Fixture f;
-        g_fixture = &f;
-        std::cout << "ormcache redis bench: " << kRows << " rows in " << f.path
-                  << ", all cached in redis-server on 127.0.0.1:" << f.server.port() << '\n';
-        register_benchmarks();
-        Collector reporter;
-        benchmark::RunSpecifiedBenchmarks(&reporter);
-        print_summary(reporter);
-        g_fixture = nullptr;
-    } catch (const std::exception& e) {
-        std::cerr << "ormcache redis bench: " << e.what() << '\n';
-        return 1;
-    }
-    benchmark::Shutdown();
-    return 0;
+    return ormcache_bench::bench_main(
+        static_cast<int>(args.size()), args.data(), "ormcache redis bench", [] {
+            Fixture f;
+            g_fixture = &f;
+            std::cout << "ormcache redis bench: " << kRows << " rows in " << f.path
+                      << ", all cached in redis-server on 127.0.0.1:" << f.server.port() << '\n';
+            register_benchmarks();
+            Collector reporter;
+            benchmark::RunSpecifiedBenchmarks(&reporter);
+            print_summary(reporter);
+            g_fixture = nullptr;
+        });
 }

@@ -10,7 +10,6 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <set>
 #include <stdexcept>
@@ -23,6 +22,8 @@
 #include <catch2/catch.hpp>
 #include <ormcache/detail/base64.hpp>
 
+#include "envelope.hpp"
+#include "error_log.hpp"
 #include "fake_backend.hpp"
 #include "models.hpp"
 #include "test_support.hpp"
@@ -123,8 +124,11 @@ using ormcache::OrderBy;
 using ormcache::Repository;
 using ormcache::SearchFilter;
 using ormcache::Sort;
+using ormcache_test::Envelope;
+using ormcache_test::ErrorLog;
 using ormcache_test::FakeStore;
 using ormcache_test::Fault;
+using ormcache_test::make_envelope;
 using ormcache_test::Op;
 using ormcache_test::SqlLog;
 using ormcache_test::TempDir;
@@ -174,68 +178,12 @@ CacheStats minus(const CacheStats& a, const CacheStats& b) {
     return d;
 }
 
-/// The envelope a byte backend holds: "oc1 <stamp> <len>\n<check><payload>".
-struct Envelope {
-    std::int64_t stamp = 0;
-    std::string check;
-    std::string payload;
-};
+/// The envelope in `raw` (envelope.hpp); fails the test if it is not one.
 Envelope parse_envelope(const std::string& raw) {
-    REQUIRE(raw.rfind("oc1 ", 0) == 0);
-    const auto space = raw.find(' ', 4);
-    const auto newline = raw.find('\n');
-    REQUIRE(space != std::string::npos);
-    REQUIRE(newline != std::string::npos);
-    REQUIRE(space < newline);
-    Envelope e;
-    e.stamp = std::stoll(raw.substr(4, space - 4));
-    const auto len = std::stoull(raw.substr(space + 1, newline - space - 1));
-    REQUIRE(raw.size() >= newline + 1 + len);
-    e.check = raw.substr(newline + 1, len);
-    e.payload = raw.substr(newline + 1 + len);
-    return e;
+    auto envelope = ormcache_test::parse_envelope(raw);
+    REQUIRE(envelope.has_value());
+    return *envelope;
 }
-std::string make_envelope(std::int64_t stamp, const std::string& check,
-                          const std::string& payload) {
-    return "oc1 " + std::to_string(stamp) + " " + std::to_string(check.size()) + "\n" + check +
-           payload;
-}
-
-/// Collects what CacheConfig::on_error receives. Thread-safe.
-class ErrorLog {
-  public:
-    struct Entry {
-        std::string backend, operation, what;
-    };
-    std::function<void(const CacheError&)> callback() {
-        return [this](const CacheError& e) {
-            std::lock_guard lock(mutex_);
-            entries_.push_back({e.backend(), e.operation(), e.what()});
-        };
-    }
-    std::vector<Entry> entries() const {
-        std::lock_guard lock(mutex_);
-        return entries_;
-    }
-    std::vector<std::string> operations() const {
-        std::vector<std::string> out;
-        for (const auto& e : entries())
-            out.push_back(e.operation);
-        return out;
-    }
-    std::size_t size() const {
-        std::lock_guard lock(mutex_);
-        return entries_.size();
-    }
-    void clear() {
-        std::lock_guard lock(mutex_);
-        entries_.clear();
-    }
-
-  private:
-    mutable std::mutex mutex_;
-    std::vector<Entry> entries_;
-};
 
 /// A file database with a cache and seeded rows:
 ///   users 1 Ada 36, 2 Bob 25, 3 Cy NULL, 4 Dee 36, 5 eve 17
@@ -591,7 +539,7 @@ TEST_CASE("Config: enabled = false behaves exactly like \"null\"", "[cache][conf
         f.manager().invalidate_all<User>();
         f.manager().clear();
         CHECK(all_zero(f.manager().stats()));
-        CHECK(f.errors.size() == 0);
+        CHECK(f.errors.count() == 0);
     }
     // The fake store behind the disabled config was never even built.
     Fixture f("fake", [](CacheConfig& c) { c.enabled = false; });
@@ -1572,7 +1520,7 @@ TEST_CASE("CacheManager: a value of another type under the same key is a miss, n
           "seven");
     // The undecodable entry was counted as an error (rule 7), reported, and replaced.
     CHECK(f.delta().errors == 1);
-    REQUIRE(f.errors.size() == 1);
+    REQUIRE(f.errors.count() == 1);
     CHECK(f.errors.entries()[0].operation == "decode");
 }
 
@@ -1835,7 +1783,7 @@ TEST_CASE("Rule 7: a single failed call is absorbed and the next call uses the c
         CHECK(sql_of(f, [&] { users.list(); }) == 1);
         CHECK(sql_of(f, [&] { users.list(); }) == 0);
         CHECK(f.moved() == Traffic{1, 2, 1});
-        REQUIRE(f.errors.size() == 1);
+        REQUIRE(f.errors.count() == 1);
         CHECK(f.errors.entries()[0].operation == "fill");
         CHECK(f.errors.entries()[0].backend == "fake");
     }
@@ -1910,7 +1858,7 @@ TEST_CASE("Rule 7: a corrupt entry is a miss, is removed, and is counted",
         CHECK(f.delta().errors == 1);
         CHECK(f.moved() == Traffic{0, 1, 1});
         CHECK(f.store->was_removed(key));
-        REQUIRE(f.errors.size() == 1);
+        REQUIRE(f.errors.count() == 1);
         CHECK(f.errors.entries()[0].operation == "decode");
         CHECK(f.errors.entries()[0].backend == "fake");
         // Filled again with a good entry.
@@ -2173,7 +2121,7 @@ TEST_CASE("Serializers: a custom pair of functions", "[cache][serializer]") {
     CHECK(users2.list().size() == 5);
     CHECK(g.delta().errors == 2);
     CHECK(g.delta().sets == 0);
-    REQUIRE(g.errors.size() == 2);
+    REQUIRE(g.errors.count() == 2);
     CHECK(g.errors.entries()[0].operation == "encode");
 }
 

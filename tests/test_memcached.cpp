@@ -14,7 +14,6 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <ctime>
 #include <functional>
@@ -34,10 +33,15 @@
 #include <nlohmann/json.hpp>
 #include <ormcache/backends/memcached.hpp>
 
+#include "backend_test_support.hpp"
+#include "error_log.hpp"
+#include "fault_run.hpp"
+#include "gated_backend.hpp"
 #include "memcached_server.hpp"
 #include "models.hpp"
 #include "round_trip_proxy.hpp"
 #include "test_support.hpp"
+#include "users_fixture.hpp"
 
 using namespace std::chrono_literals;
 
@@ -52,37 +56,42 @@ using ormcache::LimitOffset;
 using ormcache::Options;
 using ormcache::OrderBy;
 using ormcache::Repository;
+using ormcache_test::ErrorLog;
+using ormcache_test::eventually;
+using ormcache_test::fill_gate;
+using ormcache_test::kBusyTimeout;
 using ormcache_test::MemcachedClient;
 using ormcache_test::MemcachedServer;
+using ormcache_test::names_of;
+using ormcache_test::rename_user;
 using ormcache_test::RoundTripProxy;
 using ormcache_test::SqlLog;
 using ormcache_test::TempDir;
+using ormcache_test::unique_prefix;
+using ormcache_test::with_fill_held;
 using Clock = std::chrono::steady_clock;
 
-/// Writers queue for SQLite's write lock; under sanitizers on a loaded machine the default
-/// 5 s can run out. These tests are about the cache, not about lock fairness.
-constexpr std::chrono::milliseconds kBusyTimeout{60000};
+using Servers = std::vector<std::unique_ptr<MemcachedServer>>;
 
-/// The three servers most tests share (started on first use, stopped at exit).
-std::vector<std::unique_ptr<MemcachedServer>>& shared_servers() {
-    static std::vector<std::unique_ptr<MemcachedServer>> servers;
-    while (servers.size() < 3)
+/// Three servers of the test's own (for the tests that stop, restart or pause one).
+Servers own_servers() {
+    Servers servers;
+    for (int i = 0; i < 3; ++i)
         servers.push_back(std::make_unique<MemcachedServer>());
     return servers;
 }
 
-nlohmann::json urls_of(const std::vector<std::unique_ptr<MemcachedServer>>& servers) {
+/// The three servers most tests share (started on first use, stopped at exit).
+const Servers& shared_servers() {
+    static const Servers servers = own_servers();
+    return servers;
+}
+
+nlohmann::json urls_of(const Servers& servers) {
     nlohmann::json url = nlohmann::json::array();
     for (const auto& s : servers)
         url.push_back(s->address());
     return url;
-}
-
-/// A key prefix no other test (or earlier run against the same servers) uses.
-std::string unique_prefix(std::string_view label) {
-    static std::atomic<int> counter{0};
-    return "mct" + std::to_string(::getpid()) + "-" + std::to_string(++counter) + "-" +
-           std::string(label) + ":";
 }
 
 CacheConfig memcached_config(nlohmann::json url, std::string prefix,
@@ -100,68 +109,20 @@ CacheConfig shared_config(std::string_view label, nlohmann::json extra = nlohman
     return memcached_config(urls_of(shared_servers()), unique_prefix(label), std::move(extra));
 }
 
-/// Counts the errors handed to CacheConfig::on_error (from any thread).
-struct ErrorLog {
-    std::atomic<int> count{0};
-    std::mutex mutex;
-    std::vector<std::string> messages;  // guarded by mutex
-
-    void attach(CacheConfig& c) {
-        c.on_error = [this](const ormcache::CacheError& e) {
-            ++count;
-            std::lock_guard lock(mutex);
-            if (messages.size() < 100)
-                messages.push_back(e.backend() + ": " + e.what());
-        };
-    }
-};
-
-/// A SQLite file with the users table and five committed users, behind a memcached cache.
+/// A SQLite file with the users and tags tables and five committed users, behind a memcached
+/// cache.
 ///   1 Ada, 2 Bob, 3 Cy, 4 Dee, 5 Eve
-struct Fixture {
-    TempDir dir;
-    SqlLog log;
-    ErrorLog errors;
-    std::string prefix;
-    CacheConfig config;
-    std::unique_ptr<Database> db;
+using Fixture = ormcache_test::UsersFixture<Tag>;
 
-    explicit Fixture(const CacheConfig& base, bool seed = true)
-        : prefix(base.key_prefix), config(base) {
-        errors.attach(config);
-        db = std::make_unique<Database>(DatabaseConfig{.connection_string = dir.file("mc.db"),
-                                                       .cache_config = config,
-                                                       .on_query = log.callback(),
-                                                       .busy_timeout = kBusyTimeout});
-        db->create_all<User>();
-        db->create_all<Tag>();
-        if (seed) {
-            auto s = db->session();
-            Repository<User> users{s};
-            for (const char* name : {"Ada", "Bob", "Cy", "Dee", "Eve"}) {
-                users.add({.name = name, .email = std::string(name) + "@example.org"});
-            }
-            s.commit();
-        }
-        log.clear();
-    }
-
-    std::string path() const { return dir.file("mc.db"); }
-    ormcache::CacheStats stats() { return db->cache_manager().stats(); }
-
-    void rename(std::int64_t id, const std::string& name) {
-        auto s = db->session();
-        Repository<User> users{s};
-        auto u = users.get(id, {.use_cache = false});
-        u.name = name;
-        users.update(u);
-        s.commit();
-    }
-};
+/// A backend on the fixture's servers and key prefix, asked only where keys live
+/// (server_index()).
+ormcache::MemcachedBackend placement_of(const Fixture& f) {
+    return ormcache::MemcachedBackend(ormcache::detail::memcached_options(f.config.arguments),
+                                      f.prefix);
+}
 
 /// Every key under `prefix` on any of `servers`, with the server index holding it.
-std::map<std::string, std::size_t> keys_on(
-    const std::vector<std::unique_ptr<MemcachedServer>>& servers, const std::string& prefix) {
+std::map<std::string, std::size_t> keys_on(const Servers& servers, const std::string& prefix) {
     std::map<std::string, std::size_t> out;
     for (std::size_t i = 0; i < servers.size(); ++i) {
         if (!servers[i]->running())
@@ -173,8 +134,7 @@ std::map<std::string, std::size_t> keys_on(
 }
 
 /// The raw value of `key` wherever it lives among `servers`.
-std::optional<std::string> raw_get(const std::vector<std::unique_ptr<MemcachedServer>>& servers,
-                                   const std::string& key) {
+std::optional<std::string> raw_get(const Servers& servers, const std::string& key) {
     for (const auto& s : servers) {
         if (!s->running())
             continue;
@@ -184,123 +144,21 @@ std::optional<std::string> raw_get(const std::vector<std::unique_ptr<MemcachedSe
     return std::nullopt;
 }
 
+/// Whether a raw value is a fill lease rather than an entry (memcached.hpp stores the lease
+/// marker inside its wrapping of the value).
 bool is_lease(std::string_view value) {
     return value.find(std::string_view("\0lease:", 7)) != std::string_view::npos;
 }
 
-std::vector<std::string> names_of(const std::vector<User>& users) {
-    std::vector<std::string> out;
-    for (const auto& u : users)
-        out.push_back(u.name);
-    return out;
-}
-
-template <class Fn>
-bool eventually(Fn&& condition, std::chrono::milliseconds timeout = 10s) {
-    const auto deadline = Clock::now() + timeout;
-    while (Clock::now() < deadline) {
-        if (condition())
-            return true;
-        std::this_thread::sleep_for(5ms);
-    }
-    return condition();
-}
-
-template <class Fn>
-std::string config_error(Fn&& fn) {
-    try {
-        fn();
-    } catch (const ormcache::ConfigError& e) {
-        return e.what();
-    }
-    return "";
-}
-
 std::string config_error_for(const nlohmann::json& arguments,
                              const std::string& backend = "memcached") {
-    CacheConfig c;
-    c.backend = backend;
-    c.arguments = arguments;
-    c.key_prefix = unique_prefix("cfg");
-    return config_error([&] { Database db{DatabaseConfig{.cache_config = c}}; });
+    return ormcache_test::config_error_for(backend, arguments);
 }
 
-// ---- a backend that can hold one fill, for the stale-fill race ---------------------------
-
-/// Holds the next fill whose key contains `match` until release() (or 30 s).
-class FillGate {
-  public:
-    void arm(std::string match) {
-        std::lock_guard lock(mutex_);
-        match_ = std::move(match);
-        armed_ = true;
-        reached_ = false;
-        open_ = false;
-    }
-    void pass(const std::string& key) {
-        std::unique_lock lock(mutex_);
-        if (!armed_ || key.find(match_) == std::string::npos)
-            return;
-        armed_ = false;
-        reached_ = true;
-        changed_.notify_all();
-        changed_.wait_for(lock, 30s, [&] { return open_; });
-    }
-    bool wait_reached(std::chrono::milliseconds timeout = 10s) {
-        std::unique_lock lock(mutex_);
-        return changed_.wait_for(lock, timeout, [&] { return reached_; });
-    }
-    void release() {
-        std::lock_guard lock(mutex_);
-        open_ = true;
-        armed_ = false;
-        changed_.notify_all();
-    }
-
-  private:
-    std::mutex mutex_;  // guards everything below
-    std::condition_variable changed_;
-    std::string match_;
-    bool armed_ = false, reached_ = false, open_ = false;
-};
-
-FillGate& fill_gate() {
-    static FillGate gate;
-    return gate;
-}
-
-/// The memcached backend with fill() passing through fill_gate() first.
-class GatedMemcachedBackend {
-  public:
-    static constexpr bool stores_objects = false;
-    explicit GatedMemcachedBackend(const CacheConfig& c)
-        : inner_(ormcache::detail::memcached_options(c.arguments), c.key_prefix) {}
-
-    std::string_view name() const noexcept { return "memcached-gated"; }
-    ormcache::ReadResult read(const ormcache::ReadRequest& r) { return inner_.read(r); }
-    bool fill(const ormcache::FillRequest& f) {
-        fill_gate().pass(f.key);
-        return inner_.fill(f);
-    }
-    void set(const std::string& k, ormcache::CacheValue v, ormcache::Ttl t) {
-        inner_.set(k, std::move(v), t);
-    }
-    std::optional<ormcache::CacheValue> get(const std::string& k) { return inner_.get(k); }
-    void remove(const std::vector<std::string>& k) { inner_.remove(k); }
-    void invalidate(const ormcache::InvalidationBatch& b) { inner_.invalidate(b); }
-    void clear() { inner_.clear(); }
-
-  private:
-    ormcache::MemcachedBackend inner_;
-};
-
+/// The memcached backend with its fills held at fill_gate() when armed, as "memcached-gated".
 void register_gated_backend() {
-    static const bool once = [] {
-        ormcache::register_backend_type<GatedMemcachedBackend>(
-            "memcached-gated", [](const CacheConfig& c) { return new GatedMemcachedBackend(c); });
-        return true;
-    }();
-    (void)once;
+    ormcache_test::register_gated_backend<ormcache::MemcachedBackend,
+                                          ormcache::detail::memcached_options>("memcached-gated");
 }
 
 }  // namespace
@@ -329,7 +187,7 @@ TEST_CASE("memcached: a bad configuration is a ConfigError naming the field",
     CHECK_THAT(config_error_for({{"url", 1}}, "dogpile.cache.memcached"), Catch::Contains("url"));
     // Well-formed arguments are not an error, even with no server behind them.
     CHECK(config_error_for({{"url",
-                             {"127.0.0.1:" + std::to_string(MemcachedServer::free_port()),
+                             {"127.0.0.1:" + std::to_string(ormcache_test::free_port()),
                               "localhost", "[::1]:11311"}},
                             {"connect_timeout_ms", 50},
                             {"pool_size", 2},
@@ -526,7 +384,7 @@ TEST_CASE("memcached: get and list hits run no SQL; every key starts with key_pr
     CHECK(stats.hits == 6);
     CHECK(stats.misses == 5);
     CHECK(stats.errors == 0);
-    CHECK(f.errors.count == 0);
+    CHECK(f.errors.count() == 0);
 
     const auto keys = keys_on(servers, f.prefix);
     std::size_t entities = 0, queries = 0;
@@ -569,8 +427,7 @@ TEST_CASE("memcached: keys spread over the three servers by consistent hashing",
     for (std::int64_t id = 1; id <= 90; ++id)
         users.get(id);
 
-    ormcache::MemcachedBackend probe(ormcache::detail::memcached_options(f.config.arguments),
-                                     f.prefix);
+    const ormcache::MemcachedBackend probe = placement_of(f);
     std::vector<int> per_server(servers.size(), 0);
     for (const auto& [key, server] : keys_on(servers, f.prefix + "e:users:")) {
         ++per_server[server];
@@ -584,7 +441,7 @@ TEST_CASE("memcached: keys spread over the three servers by consistent hashing",
 
     // Adding a fourth server moves about a quarter of the keys, not most of them.
     auto four = f.config.arguments;
-    four["url"].push_back("127.0.0.1:" + std::to_string(MemcachedServer::free_port()));
+    four["url"].push_back("127.0.0.1:" + std::to_string(ormcache_test::free_port()));
     ormcache::MemcachedBackend wider(ormcache::detail::memcached_options(four), f.prefix);
     int moved = 0, total = 0;
     for (int i = 0; i < 2000; ++i) {
@@ -632,7 +489,7 @@ TEST_CASE("memcached: hostile primary keys work and never collide", "[memcached]
     }
     CHECK(f.log.size() == 0);  // all hits
     CHECK(f.stats().errors == 0);
-    CHECK(f.errors.count == 0);
+    CHECK(f.errors.count() == 0);
 
     // What reached memcached: short keys, one per slug, the readable head kept.
     std::size_t entity_keys = 0;
@@ -687,7 +544,7 @@ TEST_CASE("memcached: get_or_create and clear", "[memcached][clear]") {
     CHECK(f.log.count("SELECT") == 1);
     CHECK(manager.get_or_create<std::string>("report:42", build) == "report body");
     CHECK(built == 2);
-    CHECK(f.errors.count == 0);
+    CHECK(f.errors.count() == 0);
 }
 
 namespace {
@@ -756,7 +613,7 @@ TEST_CASE("memcached: clear() drops its own prefix's keys only, shortened ones i
     mine.db->cache_manager().clear();
     CHECK(keys_on(servers, mine.prefix).empty());
     CHECK(mine.stats().errors == 0);
-    CHECK(mine.errors.count == 0);
+    CHECK(mine.errors.count() == 0);
     // The others' entries are all still there: hits, no SQL.
     for (Fixture* f : {&other, &odd}) {
         f->log.clear();
@@ -776,7 +633,7 @@ TEST_CASE("memcached: clear() drops its own prefix's keys only, shortened ones i
     // The prefix that goes hashed finds its keys by the hash.
     odd.db->cache_manager().clear();
     CHECK(keys_on(servers, odd_keys.head()).empty());
-    CHECK(odd.errors.count == 0);
+    CHECK(odd.errors.count() == 0);
     other.log.clear();
     read_everything(other);
     CHECK(other.log.size() == 0);
@@ -787,9 +644,7 @@ TEST_CASE("memcached: clear() drops its own prefix's keys only, shortened ones i
 
 TEST_CASE("memcached: clear() with a server down clears the others and fails open",
           "[memcached][clear][failopen]") {
-    std::vector<std::unique_ptr<MemcachedServer>> servers;
-    for (int i = 0; i < 3; ++i)
-        servers.push_back(std::make_unique<MemcachedServer>());
+    const Servers servers = own_servers();
     Fixture f(memcached_config(
         urls_of(servers), unique_prefix("clear-down"),
         {{"connect_timeout_ms", 200}, {"socket_timeout_ms", 200}, {"retry_interval_ms", 100}}));
@@ -805,11 +660,11 @@ TEST_CASE("memcached: clear() with a server down clears the others and fails ope
     const auto errors_before = f.stats().errors;
     f.db->cache_manager().clear();  // absorbed: never thrown
     CHECK(f.stats().errors == errors_before + 1);
-    CHECK(f.errors.count == 1);
+    CHECK(f.errors.count() == 1);
     {
-        std::lock_guard lock(f.errors.mutex);
-        REQUIRE(f.errors.messages.size() == 1);
-        CHECK(f.errors.messages[0].find(servers[2]->address()) != std::string::npos);
+        const auto reported = f.errors.entries();
+        REQUIRE(reported.size() == 1);
+        CHECK(reported[0].what.find(servers[2]->address()) != std::string::npos);
     }
     CHECK(keys_on(servers, f.prefix).empty());  // the two live servers hold none of ours
 }
@@ -990,14 +845,6 @@ TEST_CASE("memcached: a fill overtaken by a commit in another manager never land
     Fixture a(gated);  // the reader, whose fills can be held
     Database b{DatabaseConfig{.connection_string = a.path(),
                               .cache_config = memcached_config(urls_of(servers), prefix)}};
-    auto commit_in_b = [&](const std::string& name) {
-        auto sb = b.session();
-        Repository<User> ub{sb};
-        auto u = ub.get(1, {.use_cache = false});
-        u.name = name;
-        ub.update(u);
-        sb.commit();
-    };
     auto entity_is_fresh = [&] {
         for (const auto& [key, server] : keys_on(servers, prefix + "e:users:")) {
             if (!key.ends_with(":i1"))
@@ -1015,22 +862,19 @@ TEST_CASE("memcached: a fill overtaken by a commit in another manager never land
         CHECK(users.get(1).name == "Ada v2");
         CHECK(users.list(OrderBy{&User::id}).front().name == "Ada v2");
         CHECK(a.log.count("SELECT") == 2);
-        CHECK(a.errors.count == 0);
+        CHECK(a.errors.count() == 0);
     };
 
     SECTION("entity") {
-        fill_gate().arm(prefix + "e:users:");
         std::string seen;
-        std::thread reader([&] {
-            auto s = a.db->session();
-            Repository<User> users{s};
-            seen = users.get(1).name;  // reads "Ada", then its fill is held
-        });
-        const bool reached = fill_gate().wait_reached();
-        if (reached)
-            commit_in_b("Ada v2");
-        fill_gate().release();
-        reader.join();
+        const bool reached = with_fill_held(
+            fill_gate().arm(prefix + "e:users:"),
+            [&] {
+                auto s = a.db->session();
+                Repository<User> users{s};
+                seen = users.get(1).name;  // reads "Ada", then its fill is held
+            },
+            [&] { rename_user(b, 1, "Ada v2"); });
         REQUIRE(reached);
         CHECK(seen == "Ada");
         CHECK(a.stats().sets == 0);  // the held fill was refused (its lease was deleted)
@@ -1038,18 +882,15 @@ TEST_CASE("memcached: a fill overtaken by a commit in another manager never land
         everyone_sees_the_commit();
     }
     SECTION("list") {
-        fill_gate().arm(prefix + "q:users:");
         std::vector<std::string> seen;
-        std::thread reader([&] {
-            auto s = a.db->session();
-            Repository<User> users{s};
-            seen = names_of(users.list(OrderBy{&User::id}));
-        });
-        const bool reached = fill_gate().wait_reached();
-        if (reached)
-            commit_in_b("Ada v2");
-        fill_gate().release();
-        reader.join();
+        const bool reached = with_fill_held(
+            fill_gate().arm(prefix + "q:users:"),
+            [&] {
+                auto s = a.db->session();
+                Repository<User> users{s};
+                seen = names_of(users.list(OrderBy{&User::id}));
+            },
+            [&] { rename_user(b, 1, "Ada v2"); });
         REQUIRE(reached);
         REQUIRE_FALSE(seen.empty());
         CHECK(seen.front() == "Ada");
@@ -1064,7 +905,7 @@ TEST_CASE("memcached: a fill overtaken by a commit in another manager never land
             CHECK(users.list(OrderBy{&User::id}).front().name == "Ada");
             const auto sets_before = a.stats().sets;
             s.begin();
-            commit_in_b("Ada v2");
+            rename_user(b, 1, "Ada v2");
             // The snapshot still says Ada; it must not be written back over the invalidation.
             CHECK(users.get(1).name == "Ada");
             CHECK(users.list(OrderBy{&User::id}).front().name == "Ada");
@@ -1202,7 +1043,7 @@ TEST_CASE("memcached: distributed_lock: a dead holder's lock is waited for at mo
     CHECK(waited >= 600ms);
     CHECK(waited < 700ms + 500ms);
     CHECK(f.log.count("SELECT") == 1);
-    CHECK(f.errors.count == 0);
+    CHECK(f.errors.count() == 0);
     // Once the lease has expired (memcached counts whole seconds), the next miss fills.
     CHECK(eventually(
         [&] {
@@ -1218,9 +1059,7 @@ TEST_CASE("memcached: distributed_lock: a dead holder's lock is waited for at mo
 
 TEST_CASE("memcached: a dead server costs only its share of keys; on_error hears of it once",
           "[memcached][failopen]") {
-    std::vector<std::unique_ptr<MemcachedServer>> servers;
-    for (int i = 0; i < 3; ++i)
-        servers.push_back(std::make_unique<MemcachedServer>());
+    const Servers servers = own_servers();
     Fixture f(memcached_config(
         urls_of(servers), unique_prefix("dead"),
         {{"connect_timeout_ms", 200}, {"socket_timeout_ms", 200}, {"retry_interval_ms", 100}}));
@@ -1231,8 +1070,7 @@ TEST_CASE("memcached: a dead server costs only its share of keys; on_error hears
             users.add({.name = "x" + std::to_string(i), .email = "e"});
         s.commit();
     }
-    ormcache::MemcachedBackend probe(ormcache::detail::memcached_options(f.config.arguments),
-                                     f.prefix);
+    const ormcache::MemcachedBackend probe = placement_of(f);
     // Stop a server that holds neither counter of the users table, so that only the entity
     // keys it holds are affected.
     const std::size_t v = probe.server_index(f.prefix + "v:users");
@@ -1252,7 +1090,7 @@ TEST_CASE("memcached: a dead server costs only its share of keys; on_error hears
     servers[dead]->stop();
     f.log.clear();
     const auto before = f.stats();
-    const int reported_before = f.errors.count;
+    const int reported_before = f.errors.count();
     for (int round = 0; round < 3; ++round) {
         for (std::int64_t id = 1; id <= 60; ++id) {
             CHECK(users.get(id).id == id);  // never a failed call
@@ -1267,7 +1105,7 @@ TEST_CASE("memcached: a dead server costs only its share of keys; on_error hears
     CHECK(hits_expected >= 20);  // two servers' worth
     CHECK(hits_expected < 60);
     CHECK(after.errors > before.errors);
-    CHECK(f.errors.count - reported_before == 1);  // one outage, reported once
+    CHECK(f.errors.count() - reported_before == 1);  // one outage, reported once
 
     // Restarted: its keys are filled and served again.
     servers[dead]->restart();
@@ -1283,16 +1121,13 @@ TEST_CASE("memcached: a dead server costs only its share of keys; on_error hears
 
 TEST_CASE("memcached: invalidations a paused server missed are replayed before it is read",
           "[memcached][failopen]") {
-    std::vector<std::unique_ptr<MemcachedServer>> servers;
-    for (int i = 0; i < 3; ++i)
-        servers.push_back(std::make_unique<MemcachedServer>());
+    const Servers servers = own_servers();
     Fixture f(memcached_config(
         urls_of(servers), unique_prefix("replay"),
         {{"connect_timeout_ms", 100}, {"socket_timeout_ms", 100}, {"retry_interval_ms", 1500}}));
     auto s = f.db->session();
     Repository<User> users{s};
-    ormcache::MemcachedBackend probe(ormcache::detail::memcached_options(f.config.arguments),
-                                     f.prefix);
+    const ormcache::MemcachedBackend probe = placement_of(f);
     // A user whose entry lives on a server that holds neither counter.
     const std::size_t v = probe.server_index(f.prefix + "v:users");
     const std::size_t g = probe.server_index(f.prefix + "g:users");
@@ -1356,9 +1191,7 @@ TEST_CASE("memcached: invalidations a paused server missed are replayed before i
 
 TEST_CASE("memcached: fault run: 8 threads while one server is stopped and restarted",
           "[memcached][fault]") {
-    std::vector<std::unique_ptr<MemcachedServer>> servers;
-    for (int i = 0; i < 3; ++i)
-        servers.push_back(std::make_unique<MemcachedServer>());
+    const Servers servers = own_servers();
     TempDir dir;
     const std::string prefix = unique_prefix("fault");
     ErrorLog errors;
@@ -1372,136 +1205,58 @@ TEST_CASE("memcached: fault run: 8 threads while one server is stopped and resta
     db.create_all<User>();
     constexpr int threads = 8;
     constexpr std::int64_t ids = 48;
-    {
-        auto s = db.session();
-        Repository<User> users{s};
-        for (std::int64_t id = 1; id <= ids; ++id)
-            users.add({.name = "u" + std::to_string(id) + "-0", .email = "e"});
-        s.commit();
-    }
+    ormcache_test::FaultRun::seed(db, ids);
 
-    std::atomic<bool> stop{false};
-    std::atomic<std::uint64_t> ops{0}, failures{0}, stale{0};
-    std::mutex notes_mutex;
-    std::vector<std::string> notes;  // guarded by notes_mutex
-    auto note = [&](std::string what) {
-        std::lock_guard lock(notes_mutex);
-        if (notes.size() < 10)
-            notes.push_back(std::move(what));
-    };
-
-    // Thread t owns the ids with (id - 1) % threads == t: only it writes them, so it knows
-    // their committed names and checks every read of them.
-    auto worker = [&](int t) {
-        auto s = db.session();
-        Repository<User> users{s};
-        std::map<std::int64_t, std::string> mine;
-        for (std::int64_t id = t + 1; id <= ids; id += threads)
-            mine[id] = "u" + std::to_string(id) + "-0";
-        std::mt19937 rng(static_cast<unsigned>(t) * 7919u + 1u);
-        int seq = 0;
-        auto own = [&] {
-            auto it = mine.begin();
-            std::advance(it, rng() % mine.size());
-            return it->first;
-        };
-        auto check_own = [&](std::int64_t id, const std::string& where) {
-            const auto name = users.get(id).name;
-            if (name != mine[id]) {
-                ++stale;
-                note(where + ": id " + std::to_string(id) + " read '" + name + "', committed '" +
-                     mine[id] + "'");
+    ormcache_test::FaultRun run(db, threads, ids, [&](ormcache_test::FaultRun::Worker& w) {
+        switch (w.rng() % 8) {
+            case 0:
+            case 1:
+            case 2:
+                w.check_own(w.own(), "get");
+                break;
+            case 3:
+                w.users.get(static_cast<std::int64_t>(w.rng() % ids) + 1);
+                break;
+            case 4: {
+                const auto all = w.users.list(OrderBy{&User::id});
+                if (static_cast<std::int64_t>(all.size()) != ids)
+                    w.stale("list of " + std::to_string(all.size()));
+                break;
             }
-        };
-        while (!stop.load()) {
-            try {
-                switch (rng() % 8) {
-                    case 0:
-                    case 1:
-                    case 2:
-                        check_own(own(), "get");
-                        break;
-                    case 3:
-                        users.get(static_cast<std::int64_t>(rng() % ids) + 1);
-                        break;
-                    case 4: {
-                        const auto all = users.list(OrderBy{&User::id});
-                        if (static_cast<std::int64_t>(all.size()) != ids) {
-                            ++stale;
-                            note("list of " + std::to_string(all.size()));
-                        }
-                        break;
-                    }
-                    case 5:
-                    case 6: {
-                        const auto id = own();
-                        auto u = users.get(id, {.use_cache = false});
-                        u.name = "u" + std::to_string(id) + "-" + std::to_string(++seq) + "t" +
-                                 std::to_string(t);
-                        users.update(u, {.auto_commit = true});
-                        mine[id] = u.name;
-                        check_own(id, "get after commit");
-                        break;
-                    }
-                    case 7: {
-                        s.begin();
-                        check_own(own(), "get in transaction");
-                        if (users.count() != ids)
-                            ++stale;
-                        s.commit();
-                        break;
-                    }
-                }
-                ++ops;
-            } catch (const std::exception& e) {
-                ++failures;
-                note(std::string("call failed: ") + e.what());
-                try {
-                    s.rollback();
-                } catch (...) {
-                }
+            case 5:
+            case 6:
+                w.rename_and_check(w.own());
+                break;
+            case 7: {
+                w.session.begin();
+                w.check_own(w.own(), "get in transaction");
+                if (w.users.count() != ids)
+                    w.stale();
+                w.session.commit();
+                break;
             }
         }
-    };
+    });
 
-    std::vector<std::thread> workers;
-    for (int t = 0; t < threads; ++t)
-        workers.emplace_back(worker, t);
-    std::vector<std::pair<std::string, std::uint64_t>> phase_ops;
-    auto phase = [&](const std::string& name, std::chrono::milliseconds length) {
-        const auto begin_ops = ops.load();
-        const auto end = Clock::now() + length;
-        eventually([&] { return Clock::now() >= end && ops.load() > begin_ops + 10; },
-                   length + 20s);
-        phase_ops.emplace_back(name, ops.load() - begin_ops);
-    };
-    phase("up", 800ms);
+    run.phase("up", 800ms);
     servers[1]->stop();
-    phase("one server stopped", 1000ms);
+    run.phase("one server stopped", 1000ms);
     servers[1]->restart();
-    phase("restarted", 1200ms);
-    stop = true;
-    for (auto& w : workers)
-        w.join();
+    run.phase("restarted", 1200ms);
+    run.stop();
 
-    for (const auto& [name, n] : phase_ops) {
+    for (const auto& [name, n] : run.phases()) {
         INFO("phase " << name);
         CHECK(n > 10);
     }
-    std::string noted;
-    {
-        std::lock_guard lock(notes_mutex);
-        for (const auto& n : notes)
-            noted += n + "\n";
-    }
-    INFO(noted);
-    CHECK(failures == 0);
-    CHECK(stale == 0);
+    INFO(run.notes());
+    CHECK(run.failures() == 0);
+    CHECK(run.stale() == 0);
     const auto stats = db.cache_manager().stats();
     CHECK(stats.errors > 0);
     CHECK(stats.hits > 0);
-    WARN("fault run: " << ops.load() << " calls, " << stats.errors << " cache errors absorbed, "
-                       << errors.count.load() << " reported, " << stats.hits << " hits");
+    WARN("fault run: " << run.ops() << " calls, " << stats.errors << " cache errors absorbed, "
+                       << errors.count() << " reported, " << stats.hits << " hits");
 
     // Settled: a round of reads that adds no error.
     auto s = db.session();

@@ -32,6 +32,7 @@
 #include <nlohmann/json.hpp>
 #include <ormcache/backends/redis.hpp>
 
+#include "backend_test_support.hpp"
 #include "models.hpp"
 #include "redis_server.hpp"
 #include "test_support.hpp"
@@ -49,6 +50,7 @@ using ormcache::Repository;
 using ormcache_test::RedisClient;
 using ormcache_test::RedisServer;
 using ormcache_test::TempDir;
+using ormcache_test::unique_prefix;
 using Clock = std::chrono::steady_clock;
 
 constexpr int kChildren = 4;
@@ -62,12 +64,6 @@ RedisServer& lock_server() {
     if (!server)
         server = std::make_unique<RedisServer>();
     return *server;
-}
-
-std::string unique_prefix(std::string_view label) {
-    static int counter = 0;
-    return "ocl" + std::to_string(::getpid()) + "-" + std::to_string(++counter) + "-" +
-           std::string(label) + ":";
 }
 
 /// What the children share, in memory mapped before fork(). Lock-free atomics work across
@@ -299,18 +295,6 @@ class Race {
     std::vector<pid_t> running_;
 };
 
-/// A SQLite file with five users (1 Ada, 2 Bob, 3 Cy, 4 Dee, 5 Eve), written without a cache;
-/// the Database is gone before any fork().
-void seed(const std::string& path) {
-    Database db{DatabaseConfig{.connection_string = path}};
-    db.create_all<User>();
-    auto s = db.session();
-    Repository<User> users{s};
-    for (const char* name : {"Ada", "Bob", "Cy", "Dee", "Eve"})
-        users.add({.name = name, .email = std::string(name) + "@example.org"});
-    s.commit();
-}
-
 CacheConfig lock_config(const std::string& prefix, std::chrono::milliseconds lock_timeout) {
     CacheConfig c;
     c.backend = "redis";
@@ -320,6 +304,24 @@ CacheConfig lock_config(const std::string& prefix, std::chrono::milliseconds loc
                    {"lock_timeout_ms", lock_timeout.count()}};
     c.key_prefix = prefix;
     return c;
+}
+
+/// A scenario on a fresh SQLite file in `dir` holding five users (1 Ada, 2 Bob, 3 Cy, 4 Dee,
+/// 5 Eve), written without a cache: that Database is gone before any fork().
+Scenario seeded_scenario(const TempDir& dir, const std::string& prefix,
+                         std::chrono::milliseconds lock_timeout, Call call,
+                         std::chrono::milliseconds holder_sleep) {
+    Scenario s{dir.file("lock.db"), lock_config(prefix, lock_timeout), call, holder_sleep};
+    Database db{DatabaseConfig{.connection_string = s.db_path}};
+    db.create_all<User>();
+    ormcache_test::seed_users(db);
+    return s;
+}
+
+/// "child <pid>: <n> SELECTs, <t> ms", for the assertions on each report.
+std::string describe(const ChildReport& r) {
+    return "child " + std::to_string(r.pid) + ": " + std::to_string(r.selects) + " SELECTs, " +
+           std::to_string(r.elapsed_ms) + " ms";
 }
 
 /// The key all the children race for: the entity of id 3, or the one cached list.
@@ -362,8 +364,7 @@ TEST_CASE(
         TempDir dir;
         const std::string prefix = unique_prefix(name_of(call));
         // A lock timeout far beyond the query (200 ms): nobody may give up and query too.
-        Scenario s{dir.file("lock.db"), lock_config(prefix, 10s), call, 200ms};
-        seed(s.db_path);
+        const Scenario s = seeded_scenario(dir, prefix, 10s, call, 200ms);
         auto client = lock_server().client();
 
         Race race(s);
@@ -376,7 +377,7 @@ TEST_CASE(
         CHECK(total_selects(reports) == 1);
         CHECK(race.shared().queries.load() == 1);
         for (const auto& r : reports) {
-            INFO("child " << r.pid << ": " << r.selects << " SELECTs, " << r.elapsed_ms << " ms");
+            INFO(describe(r));
             CHECK(r.correct == 1);
             CHECK(r.errors == 0);
             // Everyone waited for the one query: nobody finished before it could have.
@@ -400,8 +401,7 @@ TEST_CASE(
         TempDir dir;
         const std::string prefix = unique_prefix(std::string("kill-") + name_of(call));
         // The holder would sleep for a minute: only the lock's expiry can free the others.
-        Scenario s{dir.file("lock.db"), lock_config(prefix, lock_timeout), call, 60s};
-        seed(s.db_path);
+        const Scenario s = seeded_scenario(dir, prefix, lock_timeout, call, 60s);
         auto client = lock_server().client();
 
         Race race(s);
@@ -435,7 +435,7 @@ TEST_CASE(
         CHECK(clean == kChildren - 1);
         REQUIRE(reports.size() == kChildren - 1);
         for (const auto& r : reports) {
-            INFO("child " << r.pid << ": " << r.selects << " SELECTs, " << r.elapsed_ms << " ms");
+            INFO(describe(r));
             CHECK(r.pid != holder);
             CHECK(r.correct == 1);  // from the database, or from whoever filled after the lock
             CHECK(r.errors == 0);
@@ -458,8 +458,7 @@ TEST_CASE(
         INFO("call: " << name_of(call));
         TempDir dir;
         const std::string prefix = unique_prefix(std::string("slow-") + name_of(call));
-        Scenario s{dir.file("lock.db"), lock_config(prefix, lock_timeout), call, 3000ms};
-        seed(s.db_path);
+        const Scenario s = seeded_scenario(dir, prefix, lock_timeout, call, 3000ms);
 
         Race race(s);
         race.start();
@@ -471,7 +470,7 @@ TEST_CASE(
         const pid_t holder = race.shared().holder_pid.load();
         int waiters = 0;
         for (const auto& r : reports) {
-            INFO("child " << r.pid << ": " << r.selects << " SELECTs, " << r.elapsed_ms << " ms");
+            INFO(describe(r));
             CHECK(r.correct == 1);
             CHECK(r.errors == 0);
             if (r.pid == holder) {

@@ -1,34 +1,17 @@
 #pragma once
-// RedisServer: a private redis-server for the tests, on a free 127.0.0.1 port. RedisClient: a
-// small hiredis client for assertions (keys under a prefix, raw values, INFO commandstats);
-// RedisMonitor and CommandDelta count the commands (round trips) a piece of code sends.
-//
-// The server is started with fork/exec, waited for until it answers PING (bounded, with its
-// log in the failure), and stopped with SIGTERM + waitpid in the destructor. It gets
-// PR_SET_PDEATHSIG, so a test binary killed by a timeout does not leave servers behind; that
-// signal follows the *thread* that started the server, so start, restart and destroy servers
-// from the test's own thread. A missing redis-server binary is an exception (a failed test),
-// never a skip. Not thread-safe: one thread drives a server; clients are per thread.
+// RedisServer: a private redis-server for the tests, on a free 127.0.0.1 port (the process side,
+// start/stop/kill/restart/pause/resume, is ServerProcess in server_process.hpp; it is ready when
+// it answers PING). RedisClient: a small hiredis client for assertions (keys under a prefix, raw
+// values, INFO commandstats); RedisMonitor and CommandDelta count the commands (round trips) a
+// piece of code sends. Not thread-safe: one thread drives a server; clients are per thread.
 
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <signal.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
+#include <stdlib.h>  // mkdtemp (POSIX)
 #include <sys/time.h>
-#include <sys/types.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
-#include <chrono>
 #include <cstdint>
-#include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <optional>
@@ -36,12 +19,13 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
-#include <thread>
+#include <system_error>
 #include <utility>
 #include <vector>
 
 #include <hiredis/hiredis.h>
 
+#include "server_process.hpp"
 #include "test_support.hpp"
 
 namespace ormcache_test {
@@ -266,13 +250,19 @@ struct CommandDelta {
     }
 };
 
-/// A redis-server child process on 127.0.0.1 (see the file comment).
-class RedisServer {
+/// A redis-server child process on 127.0.0.1 (see the file comment and server_process.hpp).
+class RedisServer : public ServerProcess {
   public:
-    explicit RedisServer(RedisServerOptions options = {}) : options_(std::move(options)) {
+    explicit RedisServer(RedisServerOptions options = {})
+        : ServerProcess(Program{.binary = "redis-server",
+                                .binary_env = "ORMCACHE_REDIS_SERVER",
+                                .needed_by = "the Redis tests",
+                                .package = "redis-server",
+                                .ready_probe = "PING"}),
+          options_(std::move(options)) {
         if (options_.unix_socket) {
             // sun_path holds 107 bytes; a deep build directory would not fit, /tmp does.
-            std::string pattern = dir_.path().string() + "/redis.sock";
+            std::string pattern = dir().path().string() + "/redis.sock";
             if (pattern.size() > 100) {
                 char tmpl[] = "/tmp/ormcache-sock-XXXXXX";
                 if (mkdtemp(tmpl) == nullptr)
@@ -282,26 +272,12 @@ class RedisServer {
             }
             socket_ = pattern;
         }
-        const bool pick = options_.port == 0;
-        for (int attempt = 0;; ++attempt) {
-            port_ = pick ? free_port() : options_.port;
-            try {
-                start();
-                return;
-            } catch (const std::exception&) {
-                // Another process may have taken the port between free_port() and the bind.
-                if (!pick || attempt == 2 || !log_contains("Address already in use"))
-                    throw;
-            }
-        }
+        launch(options_.port);
     }
 
-    RedisServer(const RedisServer&) = delete;
-    RedisServer& operator=(const RedisServer&) = delete;
-
-    ~RedisServer() {
+    ~RedisServer() override {
         try {
-            stop();
+            stop();  // before its socket's directory goes
         } catch (...) {
             // Destructors must not throw; stop() already escalated to SIGKILL if it had to.
         }
@@ -311,136 +287,18 @@ class RedisServer {
         }
     }
 
-    int port() const noexcept { return port_; }
     const std::string& unix_socket() const noexcept { return socket_; }
-    bool running() const noexcept { return pid_ > 0; }
-    pid_t pid() const noexcept { return pid_; }
-
-    /// A port nothing listens on right now (bind 127.0.0.1:0, read it, close).
-    static int free_port() {
-        const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0)
-            throw std::runtime_error("socket() failed");
-        sockaddr_in addr{};
-        addr.sin_family = AF_INET;
-        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        addr.sin_port = 0;
-        socklen_t len = sizeof addr;
-        if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-            ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-            ::close(fd);
-            throw std::runtime_error("cannot bind 127.0.0.1:0 to find a free port");
-        }
-        ::close(fd);
-        return ntohs(addr.sin_port);
-    }
-
-    /// SIGTERM (SIGCONT first, in case it is paused), then waitpid; SIGKILL after 10 s.
-    void stop() {
-        if (pid_ <= 0)
-            return;
-        ::kill(pid_, SIGCONT);
-        ::kill(pid_, SIGTERM);
-        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds{10};
-        int status = 0;
-        while (::waitpid(pid_, &status, WNOHANG) == 0) {
-            if (std::chrono::steady_clock::now() > deadline) {
-                ::kill(pid_, SIGKILL);
-                ::waitpid(pid_, &status, 0);
-                break;
-            }
-            std::this_thread::sleep_for(std::chrono::milliseconds{2});
-        }
-        pid_ = -1;
-        paused_ = false;
-    }
-
-    /// SIGKILL, then waitpid: a crash, no chance to close connections cleanly.
-    void kill() {
-        if (pid_ <= 0)
-            return;
-        ::kill(pid_, SIGKILL);
-        int status = 0;
-        ::waitpid(pid_, &status, 0);
-        pid_ = -1;
-        paused_ = false;
-    }
-
-    /// A fresh, empty server on the same port (and socket).
-    void restart() {
-        stop();
-        start();
-    }
-
-    /// SIGSTOP: the port still accepts connections (the kernel's backlog), but nothing
-    /// answers, like a server that hangs or a network that drops packets.
-    void pause() {
-        if (pid_ <= 0 || paused_)
-            return;
-        if (::kill(pid_, SIGSTOP) != 0)
-            throw std::runtime_error("SIGSTOP failed");
-        wait_for_state('T');
-        paused_ = true;
-    }
-
-    void resume() {
-        if (pid_ <= 0 || !paused_)
-            return;
-        if (::kill(pid_, SIGCONT) != 0)
-            throw std::runtime_error("SIGCONT failed");
-        paused_ = false;
-        wait_until_ready();
-    }
 
     /// A client with the default user's credentials (over TCP).
     std::unique_ptr<RedisClient> client() const {
-        return std::make_unique<RedisClient>(port_, options_.password);
-    }
-
-    /// The server's output so far (for failure messages).
-    std::string log() const {
-        std::ifstream in(log_path());
-        std::stringstream ss;
-        ss << in.rdbuf();
-        return ss.str();
+        return std::make_unique<RedisClient>(port(), options_.password);
     }
 
   private:
-    std::string log_path() const { return dir_.file("redis.log"); }
-
-    bool log_contains(std::string_view text) const { return log().find(text) != std::string::npos; }
-
-    static std::string find_binary() {
-        if (const char* env = std::getenv("ORMCACHE_REDIS_SERVER"); env != nullptr && *env) {
-            if (::access(env, X_OK) != 0) {
-                throw std::runtime_error(std::string("ORMCACHE_REDIS_SERVER=") + env +
-                                         " is not an executable file");
-            }
-            return env;
-        }
-        const char* path = std::getenv("PATH");
-        std::string dirs = path != nullptr ? path : "/usr/bin:/bin";
-        dirs += ":/usr/sbin:/sbin:/usr/local/bin";
-        std::istringstream in(dirs);
-        std::string dir;
-        while (std::getline(in, dir, ':')) {
-            if (dir.empty())
-                continue;
-            const std::string candidate = dir + "/redis-server";
-            if (::access(candidate.c_str(), X_OK) == 0)
-                return candidate;
-        }
-        throw std::runtime_error(
-            "redis-server is not installed (not on PATH, ORMCACHE_REDIS_SERVER unset): the Redis "
-            "tests need it; install it with scripts/setup-debian.sh (apt-get install "
-            "redis-server)");
-    }
-
-    void start() {
-        const std::string binary = find_binary();
+    std::vector<std::string> command_line(const std::string& binary) const override {
         std::vector<std::string> args{binary,
                                       "--port",
-                                      std::to_string(port_),
+                                      std::to_string(port()),
                                       "--bind",
                                       "127.0.0.1",
                                       "--save",
@@ -452,7 +310,7 @@ class RedisServer {
                                       "--daemonize",
                                       "no",
                                       "--dir",
-                                      dir_.path().string()};
+                                      dir().path().string()};
         if (!options_.password.empty()) {
             args.insert(args.end(), {"--requirepass", options_.password});
         }
@@ -463,91 +321,17 @@ class RedisServer {
         if (!socket_.empty())
             args.insert(args.end(), {"--unixsocket", socket_, "--unixsocketperm", "700"});
         args.insert(args.end(), options_.extra_args.begin(), options_.extra_args.end());
-
-        // Everything the child needs is built before fork(): after it, only async-signal-safe
-        // calls until exec.
-        std::vector<char*> argv;
-        for (auto& a : args)
-            argv.push_back(a.data());
-        argv.push_back(nullptr);
-        const int log_fd =
-            ::open(log_path().c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-        if (log_fd < 0)
-            throw std::runtime_error("cannot open " + log_path());
-        const pid_t parent = ::getpid();
-
-        const pid_t pid = ::fork();
-        if (pid < 0) {
-            ::close(log_fd);
-            throw std::runtime_error("fork() failed");
-        }
-        if (pid == 0) {
-            ::prctl(PR_SET_PDEATHSIG, SIGTERM);
-            if (::getppid() != parent)
-                ::_exit(127);  // the parent died before prctl
-            ::dup2(log_fd, STDOUT_FILENO);
-            ::dup2(log_fd, STDERR_FILENO);
-            ::close_range(3, ~0U, 0);  // the test's own sockets and files stay with the test
-            ::execv(argv[0], argv.data());
-            ::_exit(127);
-        }
-        ::close(log_fd);
-        pid_ = pid;
-        paused_ = false;
-        wait_until_ready();
+        return args;
     }
 
-    /// Polls PING until it answers (10 s at most); a server that exits fails at once.
-    void wait_until_ready() {
-        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds{10};
-        std::string last_error;
-        while (std::chrono::steady_clock::now() < deadline) {
-            int status = 0;
-            if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-                pid_ = -1;
-                throw std::runtime_error("redis-server on port " + std::to_string(port_) +
-                                         " exited during start-up; its output:\n" + log());
-            }
-            try {
-                RedisClient c(port_, options_.password);
-                if (c.command({"PING"}).str == "PONG")
-                    return;
-            } catch (const std::exception& e) {
-                last_error = e.what();
-            }
-            std::this_thread::sleep_for(std::chrono::milliseconds{5});
-        }
-        const std::string output = log();
-        stop();
-        throw std::runtime_error("redis-server on port " + std::to_string(port_) +
-                                 " did not answer PING within 10 s (" + last_error +
-                                 "); its output:\n" + output);
-    }
-
-    /// Waits until /proc says the process is in `state` (T = stopped), 5 s at most.
-    void wait_for_state(char state) {
-        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds{5};
-        const std::string path = "/proc/" + std::to_string(pid_) + "/stat";
-        while (std::chrono::steady_clock::now() < deadline) {
-            std::ifstream in(path);
-            std::string stat((std::istreambuf_iterator<char>(in)),
-                             std::istreambuf_iterator<char>());
-            const auto paren = stat.rfind(')');
-            if (paren != std::string::npos && paren + 2 < stat.size() && stat[paren + 2] == state) {
-                return;
-            }
-            std::this_thread::sleep_for(std::chrono::milliseconds{1});
-        }
-        throw std::runtime_error("redis-server did not reach state " + std::string(1, state));
+    bool answers() const override {
+        RedisClient c(port(), options_.password);
+        return c.command({"PING"}).str == "PONG";
     }
 
     RedisServerOptions options_;
-    TempDir dir_;
     std::string socket_dir_;
     std::string socket_;
-    int port_ = 0;
-    pid_t pid_ = -1;
-    bool paused_ = false;
 };
 
 }  // namespace ormcache_test

@@ -9,7 +9,6 @@
 //
 // One thread polls every connection. Thread-safe: the counter may be read from any thread.
 
-#include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -24,13 +23,15 @@
 #include <thread>
 #include <vector>
 
+#include "loopback.hpp"
+
 namespace ormcache_test {
 
 class RoundTripProxy {
   public:
     explicit RoundTripProxy(int target_port) : target_port_(target_port) {
         listener_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        sockaddr_in addr = loopback(0);
+        sockaddr_in addr = loopback_address(0);
         socklen_t size = sizeof addr;
         if (listener_ < 0 || ::bind(listener_, reinterpret_cast<sockaddr*>(&addr), size) != 0 ||
             ::listen(listener_, 64) != 0 ||
@@ -78,14 +79,6 @@ class RoundTripProxy {
         bool awaiting_answer = false;  // the client sent bytes the server has not answered yet
     };
 
-    static sockaddr_in loopback(int port) {
-        sockaddr_in addr{};
-        addr.sin_family = AF_INET;
-        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        addr.sin_port = htons(static_cast<std::uint16_t>(port));
-        return addr;
-    }
-
     /// Writes all of `data` (blocking: both ends read promptly).
     static bool send_all(int fd, const char* data, std::size_t size) {
         while (size > 0) {
@@ -103,7 +96,7 @@ class RoundTripProxy {
         if (client < 0)
             return;
         const int server = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        const sockaddr_in target = loopback(target_port_);
+        const sockaddr_in target = loopback_address(target_port_);
         if (server < 0 ||
             ::connect(server, reinterpret_cast<const sockaddr*>(&target), sizeof target) != 0) {
             // The server is down: so is the proxy, for this client.

@@ -1,0 +1,96 @@
+#pragma once
+// Small helpers the backend tests (test_redis*, test_memcached*, test_file*) share: key
+// prefixes that keep tests apart on a shared server, ConfigError messages, polling with a
+// deadline, and the five users most tests start from.
+
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <ormcache/ormcache.hpp>
+
+#include "models.hpp"
+
+namespace ormcache_test {
+
+/// Writers queue for SQLite's write lock; under sanitizers on a loaded machine the default
+/// 5 s can run out. These tests are about the cache, not about lock fairness.
+inline constexpr std::chrono::milliseconds kBusyTimeout{60000};
+
+/// A key prefix no other test (or earlier run against the same server) uses.
+inline std::string unique_prefix(std::string_view label) {
+    static std::atomic<int> counter{0};
+    return "oct" + std::to_string(::getpid()) + "-" + std::to_string(++counter) + "-" +
+           std::string(label) + ":";
+}
+
+/// The message of the ConfigError `fn` throws ("" if it throws nothing; other exceptions
+/// propagate and fail the test).
+template <class Fn>
+std::string config_error(Fn&& fn) {
+    try {
+        fn();
+    } catch (const ormcache::ConfigError& e) {
+        return e.what();
+    }
+    return "";
+}
+
+/// The message of the ConfigError a Database whose cache is `backend` with `arguments` throws
+/// ("" if none).
+inline std::string config_error_for(const std::string& backend, const nlohmann::json& arguments) {
+    ormcache::CacheConfig c;
+    c.backend = backend;
+    c.arguments = arguments;
+    c.key_prefix = unique_prefix("cfg");
+    return config_error(
+        [&] { ormcache::Database db{ormcache::DatabaseConfig{.cache_config = c}}; });
+}
+
+/// Polls `condition` until it holds or `timeout` passes.
+template <class Fn>
+bool eventually(Fn&& condition, std::chrono::milliseconds timeout = std::chrono::seconds{10}) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+        if (condition())
+            return true;
+        std::this_thread::sleep_for(std::chrono::milliseconds{5});
+    }
+    return condition();
+}
+
+inline std::vector<std::string> names_of(const std::vector<app::User>& users) {
+    std::vector<std::string> out;
+    for (const auto& u : users)
+        out.push_back(u.name);
+    return out;
+}
+
+/// Adds and commits the five users the backend tests start from:
+///   1 Ada, 2 Bob, 3 Cy, 4 Dee, 5 Eve
+inline void seed_users(ormcache::Database& db) {
+    auto s = db.session();
+    ormcache::Repository<app::User> users{s};
+    for (const char* name : {"Ada", "Bob", "Cy", "Dee", "Eve"})
+        users.add({.name = name, .email = std::string(name) + "@example.org"});
+    s.commit();
+}
+
+/// Renames user `id` through a fresh session of `db` (read past the cache) and commits.
+inline void rename_user(ormcache::Database& db, std::int64_t id, const std::string& name) {
+    auto s = db.session();
+    ormcache::Repository<app::User> users{s};
+    auto u = users.get(id, {.use_cache = false});
+    u.name = name;
+    users.update(u);
+    s.commit();
+}
+
+}  // namespace ormcache_test

@@ -1,0 +1,80 @@
+#pragma once
+// Databases of users behind a cache, for the backend tests: UsersFixture (the five seeded users
+// with the SQL and the cache errors logged) and SlowDatabase (a second Database on the same file
+// whose queries can be made slow, to hold a fill lock).
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <thread>
+
+#include <ormcache/ormcache.hpp>
+
+#include "backend_test_support.hpp"
+#include "error_log.hpp"
+#include "models.hpp"
+#include "test_support.hpp"
+
+namespace ormcache_test {
+
+/// A SQLite file in a fresh directory with the users table (and the tables of `Extra`) behind
+/// the cache of `base`, and unless `seed` is false the five users of seed_users(). Its SQL goes
+/// to `log` (cleared once set up), the cache's errors to `errors`.
+template <class... Extra>
+struct UsersFixture {
+    TempDir dir;
+    SqlLog log;
+    ErrorLog errors;
+    std::string prefix;
+    ormcache::CacheConfig config;
+    std::unique_ptr<ormcache::Database> db;
+
+    explicit UsersFixture(const ormcache::CacheConfig& base, bool seed = true)
+        : prefix(base.key_prefix), config(base) {
+        errors.attach(config);
+        db = std::make_unique<ormcache::Database>(
+            ormcache::DatabaseConfig{.connection_string = path(),
+                                     .cache_config = config,
+                                     .on_query = log.callback(),
+                                     .busy_timeout = kBusyTimeout});
+        db->create_all<app::User, Extra...>();
+        if (seed)
+            seed_users(*db);
+        log.clear();
+    }
+
+    std::string path() const { return dir.file("app.db"); }
+    ormcache::CacheStats stats() const { return db->cache_manager().stats(); }
+
+    /// Renames a user through a fresh session and commits.
+    void rename(std::int64_t id, const std::string& name) { rename_user(*db, id, name); }
+};
+
+/// A Database on `path` whose SELECTs sleep for `delay` while `slow` is set: a load that holds
+/// its fill lease (the distributed lock) for that long. `selects` counts its SELECTs.
+struct SlowDatabase {
+    std::atomic<bool> slow{false};
+    std::atomic<int> selects{0};
+    std::chrono::milliseconds delay;
+    ormcache::Database db;
+
+    SlowDatabase(const std::string& path, const ormcache::CacheConfig& config,
+                 std::chrono::milliseconds d)
+        : delay(d),
+          db(ormcache::DatabaseConfig{.connection_string = path,
+                                      .cache_config = config,
+                                      .on_query =
+                                          [this](std::string_view sql) {
+                                              if (!sql.starts_with("SELECT"))
+                                                  return;
+                                              ++selects;
+                                              if (slow.load())
+                                                  std::this_thread::sleep_for(delay);
+                                          },
+                                      .busy_timeout = kBusyTimeout}) {}
+};
+
+}  // namespace ormcache_test
