@@ -1331,23 +1331,19 @@ TEST_CASE("redis: distributed_lock: a miss waits for another process's fill inst
     Fixture waiter(config);  // seeds the file; its SQL is counted in waiter.log
     SlowDatabase holder(waiter.path(), config, 400ms);
 
-    // Catch2 assertions are not thread-safe: the holder's thread only records its result.
     auto run = [&](auto&& read_holder, auto&& read_waiter) {
-        holder.slow = true;
-        std::atomic<bool> holder_ok{false};
-        std::thread first([&] { holder_ok = read_holder(); });
+        const auto o = holder.overlap(
+            read_holder,
+            [&] {
+                waiter.log.clear();
+                read_waiter();
+            },
+            5s);
         // The holder has the lock once its SELECT started (it sleeps inside it).
-        REQUIRE(eventually([&] { return holder.selects.load() > 0; }, 5s));
-        waiter.log.clear();
-        const auto started = std::chrono::steady_clock::now();
-        read_waiter();
-        const auto waited = std::chrono::steady_clock::now() - started;
-        first.join();
-        CHECK(holder_ok);
-        holder.slow = false;
-        holder.selects = 0;
+        REQUIRE(o.held);
+        CHECK(o.read_ok);
         CHECK(waiter.log.count("SELECT") == 0);  // one query in total: the holder's
-        CHECK(waited < 5s);
+        CHECK(o.waited < 5s);
     };
 
     SECTION("get") {
@@ -1382,25 +1378,22 @@ TEST_CASE("redis: distributed_lock: nobody waits longer than lock_timeout_ms for
                                      {{"distributed_lock", true}, {"lock_timeout_ms", 300}});
     Fixture waiter(config);
     SlowDatabase holder(waiter.path(), config, 2000ms);
-    holder.slow = true;
-    std::atomic<bool> holder_ok{false};
-    std::thread first([&] {
-        auto s = holder.db.session();
-        holder_ok = Repository<User>{s}.get(2).name == "Bob";
-    });
-    REQUIRE(eventually([&] { return holder.selects.load() > 0; }, 5s));
-    waiter.log.clear();
-    const auto started = std::chrono::steady_clock::now();
-    {
-        auto s = waiter.db->session();
-        CHECK(Repository<User>{s}.get(2).name == "Bob");
-    }
-    const auto waited = std::chrono::steady_clock::now() - started;
-    first.join();
-    CHECK(holder_ok);
+    const auto o = holder.overlap(
+        [&] {
+            auto s = holder.db.session();
+            return Repository<User>{s}.get(2).name == "Bob";
+        },
+        [&] {
+            waiter.log.clear();
+            auto s = waiter.db->session();
+            CHECK(Repository<User>{s}.get(2).name == "Bob");
+        },
+        5s);
+    REQUIRE(o.held);
+    CHECK(o.read_ok);
     CHECK(waiter.log.count("SELECT") == 1);  // gave up waiting and read the database
     // Not a speed assertion: the bound of rule 9 (the holder sleeps 2 s, the lock is 300 ms).
-    CHECK(waited < 1500ms);
+    CHECK(o.waited < 1500ms);
     CHECK(waiter.errors.count() == 0);
 }
 

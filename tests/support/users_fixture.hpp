@@ -1,7 +1,7 @@
 #pragma once
 // Databases of users behind a cache, for the backend tests: UsersFixture (the five seeded users
 // with the SQL and the cache errors logged) and SlowDatabase (a second Database on the same file
-// whose queries can be made slow, to hold a fill lock).
+// whose queries can be made slow, to hold a fill lock while another Database waits for it).
 
 #include <atomic>
 #include <chrono>
@@ -75,6 +75,42 @@ struct SlowDatabase {
                                                   std::this_thread::sleep_for(delay);
                                           },
                                       .busy_timeout = kBusyTimeout}) {}
+
+    /// What overlap() saw.
+    struct Overlap {
+        bool held = false;     ///< the read's SELECT started in time (it held the fill lock)
+        bool read_ok = false;  ///< what the read returned
+        std::chrono::steady_clock::duration waited{};  ///< how long `meanwhile` took
+    };
+
+    /// A read through this database that holds the fill lock while another waits: `read` (which
+    /// returns whether it read the right thing) runs on a thread of its own with this database's
+    /// SELECTs slow; once its SELECT has started, which is within `start_timeout` or never,
+    /// `meanwhile` runs on the calling thread and is timed. Catch2 assertions are not
+    /// thread-safe: `read` only returns its result, the caller asserts on it.
+    template <class Read, class Meanwhile>
+    Overlap overlap(Read&& read, Meanwhile&& meanwhile, std::chrono::milliseconds start_timeout) {
+        Overlap o;
+        slow = true;
+        std::atomic<bool> read_ok{false};
+        std::thread holder([&] { read_ok = read(); });
+        o.held = eventually([&] { return selects.load() > 0; }, start_timeout);
+        if (o.held) {
+            const auto started = std::chrono::steady_clock::now();
+            try {
+                meanwhile();
+            } catch (...) {
+                holder.join();  // never leave the thread unjoined
+                throw;
+            }
+            o.waited = std::chrono::steady_clock::now() - started;
+        }
+        holder.join();
+        o.read_ok = read_ok;
+        slow = false;
+        selects = 0;
+        return o;
+    }
 };
 
 }  // namespace ormcache_test
