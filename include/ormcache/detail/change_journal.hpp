@@ -20,7 +20,7 @@
 namespace ormcache::detail {
 
 class ChangeJournal {
-public:
+  public:
     /// Past this many row records for one table in one frame, the table's records collapse
     /// into a single whole_table record: bounded memory for bulk writes, and a bulk write
     /// would invalidate most of the model anyway.
@@ -39,10 +39,15 @@ public:
     /// Unknown names are ignored (SQLite rejects the statement itself).
     void release(std::string_view name) {
         const auto index = find(name);
-        if (index == 0) return;
+        if (index == 0)
+            return;
         Frame& parent = frames_[index - 1];
         for (std::size_t i = index; i < frames_.size(); ++i) {
-            for (auto& c : frames_[i].changes) add(parent, std::move(c));
+            Frame& child = frames_[i];
+            for (auto& c : child.changes) {
+                if (live(child, c))
+                    add(parent, std::move(c));
+            }
         }
         frames_.resize(index);
     }
@@ -50,11 +55,13 @@ public:
     /// ROLLBACK TO name: discards what was recorded since SAVEPOINT name; `name` stays open.
     void rollback_to(std::string_view name) {
         const auto index = find(name);
-        if (index == 0) return;
+        if (index == 0)
+            return;
         frames_.resize(index + 1);
         Frame& frame = frames_[index];
         frame.changes.clear();
         frame.rows_per_table.clear();
+        frame.superseded = 0;
     }
 
     /// The transaction ended without committing: forget everything.
@@ -66,8 +73,15 @@ public:
     /// Removes and returns everything recorded (the transaction committed).
     ChangeSet take() {
         std::vector<Change> all;
+        std::size_t total = 0;
+        for (const auto& f : frames_)
+            total += f.changes.size() - f.superseded;
+        all.reserve(total);
         for (auto& f : frames_) {
-            std::move(f.changes.begin(), f.changes.end(), std::back_inserter(all));
+            for (auto& c : f.changes) {
+                if (live(f, c))
+                    all.push_back(std::move(c));
+            }
         }
         clear();
         return ChangeSet(std::move(all));
@@ -88,12 +102,14 @@ public:
 
     std::size_t depth() const { return frames_.size() - 1; }
 
-private:
+  private:
     struct Frame {
         std::string name;  // empty for the base frame
         std::vector<Change> changes;
         // table -> number of row records in this frame (SIZE_MAX once collapsed to whole_table)
         std::unordered_map<std::string, std::size_t, StringHash, std::equal_to<>> rows_per_table;
+        // Row records in `changes` of tables collapsed since: skipped when the frame is read.
+        std::size_t superseded = 0;
     };
 
     static constexpr std::size_t collapsed = static_cast<std::size_t>(-1);
@@ -101,19 +117,33 @@ private:
     // Index of the most recent frame named `name`, or 0 when none (frame 0 has no name).
     std::size_t find(std::string_view name) const {
         for (std::size_t i = frames_.size() - 1; i > 0; --i) {
-            if (iequals(frames_[i].name, name)) return i;
+            if (iequals(frames_[i].name, name))
+                return i;
         }
         return 0;
+    }
+
+    /// Whether `c`, a record of `frame`, still counts: not a row record of a table that has
+    /// collapsed to whole_table since.
+    static bool live(const Frame& frame, const Change& c) {
+        if (frame.superseded == 0 || c.operation == Operation::whole_table)
+            return true;
+        const auto it = frame.rows_per_table.find(c.table);
+        return it == frame.rows_per_table.end() || it->second != collapsed;
     }
 
     static void add(Frame& frame, Change change) {
         auto [it, inserted] = frame.rows_per_table.try_emplace(change.table, 0);
         std::size_t& count = it->second;
-        if (count == collapsed) return;  // the whole table is already recorded
+        if (count == collapsed)
+            return;  // the whole table is already recorded
         if (change.operation == Operation::whole_table || count + 1 > max_rows_per_table) {
-            const std::string table = change.table;
-            std::erase_if(frame.changes, [&](const Change& c) { return c.table == table; });
-            frame.changes.push_back(Change{table, Operation::whole_table, {}, {}});
+            // The table's row records stay where they are, superseded, until the frame is read
+            // (take, release): erasing them now would cost a pass over the whole frame for
+            // each table that collapses. They are at most max_rows_per_table per table.
+            frame.superseded += count;
+            frame.changes.push_back(
+                Change{std::move(change.table), Operation::whole_table, {}, {}});
             count = collapsed;
             return;
         }
