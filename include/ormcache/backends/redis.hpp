@@ -694,12 +694,15 @@ return 1
         return eval(c, script, keys, args);
     }
 
+    /// `args`: any range of string-likes (the keys, then the script's arguments).
+    template <class Args>
     detail::RedisReply eval(detail::RedisPool::Lease& c, std::string_view script, std::size_t keys,
-                            const std::vector<std::string>& args) {
+                            const Args& args) {
         const std::string sha = sha_of(c, script);
         const std::string key_count = std::to_string(keys);
         std::vector<std::string_view> command{"EVALSHA", sha, key_count};
-        command.insert(command.end(), args.begin(), args.end());
+        command.reserve(3 + std::size(args));
+        command.insert(command.end(), std::begin(args), std::end(args));
         try {
             return checked(
                 c, [&] { return c->command(command); }, "script");
@@ -746,10 +749,15 @@ return 1
     /// Delivers the invalidations that failed earlier, oldest first.
     void replay(detail::RedisPool::Lease& c) {
         pending_.replay([&](const InvalidationBatch& batch) {
-            std::vector<std::string> args = batch.remove;
+            // Views of the batch's keys, not copies: a commit's batch may hold any number.
+            const std::string removes = std::to_string(batch.remove.size());
+            const std::string seed = std::to_string(detail::counter_seed());
+            std::vector<std::string_view> args;
+            args.reserve(batch.remove.size() + batch.bump.size() + 2);
+            args.insert(args.end(), batch.remove.begin(), batch.remove.end());
             args.insert(args.end(), batch.bump.begin(), batch.bump.end());
-            args.push_back(std::to_string(batch.remove.size()));
-            args.push_back(std::to_string(detail::counter_seed()));
+            args.push_back(removes);
+            args.push_back(seed);
             eval(c, invalidate_script, batch.remove.size() + batch.bump.size(), args);
         });
     }

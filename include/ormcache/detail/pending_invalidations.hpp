@@ -12,6 +12,7 @@
 #include <atomic>
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <utility>
@@ -34,7 +35,7 @@ class PendingInvalidations {
         if (folded_ || keys_ + keys > max_keys_) {
             fold(batch);
         } else {
-            batches_.emplace_back(++serial_, batch);
+            batches_.emplace_back(++serial_, std::make_shared<const InvalidationBatch>(batch));
             keys_ += keys;
         }
         waiting_.store(true, std::memory_order_release);
@@ -60,12 +61,14 @@ class PendingInvalidations {
             // Only the batch just delivered may be dropped afterwards: popping whatever is at
             // the front by then could drop one nobody delivered (another thread's replay, or
             // a fold, may have changed the queue while the lock was released).
+            // Shared, not copied: a commit's batch may hold any number of keys, and the copy
+            // would be made under the lock.
             const auto [serial, batch] = batches_.front();
             lock.unlock();
-            deliver(std::as_const(batch));
+            deliver(std::as_const(*batch));
             lock.lock();
             if (!batches_.empty() && batches_.front().first == serial) {
-                keys_ -= batch.remove.size() + batch.bump.size();
+                keys_ -= batch->remove.size() + batch->bump.size();
                 batches_.pop_front();
                 if (batches_.empty())
                     folded_ = false;
@@ -82,8 +85,8 @@ class PendingInvalidations {
             bumps.insert(bumps.end(), counters.begin(), counters.end());
         };
         for (const auto& [serial, waiting] : batches_) {
-            add(waiting.bump);
-            add(waiting.fallback_bump);
+            add(waiting->bump);
+            add(waiting->fallback_bump);
         }
         add(batch.bump);
         add(batch.fallback_bump);
@@ -91,13 +94,14 @@ class PendingInvalidations {
         bumps.erase(std::unique(bumps.begin(), bumps.end()), bumps.end());
         batches_.clear();
         keys_ = bumps.size();
-        batches_.emplace_back(++serial_, InvalidationBatch{{}, std::move(bumps), {}});
+        batches_.emplace_back(++serial_, std::make_shared<const InvalidationBatch>(
+                                             InvalidationBatch{{}, std::move(bumps), {}}));
         folded_ = true;
     }
 
     const std::size_t max_keys_;
     mutable std::mutex mutex_;  // guards batches_, serial_, keys_, folded_
-    std::deque<std::pair<std::uint64_t, InvalidationBatch>>
+    std::deque<std::pair<std::uint64_t, std::shared_ptr<const InvalidationBatch>>>
         batches_;  // (serial, batch), oldest first
     std::uint64_t serial_ = 0;
     std::size_t keys_ = 0;  // remove + bump keys over batches_
