@@ -1161,3 +1161,106 @@ TEST_CASE("add_many / update_many / remove_many are all-or-nothing inside the tr
     CHECK(other.count() == 6);
     CHECK(other.get(1).name == "Ada");
 }
+
+// =============================================================================================
+// Messages that say where (issue 10, item 7)
+
+TEST_CASE("QueryError names the filter's position and kind, its member's type, model and table",
+          "[repository][errors][messages]") {
+    Fixture f;
+    auto session = f.db.session();
+    Repository<User> users{session};
+    Repository<repo_test::Note> notes{session};
+    const auto message = [](auto&& fn) {
+        return std::string(error_of<ormcache::QueryError>(fn).what());
+    };
+
+    SECTION("a bad operator, with the allowed ones") {
+        const auto what = message([&] {
+            users.list(OrderBy{&User::id}, ComparisonFilter{&User::age, "==", 30});
+        });
+        INFO(what);
+        CHECK_THAT(what, Catch::Contains("ComparisonFilter (argument 2 of list())"));
+        CHECK_THAT(what, Catch::Contains(R"("age")") && Catch::Contains("std::optional<int>"));
+        CHECK_THAT(what, Catch::Contains("app::User") && Catch::Contains("'users'"));
+        CHECK_THAT(what, Catch::Contains("'=='") && Catch::Contains("=, !=, <, <=, >, >="));
+    }
+    SECTION("an ordering operator against NULL") {
+        const auto what = message([&] {
+            users.count(Options{}, ComparisonFilter{&User::age, "<", std::nullopt});
+        });
+        INFO(what);
+        CHECK_THAT(what, Catch::Contains("ComparisonFilter (argument 2 of count())") &&
+                             Catch::Contains("'<'") && Catch::Contains("NULL"));
+    }
+    SECTION("a member ORMCACHE_MODEL does not map: its type, its class, the model") {
+        const auto what = message([&] {
+            notes.list(LimitOffset{.limit = 1}, OrderBy{&repo_test::Note::id},
+                       OrderBy{&repo_test::Note::draft});
+        });
+        INFO(what);
+        CHECK_THAT(what, Catch::Contains("OrderBy (argument 3 of list())"));
+        CHECK_THAT(what, Catch::Contains("std::string") && Catch::Contains("repo_test::Note") &&
+                             Catch::Contains("'notes'"));
+        const auto search = message([&] {
+            notes.exists(SearchFilter{&repo_test::Note::draft, "x"});
+        });
+        INFO(search);
+        CHECK_THAT(search, Catch::Contains("SearchFilter (argument 1 of exists())"));
+    }
+    SECTION("an empty collection") {
+        const auto what = message([&] {
+            users.list_and_count(CollectionFilter{&User::id, std::vector<std::int64_t>{}});
+        });
+        INFO(what);
+        CHECK_THAT(what, Catch::Contains("CollectionFilter (argument 1 of list_and_count())") &&
+                             Catch::Contains(R"("id")") && Catch::Contains("empty"));
+    }
+    SECTION("LimitOffset twice: both positions") {
+        const auto what = message([&] {
+            users.list(LimitOffset{.limit = 1}, OrderBy{&User::id}, LimitOffset{.limit = 2});
+        });
+        INFO(what);
+        CHECK_THAT(what, Catch::Contains("LimitOffset (argument 3 of list())") &&
+                             Catch::Contains("first as argument 1") &&
+                             Catch::Contains("app::User"));
+    }
+    SECTION("more values than SQLite binds, over all filters") {
+        sqlite3_limit(session.connection().getHandle(), SQLITE_LIMIT_VARIABLE_NUMBER, 40);
+        const std::vector<std::int64_t> values(30, 1);
+        const auto what = message([&] {
+            users.count(CollectionFilter{&User::id, values},
+                        NotInCollectionFilter{&User::id, values});
+        });
+        INFO(what);
+        CHECK_THAT(what, Catch::Contains("NotInCollectionFilter (argument 2 of count())") &&
+                             Catch::Contains("40"));
+    }
+}
+
+TEST_CASE("Errors outside queries name the model too", "[repository][errors][messages]") {
+    SECTION("a payload that is not the model's JSON") {
+        const auto what = std::string(error_of<ormcache::SerializationError>([] {
+                                          ormcache::from_json<User>(nlohmann::json::array());
+                                      }).what());
+        INFO(what);
+        CHECK_THAT(what, Catch::Contains("app::User") && Catch::Contains("'users'"));
+        const auto field = std::string(
+            error_of<ormcache::SerializationError>([] {
+                ormcache::from_json<User>(nlohmann::json{
+                    {"id", 1}, {"name", 2}, {"email", "e"}, {"age", nullptr}, {"created_at", 0}});
+            }).what());
+        INFO(field);
+        CHECK_THAT(field, Catch::Contains("app::User") && Catch::Contains("'name'"));
+    }
+    SECTION("a repository whose session was closed") {
+        Fixture f;
+        std::optional<ormcache::Session> session = f.db.session();
+        Repository<Tag> tags{*session};
+        session.reset();
+        const auto what = std::string(error_of<ormcache::Error>([&] { tags.count(); }).what());
+        INFO(what);
+        CHECK_THAT(what, Catch::Contains("app::Tag") && Catch::Contains("'tags'") &&
+                             Catch::Contains("closed"));
+    }
+}

@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "detail/type_name.hpp"
 #include "errors.hpp"
 #include "model.hpp"
 
@@ -24,21 +25,32 @@ nlohmann::json to_json(const T& entity) {
     return out;
 }
 
-/// Throws SerializationError naming the field when `j` is not this model's JSON form.
+/// Throws SerializationError naming the model and the field when `j` is not this model's JSON
+/// form.
 template <Model T>
 T from_json(const nlohmann::json& j) {
     (void)detail::ModelInfo<T>::digest;
+    // "app::User (table 'users')": a cache entry or a payload of which model.
+    const auto model = [] {
+        return detail::type_name<T>() + " (table '" + std::string(detail::ModelInfo<T>::table) +
+               "')";
+    };
     if (!j.is_object()) {
-        throw SerializationError(std::string("model JSON must be an object, got ") + j.type_name());
+        throw SerializationError("JSON of " + model() + " must be an object, got " + j.type_name());
     }
     T entity{};
     detail::for_each_field<T>([&](const auto& f, auto) {
         using M = std::remove_cv_t<typename std::remove_cvref_t<decltype(f)>::value_type>;
         const auto it = j.find(f.name);
         if (it == j.end()) {
-            throw SerializationError("model JSON lacks field '" + std::string(f.name) + "'");
+            throw SerializationError("JSON of " + model() + " lacks field '" + std::string(f.name) +
+                                     "'");
         }
-        entity.*(f.member) = detail::value_from_json<M>(*it, f.name);
+        try {
+            entity.*(f.member) = detail::value_from_json<M>(*it, f.name);
+        } catch (const SerializationError& e) {
+            throw SerializationError("JSON of " + model() + ": " + e.what());
+        }
     });
     return entity;
 }

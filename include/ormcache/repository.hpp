@@ -14,6 +14,7 @@
 #include "detail/cache_core.hpp"
 #include "detail/model_sql.hpp"
 #include "detail/query_builder.hpp"
+#include "detail/type_name.hpp"
 #include "errors.hpp"
 #include "filters.hpp"
 #include "model.hpp"
@@ -140,7 +141,7 @@ public:
     template <class... Args>
     std::vector<T> list(const Args&... args) {
         state().enter();
-        const auto parts = build(args...);
+        const auto parts = build("list", args...);
         return cached_query<std::vector<T>>("list", list_sql(parts, ""), parts,
                                             [&] { return load_list(parts); });
     }
@@ -149,7 +150,7 @@ public:
     template <class... Args>
     std::pair<std::vector<T>, std::int64_t> list_and_count(const Args&... args) {
         state().enter();
-        const auto parts = build(args...);
+        const auto parts = build("list_and_count", args...);
         return cached_query<std::pair<std::vector<T>, std::int64_t>>(
             "list_and_count", list_sql(parts, ", COUNT(*) OVER ()"), parts,
             [&] { return load_list_and_count(parts); });
@@ -159,7 +160,7 @@ public:
     template <class... Args>
     std::int64_t count(const Args&... args) {
         state().enter();
-        const auto parts = build(args...);
+        const auto parts = build("count", args...);
         return cached_query<std::int64_t>("count", count_sql(parts), parts,
                                           [&] { return load_count(parts); });
     }
@@ -168,7 +169,7 @@ public:
     template <class... Args>
     bool exists(const Args&... args) {
         state().enter();
-        const auto parts = build(args...);
+        const auto parts = build("exists", args...);
         const std::string sql =
             "SELECT EXISTS(SELECT 1 FROM " + Sql::get().table + parts.where + ")";
         return cached_query<bool>("exists", sql, parts, [&] {
@@ -227,15 +228,18 @@ private:
     }
 
     detail::SessionState& state() const {
-        if (!session_ || !session_->is_open()) throw Error("the repository's session is closed");
+        if (!session_ || !session_->is_open()) {
+            throw Error("Repository<" + detail::type_name<T>() + "> (table '" +
+                        std::string(Info::table) + "'): the repository's session is closed");
+        }
         return *session_;
     }
 
     template <class... Args>
-    detail::QueryParts build(const Args&... args) const {
+    detail::QueryParts build(std::string_view call, const Args&... args) const {
         const auto max = static_cast<std::size_t>(
             sqlite3_limit(state().handle(), SQLITE_LIMIT_VARIABLE_NUMBER, -1));
-        return detail::build_query<T>(max, args...);
+        return detail::build_query<T>(call, max, args...);
     }
 
     static NotFoundError not_found(const pk_type& id) {
@@ -305,8 +309,8 @@ private:
 
     T single_row(detail::Query& q) {
         if (!q.step()) {
-            throw DatabaseError("statement returned no row", SQLITE_INTERNAL, SQLITE_INTERNAL,
-                                std::string(q.sql()));
+            throw DatabaseError("statement returned no row [SQL: " + std::string(q.sql()) + "]",
+                                SQLITE_INTERNAL, SQLITE_INTERNAL, std::string(q.sql()));
         }
         T row = detail::read_entity<T>(q.stmt());
         q.run();

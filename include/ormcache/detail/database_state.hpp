@@ -55,7 +55,8 @@ public:
                               "\":memory:\" or a \"file:\" URI");
         }
         if (config_.busy_timeout.count() < 0) {
-            throw ConfigError("DatabaseConfig::busy_timeout must be >= 0 ms");
+            throw ConfigError("DatabaseConfig::busy_timeout must be >= 0 ms, got " +
+                              std::to_string(config_.busy_timeout.count()) + " ms");
         }
         static std::atomic<std::uint64_t> memory_counter{0};
         if (config_.connection_string == ":memory:") {

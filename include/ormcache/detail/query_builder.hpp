@@ -20,6 +20,7 @@
 #include "column_traits.hpp"
 #include "session_state.hpp"
 #include "sql_text.hpp"
+#include "type_name.hpp"
 
 namespace ormcache::detail {
 
@@ -131,9 +132,28 @@ inline constexpr std::string_view filter_name<SearchFilter<C, M>> = "SearchFilte
 template <class C, class M>
 inline constexpr std::string_view filter_name<BeforeAfter<C, M>> = "BeforeAfter";
 
+/// Where a filter came from, for QueryError messages: which repository call, and which of its
+/// arguments (1-based), so that a message names the very filter a user wrote.
+struct FilterSite {
+    std::string_view call;  // "list", "count", ...
+    std::size_t argument = 0;
+
+    /// "ComparisonFilter (argument 2 of list())".
+    std::string describe(std::string_view kind) const {
+        return std::string(kind) + " (argument " + std::to_string(argument) + " of " +
+               std::string(call) + "())";
+    }
+};
+
+/// "app::User (table 'users')".
+template <Model T>
+std::string model_description() {
+    return type_name<T>() + " (table '" + std::string(ModelInfo<T>::table) + "')";
+}
+
 /// The quoted column a member pointer names; QueryError if ORMCACHE_MODEL does not list it.
 template <Model T, class F, class C, class M>
-std::string column_of(M C::*member) {
+std::string column_of(M C::*member, const FilterSite& site) {
     static_assert(std::is_same_v<C, T> || std::is_base_of_v<C, T>,
                   "this filter names a member of another model than the repository's");
     std::string_view found;
@@ -144,9 +164,10 @@ std::string column_of(M C::*member) {
         }
     });
     if (found.empty()) {
-        throw QueryError(std::string(filter_name<F>) + " on table '" +
-                         std::string(ModelInfo<T>::table) +
-                         "' names a member that ORMCACHE_MODEL does not map");
+        // The member has no name at run time; its type and class narrow it down.
+        throw QueryError(site.describe(filter_name<F>) + " names a member of " + type_name<C>() +
+                         " of type " + type_name<M>() + " that ORMCACHE_MODEL does not map for " +
+                         model_description<T>() + "; map it, or filter on a mapped member");
     }
     return quote_identifier(found);
 }
@@ -154,6 +175,16 @@ std::string column_of(M C::*member) {
 template <Model T>
 struct FilterApplier {
     QueryParts& parts;
+    FilterSite site{};
+    std::size_t page_argument = 0;  // the argument that gave LimitOffset, once given
+
+    /// "ComparisonFilter (argument 2 of list()) on "age" (std::optional<int>) of app::User
+    /// (table 'users')".
+    template <class F, class M>
+    std::string on(const std::string& column) const {
+        return site.describe(filter_name<F>) + " on " + column + " (" + type_name<M>() + ") of " +
+               model_description<T>();
+    }
 
     void operator()(const Options& o) { parts.options = o; }
 
@@ -166,37 +197,43 @@ struct FilterApplier {
     }
 
     void operator()(const LimitOffset& p) {
-        if (parts.page) throw QueryError("LimitOffset given twice");
+        const std::string where = site.describe("LimitOffset") + " of " + model_description<T>();
+        if (parts.page) {
+            throw QueryError(where + ": given twice (first as argument " +
+                             std::to_string(page_argument) + ")");
+        }
         if (p.limit < 0 || p.offset < 0) {
-            throw QueryError("LimitOffset needs limit >= 0 and offset >= 0, got limit=" +
+            throw QueryError(where + ": needs limit >= 0 and offset >= 0, got limit=" +
                              std::to_string(p.limit) + ", offset=" + std::to_string(p.offset));
         }
         parts.page = p;
+        page_argument = site.argument;
     }
 
     template <class C, class M>
     void operator()(const OrderBy<C, M>& f) {
         parts.order += parts.order.empty() ? " ORDER BY " : ", ";
-        parts.order += column_of<T, OrderBy<C, M>>(f.field);
+        parts.order += column_of<T, OrderBy<C, M>>(f.field, site);
         parts.order += f.sort == Sort::desc ? " DESC" : " ASC";
     }
 
     template <class C, class M>
     void operator()(const ComparisonFilter<C, M>& f) {
+        using F = ComparisonFilter<C, M>;
         static constexpr std::array<std::string_view, 6> ops{"=", "!=", "<", "<=", ">", ">="};
+        const std::string column = column_of<T, F>(f.field, site);
         bool known = false;
         for (auto op : ops) known = known || op == f.op;
         if (!known) {
-            throw QueryError("ComparisonFilter: unknown operator '" + f.op +
-                             "' (use =, !=, <, <=, >, >=)");
+            throw QueryError(on<F, M>(column) + ": unknown operator '" + f.op +
+                             "' (allowed: =, !=, <, <=, >, >=)");
         }
-        const std::string column = column_of<T, ComparisonFilter<C, M>>(f.field);
         SqlValue value = to_sql_value(f.value);
         if (std::holds_alternative<std::monostate>(value)) {
             if (f.op == "=") return parts.add_condition(column + " IS NULL");
             if (f.op == "!=") return parts.add_condition(column + " IS NOT NULL");
-            throw QueryError("ComparisonFilter on " + column + ": operator '" + f.op +
-                             "' cannot compare with NULL (use = or !=)");
+            throw QueryError(on<F, M>(column) + ": operator '" + f.op +
+                             "' cannot compare with NULL (allowed with NULL: =, !=)");
         }
         parts.add_condition(column + " " + f.op + " ?");
         parts.params.push_back(std::move(value));
@@ -205,16 +242,14 @@ struct FilterApplier {
     template <class F, class C, class M, class V>
     void collection(const F& f, std::string_view keyword) {
         static_assert(ColumnType<V>, "collection values must be a column type");
-        const std::string column = column_of<T, F>(f.field);
-        if (f.values.empty()) {
-            throw QueryError(std::string(filter_name<F>) + " on " + column +
-                             " has an empty collection");
-        }
+        const std::string column = column_of<T, F>(f.field, site);
+        if (f.values.empty())
+            throw QueryError(on<F, M>(column) + ": the collection is empty");
         if (f.values.size() + parts.params.size() + 2 > parts.max_params) {
-            throw QueryError(std::string(filter_name<F>) + " on " + column + " has " +
-                             std::to_string(f.values.size()) +
-                             " values; SQLite binds at most " + std::to_string(parts.max_params) +
-                             " parameters per statement");
+            throw QueryError(on<F, M>(column) + ": " + std::to_string(f.values.size()) +
+                             " values, with " + std::to_string(parts.params.size()) +
+                             " bound before them; SQLite binds at most " +
+                             std::to_string(parts.max_params) + " parameters per statement");
         }
         std::string condition = column;
         condition += keyword;
@@ -241,7 +276,7 @@ struct FilterApplier {
     void operator()(const SearchFilter<C, M>& f) {
         static_assert(std::is_same_v<unwrap_optional_t<M>, std::string>,
                       "SearchFilter applies to text (std::string) columns");
-        const std::string column = column_of<T, SearchFilter<C, M>>(f.field);
+        const std::string column = column_of<T, SearchFilter<C, M>>(f.field, site);
         if (f.ignore_case) {
             std::string pattern = "%";
             for (char c : f.value) {
@@ -262,7 +297,7 @@ struct FilterApplier {
     void operator()(const BeforeAfter<C, M>& f) {
         static_assert(std::is_same_v<unwrap_optional_t<M>, TimePoint>,
                       "BeforeAfter applies to std::chrono::system_clock::time_point columns");
-        const std::string column = column_of<T, BeforeAfter<C, M>>(f.field);
+        const std::string column = column_of<T, BeforeAfter<C, M>>(f.field, site);
         if (f.before) {
             parts.add_condition(column + " < ?");
             parts.params.emplace_back(to_micros(*f.before));
@@ -277,21 +312,24 @@ struct FilterApplier {
 template <class A>
 inline constexpr bool is_options_v = std::is_same_v<std::remove_cvref_t<A>, Options>;
 
+/// `call` names the repository method ("list", "count", ...) in QueryError messages.
 template <Model T, class... Args>
-QueryParts build_query(std::size_t max_params, const Args&... args) {
+QueryParts build_query(std::string_view call, std::size_t max_params, const Args&... args) {
     static_assert((0 + ... + (is_options_v<Args> ? 1 : 0)) <= 1,
                   "give at most one ormcache::Options per call");
     QueryParts parts;
     parts.max_params = max_params;
-    [[maybe_unused]] FilterApplier<T> apply{parts};  // unused when no filter is given
-    (apply(args), ...);
+    // Unused when no filter is given. Each argument is applied with its position in the call.
+    [[maybe_unused]] FilterApplier<T> apply{parts, FilterSite{call, 0}, 0};
+    ((++apply.site.argument, apply(args)), ...);
     // Each collection checks itself against the limit; the whole query must fit too, whatever
     // the order of the filters (else SQLite fails at prepare time with a DatabaseError).
     const std::size_t total = parts.params.size() + (parts.page ? 2 : 0);
     if (total > max_params) {
-        throw QueryError("the query binds " + std::to_string(total) +
-                         " values; SQLite binds at most " + std::to_string(max_params) +
-                         " parameters per statement");
+        throw QueryError(std::string(call) + "() of " + model_description<T>() +
+                         ": the query binds " + std::to_string(total) +
+                         " values over all its filters; SQLite binds at most " +
+                         std::to_string(max_params) + " parameters per statement");
     }
     return parts;
 }
