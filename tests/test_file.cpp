@@ -1103,3 +1103,22 @@ TEST_CASE("file: distributed_lock: nobody waits longer than lock_timeout_ms for 
     CHECK(o.waited < 1500ms);
     CHECK(waiter.errors.count() == 0);
 }
+
+// ---- messages that say where (issue 10, item 7) --------------------------------------------
+
+TEST_CASE("file: on_error names the cache file an operation failed on",
+          "[file][failure][messages]") {
+    Fixture f(nlohmann::json{{"busy_timeout_ms", 50}});
+    auto s = f.db->session();
+    Repository<User> users{s};
+    CHECK(users.get(1).name == "Ada");
+    CacheFile file(f.cache_path());
+    file.db().exec("BEGIN IMMEDIATE");  // the cache file's write lock, held past the timeout
+    rename_user(*f.db, 1, "Ada v2");    // its invalidation cannot be written
+    file.db().exec("COMMIT");
+    const auto reported = f.errors.entries();
+    REQUIRE(reported.size() == 1);
+    CHECK(reported.front().operation == "invalidate");
+    INFO(reported.front().what);
+    CHECK_THAT(reported.front().what, Catch::Contains(f.cache_path()) && Catch::Contains("locked"));
+}

@@ -1298,3 +1298,50 @@ TEST_CASE("memcached: fault run: 8 threads while one server is stopped and resta
               ormcache::to_json(users.get(id, {.use_cache = false})));
     }
 }
+
+// ---- messages that say where (issue 10, item 7) --------------------------------------------
+
+TEST_CASE("memcached: every failure names the server, host:port, that failed",
+          "[memcached][failopen][messages]") {
+    const std::string dead = "127.0.0.1:" + std::to_string(ormcache_test::free_port());
+
+    SECTION("on_error, for a read from a closed port") {
+        ormcache_test::UsersFixture<> f(
+            memcached_config({dead}, unique_prefix("where"), {{"connect_timeout_ms", 200}}));
+        auto s = f.db->session();
+        Repository<User> users{s};
+        CHECK(users.get(1).name == "Ada");  // served from the database
+        const auto reported = f.errors.entries();
+        REQUIRE_FALSE(reported.empty());
+        INFO(reported.front().what);
+        CHECK_THAT(reported.front().what, Catch::Contains(dead));
+    }
+    SECTION("read and invalidate of a key on the dead one of two servers") {
+        const std::string live = shared_servers()[0]->address();
+        ormcache::MemcachedBackend backend(ormcache::MemcachedOptions{.servers = {live, dead},
+                                                                      .connect_timeout = 200ms,
+                                                                      .socket_timeout = 200ms,
+                                                                      .retry_interval = 0ms},
+                                           unique_prefix("where"));
+        std::string key;
+        for (int i = 0; key.empty() || backend.server_index(key) != 1; ++i)
+            key = "e:users:i" + std::to_string(i);
+        const auto error_of = [](auto&& op) -> std::string {
+            try {
+                op();
+            } catch (const ormcache::CacheError& e) {
+                return e.what();
+            }
+            return "(no error)";
+        };
+        for (const auto& what : {error_of([&] {
+                                     backend.read(ormcache::ReadRequest{key, {}, std::nullopt, {}});
+                                 }),
+                                 error_of([&] {
+                                     backend.invalidate(ormcache::InvalidationBatch{{key}, {}, {}});
+                                 })}) {
+            INFO(what);
+            CHECK_THAT(what, Catch::Contains(dead) && !Catch::Contains(live));
+        }
+    }
+}

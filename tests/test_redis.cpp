@@ -1429,3 +1429,59 @@ TEST_CASE("redis: a corrupt counter or a key of another type heals instead of fa
     CHECK(std::stoll(client->get(f.prefix + "v:users").value()) > 0);
     CHECK(f.stats().errors == 0);
 }
+
+// ---- messages that say where (issue 10, item 7) --------------------------------------------
+
+TEST_CASE("redis: on_error names the server, host:port or socket path and db, never the password",
+          "[redis][failopen][messages]") {
+    const auto first_error = [](Fixture& f) {
+        auto s = f.db->session();
+        Repository<User> users{s};
+        CHECK(users.get(1).name == "Ada");  // served from the database
+        const auto reported = f.errors.entries();
+        REQUIRE_FALSE(reported.empty());
+        CHECK(reported.front().backend == "redis");
+        return reported.front().what;
+    };
+
+    SECTION("a closed port on 127.0.0.1") {
+        const int port = ormcache_test::free_port();  // nothing listens there
+        Fixture f(
+            redis_config(port, unique_prefix("where"),
+                         {{"db", 3}, {"password", "hunter2-pw"}, {"connect_timeout_ms", 200}}));
+        const std::string what = first_error(f);
+        INFO(what);
+        CHECK_THAT(what, Catch::Contains("127.0.0.1:" + std::to_string(port)) &&
+                             Catch::Contains("db 3") && Catch::Contains("connect"));
+        CHECK_THAT(what, !Catch::Contains("hunter2"));
+    }
+    SECTION("a unix socket nobody listens on") {
+        TempDir dir;
+        const std::string socket = dir.file("no-redis-here.sock");
+        CacheConfig c;
+        c.backend = "redis";
+        c.arguments = {{"unix_socket", socket}, {"connect_timeout_ms", 200}};
+        c.key_prefix = unique_prefix("where");
+        Fixture f(c);
+        const std::string what = first_error(f);
+        INFO(what);
+        CHECK_THAT(what, Catch::Contains(socket) && Catch::Contains("db 0"));
+    }
+    SECTION("an error reply of a server that is up") {
+        RedisServer server(RedisServerOptions{.password = "right-pw"});
+        Fixture f(redis_config(server.port(), unique_prefix("where"), {{"password", "wrong-pw"}}));
+        const std::string what = first_error(f);
+        INFO(what);
+        CHECK_THAT(what, Catch::Contains("127.0.0.1:" + std::to_string(server.port())) &&
+                             Catch::Contains("auth"));
+        CHECK_THAT(what, !Catch::Contains("wrong-pw") && !Catch::Contains("right-pw"));
+    }
+}
+
+TEST_CASE("redis: a ConfigError never quotes a password", "[redis][config][messages]") {
+    const auto url = config_error_for({{"url", "rediss://app:hunter2@cache.example:6380/1"}});
+    CHECK_THAT(url, Catch::Contains("url") && Catch::Contains("cache.example:6380"));
+    CHECK_THAT(url, !Catch::Contains("hunter2"));
+    const auto typed = config_error_for({{"password", 31337424242}});
+    CHECK_THAT(typed, Catch::Contains("password") && !Catch::Contains("31337424242"));
+}

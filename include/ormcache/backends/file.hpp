@@ -303,7 +303,10 @@ class FileBackend {
             incident_.failed(e);
             throw;
         } catch (const std::exception& e) {
-            CacheError error(std::string("file ") + operation + ": " + e.what(), "file", operation);
+            // Several caches may use several files: on_error must say which one failed.
+            CacheError error(
+                std::string("file ") + operation + " on " + options_.filename + ": " + e.what(),
+                "file", operation);
             incident_.failed(error);
             throw error;
         }
@@ -374,8 +377,9 @@ class FileBackend {
                 .run();
             auto s = c.prepare(select_counter_sql);
             if (!s.bind(1, request.counters[i]).step()) {
-                throw CacheError("file read: counter " + request.counters[i] + " vanished", "file",
-                                 "read");
+                throw CacheError("file read on " + options_.filename + ": counter " +
+                                     request.counters[i] + " vanished",
+                                 "file", "read");
             }
             result.counters[i] = s.integer(0);
         }

@@ -308,10 +308,22 @@ inline time_t memcached_expiration(Ttl ttl, std::time_t now = std::time(nullptr)
 
 // ---- handles -----------------------------------------------------------------------------
 
-/// The one place a libmemcached failure becomes an exception.
-[[noreturn]] inline void throw_memcached(std::string_view operation, std::string_view what) {
-    throw CacheError("memcached " + std::string(operation) + ": " + std::string(what), "memcached",
-                     std::string(operation));
+/// The one place a libmemcached failure that is no one server's becomes an exception;
+/// `servers` lists them all ("127.0.0.1:11211, 10.0.0.2:11211"), so on_error says which
+/// cache it was. A failure of one server names that server (MemcachedBackend::fail).
+[[noreturn]] inline void throw_memcached(std::string_view servers, std::string_view operation,
+                                         std::string_view what) {
+    throw CacheError("memcached " + std::string(operation) + " on " + std::string(servers) + ": " +
+                         std::string(what),
+                     "memcached", std::string(operation));
+}
+
+/// "127.0.0.1:11211, 10.0.0.2:11211".
+inline std::string memcached_server_list(const std::vector<MemcachedAddress>& servers) {
+    std::string out;
+    for (const auto& s : servers)
+        out += (out.empty() ? "" : ", ") + s.host + ":" + std::to_string(s.port);
+    return out;
 }
 
 struct MemcachedDeleter {
@@ -325,9 +337,12 @@ using MemcachedHandle = std::unique_ptr<memcached_st, MemcachedDeleter>;
 class MemcachedPool {
   public:
     MemcachedPool(const MemcachedOptions& o, const std::vector<MemcachedAddress>& servers)
-        : size_(o.pool_size), wait_(o.socket_timeout), master_(memcached_create(nullptr)) {
+        : size_(o.pool_size),
+          wait_(o.socket_timeout),
+          servers_(memcached_server_list(servers)),
+          master_(memcached_create(nullptr)) {
         if (!master_)
-            throw_memcached("connect", "cannot allocate a handle");
+            throw_memcached(servers_, "connect", "cannot allocate a handle");
         for (const auto& s : servers) {
             const auto rc =
                 memcached_server_add(master_.get(), s.host.c_str(), static_cast<in_port_t>(s.port));
@@ -363,7 +378,7 @@ class MemcachedPool {
         for (const auto& [behavior, value] : behaviors) {
             const auto rc = memcached_behavior_set(master_.get(), behavior, value);
             if (memcached_failed(rc))
-                throw_memcached("connect", memcached_strerror(master_.get(), rc));
+                throw_memcached(servers_, "connect", memcached_strerror(master_.get(), rc));
         }
     }
 
@@ -389,8 +404,10 @@ class MemcachedPool {
         std::unique_lock lock(mutex_);
         const bool free =
             available_.wait_for(lock, wait_, [&] { return !idle_.empty() || created_ < size_; });
-        if (!free)
-            throw_memcached("connect", "all " + std::to_string(size_) + " pooled handles are busy");
+        if (!free) {
+            throw_memcached(servers_, "connect",
+                            "all " + std::to_string(size_) + " pooled handles are busy");
+        }
         if (!idle_.empty()) {
             auto h = std::move(idle_.back());
             idle_.pop_back();
@@ -400,7 +417,7 @@ class MemcachedPool {
         // first use); under the lock, since it reads the master.
         MemcachedHandle h(memcached_clone(nullptr, master_.get()));
         if (!h)
-            throw_memcached("connect", "cannot allocate a handle");
+            throw_memcached(servers_, "connect", "cannot allocate a handle");
         ++created_;
         return Lease(*this, std::move(h));
     }
@@ -421,8 +438,9 @@ class MemcachedPool {
 
     const std::size_t size_;
     const std::chrono::milliseconds wait_;
-    MemcachedHandle master_;  // configured once, then only cloned and hashed with
-    std::mutex mutex_;        // guards idle_, created_
+    const std::string servers_;  // memcached_server_list(), for messages
+    MemcachedHandle master_;     // configured once, then only cloned and hashed with
+    std::mutex mutex_;           // guards idle_, created_
     std::condition_variable available_;
     std::vector<MemcachedHandle> idle_;
     std::size_t created_ = 0;
@@ -976,7 +994,7 @@ class MemcachedBackend {
                 return *value;
             remove_key(h, server, wire);
         }
-        detail::throw_memcached("read", "a counter keeps disappearing");
+        fail(*servers_[server], "counter " + wire + " keeps disappearing", "read", false);
     }
 
     /// Stores `value` at `key` unconditionally (0 ttl: deletes it).

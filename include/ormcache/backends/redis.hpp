@@ -76,12 +76,23 @@ inline std::string url_credential(const std::string& text, std::string_view fiel
     return std::move(*decoded);
 }
 
+/// `url` with its credentials (whatever comes before the last '@') masked: a message may
+/// quote a url, never a password.
+inline std::string redacted_url(const std::string& url) {
+    const auto at = url.rfind('@');
+    if (at == std::string::npos)
+        return url;
+    const auto scheme = url.find("://");
+    const auto start = scheme != std::string::npos && scheme < at ? scheme + 3 : 0;
+    return url.substr(0, start) + "***" + url.substr(at);
+}
+
 inline void redis_url_into(RedisOptions& o, const std::string& url) {
     const std::string_view scheme = "redis://";
     if (url.rfind(scheme, 0) != 0) {
         throw ConfigError(
             "CacheConfig::arguments.url must look like redis://[user:pass@]host:port/db, got '" +
-            url + "'");
+            redacted_url(url) + "'");
     }
     std::string rest = url.substr(scheme.size());
     if (const auto at = rest.rfind('@'); at != std::string::npos) {
@@ -144,9 +155,14 @@ inline RedisOptions redis_options(const nlohmann::json& args) {
             o.db = static_cast<int>(argument_integer(key, v, 0, 1 << 20));
         else if (key == "username")
             o.username = argument_text(key, v);
-        else if (key == "password")
-            o.password = argument_text(key, v);
-        else if (key == "unix_socket")
+        else if (key == "password") {
+            // Not argument_text(): its message would quote the value.
+            if (!v.is_string()) {
+                throw ConfigError("CacheConfig::arguments.password must be a string, got a " +
+                                  std::string(v.type_name()));
+            }
+            o.password = v.get<std::string>();
+        } else if (key == "unix_socket")
             o.unix_socket = argument_text(key, v);
         else if (key == "connect_timeout_ms")
             o.connect_timeout = argument_milliseconds(key, v);
@@ -189,27 +205,38 @@ struct RedisReplyDeleter {
 };
 using RedisReply = std::unique_ptr<redisReply, RedisReplyDeleter>;
 
-/// The one place a hiredis failure becomes an exception.
-[[noreturn]] inline void throw_redis(std::string_view operation, std::string_view what) {
-    throw CacheError("redis " + std::string(operation) + ": " + std::string(what), "redis",
-                     std::string(operation));
+/// Which server `o` talks to, for messages: "127.0.0.1:6379 (db 0)", or
+/// "unix socket /run/redis.sock (db 0)". Never the password.
+inline std::string redis_endpoint(const RedisOptions& o) {
+    const std::string server = o.unix_socket.empty() ? o.host + ":" + std::to_string(o.port)
+                                                     : "unix socket " + o.unix_socket;
+    return server + " (db " + std::to_string(o.db) + ")";
+}
+
+/// The one place a hiredis failure becomes an exception. `endpoint` is redis_endpoint(): an
+/// on_error message must say which server failed.
+[[noreturn]] inline void throw_redis(std::string_view endpoint, std::string_view operation,
+                                     std::string_view what) {
+    throw CacheError("redis " + std::string(operation) + " on " + std::string(endpoint) + ": " +
+                         std::string(what),
+                     "redis", std::string(operation));
 }
 
 /// One connection. Any I/O or protocol error marks it broken (hiredis cannot reuse it).
 class RedisConnection {
   public:
-    explicit RedisConnection(const RedisOptions& o) {
+    explicit RedisConnection(const RedisOptions& o) : endpoint_(redis_endpoint(o)) {
         redisContext* c =
             o.unix_socket.empty()
                 ? redisConnectWithTimeout(o.host.c_str(), o.port, to_timeval(o.connect_timeout))
                 : redisConnectUnixWithTimeout(o.unix_socket.c_str(), to_timeval(o.connect_timeout));
         context_.reset(c);
         if (c == nullptr)
-            throw_redis("connect", "cannot allocate a context");
+            throw_redis(endpoint_, "connect", "cannot allocate a context");
         if (c->err != 0)
-            throw_redis("connect", c->errstr);
+            throw_redis(endpoint_, "connect", c->errstr);
         if (redisSetTimeout(c, to_timeval(o.socket_timeout)) != REDIS_OK)
-            throw_redis("connect", c->errstr);
+            throw_redis(endpoint_, "connect", c->errstr);
         if (!o.password.empty()) {
             std::vector<std::string> auth{"AUTH"};
             if (!o.username.empty())
@@ -265,14 +292,16 @@ class RedisConnection {
   private:
     [[noreturn]] void fail(std::string_view operation) {
         broken_ = true;
-        throw_redis(operation, context_->errstr[0] != '\0' ? context_->errstr : "connection lost");
+        throw_redis(endpoint_, operation,
+                    context_->errstr[0] != '\0' ? context_->errstr : "connection lost");
     }
 
-    static void expect_ok(const RedisReply& r, std::string_view operation) {
+    void expect_ok(const RedisReply& r, std::string_view operation) const {
         if (r->type == REDIS_REPLY_ERROR)
-            throw_redis(operation, std::string(r->str, r->len));
+            throw_redis(endpoint_, operation, std::string(r->str, r->len));
     }
 
+    std::string endpoint_;  // redis_endpoint() of the options, for messages
     std::unique_ptr<redisContext, RedisContextDeleter> context_;
     bool broken_ = false;
 };
@@ -280,7 +309,8 @@ class RedisConnection {
 /// A bounded pool with a circuit breaker. Never connects while holding its lock.
 class RedisPool {
   public:
-    explicit RedisPool(RedisOptions options) : options_(std::move(options)) {}
+    explicit RedisPool(RedisOptions options)
+        : options_(std::move(options)), endpoint_(redis_endpoint(options_)) {}
 
     /// A connection checked out of the pool; given back (or dropped if broken) on destruction.
     class Lease {
@@ -306,12 +336,13 @@ class RedisPool {
     Lease acquire() {
         std::unique_lock lock(mutex_);
         if (Clock::now() < open_until_)
-            throw_redis("connect", "server unavailable (circuit open, retrying later)");
+            throw_redis(endpoint_, "connect", "server unavailable (circuit open, retrying later)");
         const auto deadline = Clock::now() + options_.socket_timeout;
         while (idle_.empty() && open_ >= options_.pool_size) {
             if (available_.wait_until(lock, deadline) == std::cv_status::timeout) {
-                throw_redis("connect", "all " + std::to_string(options_.pool_size) +
-                                           " pooled connections are busy");
+                throw_redis(
+                    endpoint_, "connect",
+                    "all " + std::to_string(options_.pool_size) + " pooled connections are busy");
             }
         }
         if (!idle_.empty()) {
@@ -346,6 +377,8 @@ class RedisPool {
     }
 
     const RedisOptions& options() const noexcept { return options_; }
+    /// redis_endpoint(options()), for messages.
+    const std::string& endpoint() const noexcept { return endpoint_; }
 
   private:
     using Clock = std::chrono::steady_clock;
@@ -361,6 +394,7 @@ class RedisPool {
     }
 
     RedisOptions options_;
+    std::string endpoint_;
     std::mutex mutex_;  // guards idle_, open_, open_until_
     std::condition_variable available_;
     std::vector<std::unique_ptr<RedisConnection>> idle_;
@@ -641,8 +675,8 @@ return 1
         return result;
     }
 
-    [[noreturn]] static void throw_garbage(std::string_view operation) {
-        detail::throw_redis(operation, "unexpected reply from the server");
+    [[noreturn]] void throw_garbage(std::string_view operation) const {
+        detail::throw_redis(pool_.endpoint(), operation, "unexpected reply from the server");
     }
 
     static std::optional<std::int64_t> parse_integer(const redisReply* r) {
@@ -657,11 +691,11 @@ return 1
         return std::nullopt;
     }
 
-    static std::int64_t to_integer(const redisReply* r, std::string_view operation) {
+    std::int64_t to_integer(const redisReply* r, std::string_view operation) const {
         if (const auto value = parse_integer(r))
             return *value;
         if (r->type == REDIS_REPLY_ERROR)
-            detail::throw_redis(operation, std::string(r->str, r->len));
+            detail::throw_redis(pool_.endpoint(), operation, std::string(r->str, r->len));
         throw_garbage(operation);
     }
 
@@ -679,7 +713,8 @@ return 1
         try {
             auto reply = op();
             if (reply->type == REDIS_REPLY_ERROR)
-                detail::throw_redis(operation, std::string(reply->str, reply->len));
+                detail::throw_redis(pool_.endpoint(), operation,
+                                    std::string(reply->str, reply->len));
             return reply;
         } catch (...) {
             if (c->broken())
