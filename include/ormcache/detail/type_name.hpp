@@ -45,12 +45,15 @@ std::string type_name() {
          "std::ratio<1, 1000000000>>>",
          "std::chrono::system_clock::time_point"},
     }};
-    for (const auto& [spelled, written] : short_names) {
+    const auto replace_all = [&name](std::string_view spelled, std::string_view written) {
         for (auto at = name.find(spelled); at != std::string::npos;
              at = name.find(spelled, at + written.size())) {
             name.replace(at, spelled.size(), written);
         }
-    }
+    };
+    for (const auto& [spelled, written] : short_names)
+        replace_all(spelled, written);
+    replace_all(" >", ">");  // g++'s "std::optional<std::string >"
     return name;
 }
 
