@@ -59,7 +59,8 @@ set(ENV{PKG_CONFIG_LIBDIR} "${empty}")
 set(ENV{PKG_CONFIG_PATH} "")
 check_case(
   backend_library_missing "${PREFIX}"
-  "component 'redis' needs the pkg-config module 'hiredis' \\(Debian/Ubuntu: apt-get install libhiredis-dev\\)"
+  "component 'redis' needs the pkg-config module 'hiredis' \\(Debian/Ubuntu: apt-get install \
+libhiredis-dev\\)"
   [[
 find_package(ormcache 0.1 CONFIG REQUIRED)
 if(NOT TARGET ormcache::ormcache)
@@ -83,7 +84,8 @@ file(COPY "${PREFIX}/" DESTINATION "${reduced}")
 file(REMOVE "${reduced}/${CMAKEDIR}/ormcache-memcached-targets.cmake")
 check_case(
   component_not_installed "${reduced}"
-  "component 'memcached' is not part of this installation: install ormcache built with -DORMCACHE_WITH_MEMCACHED=ON \\(which needs libmemcached-dev"
+  "component 'memcached' is not part of this installation: install ormcache built with \
+-DORMCACHE_WITH_MEMCACHED=ON \\(which needs libmemcached-dev"
   [[
 find_package(ormcache 0.1 CONFIG REQUIRED)
 if(NOT TARGET ormcache::redis OR NOT ormcache_redis_FOUND)
