@@ -1,8 +1,8 @@
-// The cache under concurrency (API.md section 4, rules 4, 5 and 6; FILL-PROTOCOL.md):
-// deterministic races between a fill and a commit's invalidation (threads are stopped at
-// chosen points by PausingBackend gates or by an on_query gate, never timed with sleeps),
-// singleflight with results and exceptions, and a soak of mixed reads and writes that must
-// leave no stale entry behind.
+// The cache under concurrency (docs/reference.md, cache rules 4, 5 and 6; the fill protocol of
+// docs/caching.md, "Correctness"): deterministic races between a fill and a commit's invalidation
+// (threads are stopped at chosen points by PausingBackend gates or by an on_query gate, never timed
+// with sleeps), singleflight with results and exceptions, and a soak of mixed reads and writes that
+// must leave no stale entry behind.
 
 #include <catch2/catch.hpp>
 
@@ -221,7 +221,7 @@ struct Fixture {
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
-// Rule 6 (1): the entity fill overtaken by a commit.
+// Cache rule 6 (1): the entity fill overtaken by a commit.
 
 TEST_CASE("Cache race: an entity fill overtaken by a commit is refused", "[cache][concurrency]") {
     Fixture f;
@@ -384,7 +384,7 @@ TEST_CASE("Singleflight: a miss that reaches the flight after it landed finds th
 }
 
 // ---------------------------------------------------------------------------------------------
-// Rule 6 (2): a reader whose snapshot predates a commit never caches what it saw.
+// Cache rule 6 (2): a reader whose snapshot predates a commit never caches what it saw.
 
 TEST_CASE("Cache race: an old snapshot does not fill the cache", "[cache][concurrency]") {
     Fixture f;
@@ -467,7 +467,7 @@ TEST_CASE("Cache race: a commit while begin() reads the counters leaves nothing 
 }
 
 // ---------------------------------------------------------------------------------------------
-// Rule 6 (3) and (4): a snapshot with no concurrent commit fills; a raw BEGIN never does.
+// Cache rule 6 (3) and (4): a snapshot with no concurrent commit fills; a raw BEGIN never does.
 
 TEST_CASE("Cache: a begin() transaction with no concurrent commit fills the cache",
           "[cache][concurrency]") {
@@ -530,7 +530,7 @@ TEST_CASE("Cache: a transaction begun by raw SQL on connection() never fills",
 }
 
 // ---------------------------------------------------------------------------------------------
-// Rule 5: singleflight.
+// Cache rule 5: singleflight.
 
 namespace {
 
@@ -756,7 +756,7 @@ TEST_CASE("Singleflight: a session with uncommitted changes never joins a flight
         CHECK(read.get() == "old-1");  // the committed row
         CHECK(f.db.cache_manager().stats().singleflight_waits == waits);
     }
-    // With no flight around either, its reads fill nothing (rule 4).
+    // With no flight around either, its reads fill nothing (cache rule 4).
     f.control->reset_log();
     CHECK(dirty.get(1).name == "mine");
     CHECK(names(dirty.list(ormcache::ComparisonFilter{&User::id, "<=", 2})).at(0) == "mine");

@@ -1,8 +1,8 @@
-// The file backend (backends/file.hpp) on real SQLite files: configuration, fail-open when the
-// file cannot be opened or is not a database, the lease/guard protocol on the backend itself,
-// hits and misses with the SQL counted, TTL and the bounded sweep, invalidation across
-// Database instances and processes, surviving a restart, corrupt values, the stale-fill races
-// of API.md rule 6, clear() by prefix, use after fork(), and a soak of 8 threads.
+// The file backend (backends/file.hpp) on real SQLite files: configuration, fail-open when the file
+// cannot be opened or is not a database, the lease/guard protocol on the backend itself, hits and
+// misses with the SQL counted, TTL and the bounded sweep, invalidation across Database instances
+// and processes, surviving a restart, corrupt values, the stale-fill races of cache rule 6
+// (docs/reference.md), clear() by prefix, use after fork(), and a soak of 8 threads.
 //
 // Every test has its own temporary directory holding the application database and the cache
 // file; the cache file is inspected with a plain SQLiteCpp connection.
@@ -778,7 +778,7 @@ TEST_CASE("file: a backend used before fork() works in the child and stays intac
     CHECK(file.db().execAndGet("PRAGMA integrity_check").getString() == "ok");
 }
 
-// ---- API.md rule 6: fills never outlive the commits that invalidated them -----------------
+// ---- Cache rule 6: fills never outlive the commits that invalidated them ------------------
 
 TEST_CASE("file: a fill overtaken by a commit in another Database never lands", "[file][race]") {
     register_gated_backend();
@@ -1099,7 +1099,7 @@ TEST_CASE("file: distributed_lock: nobody waits longer than lock_timeout_ms for 
     REQUIRE(o.held);
     CHECK(o.read_ok);
     CHECK(waiter.log.count("SELECT") == 1);  // gave up waiting and read the database
-    // Not a speed assertion: the bound of rule 9 (the holder sleeps 2 s, the lock is 300 ms).
+    // Not a speed assertion: the bound of cache rule 9 (the holder sleeps 2 s, the lock is 300 ms).
     CHECK(o.waited < 1500ms);
     CHECK(waiter.errors.count() == 0);
 }

@@ -1,8 +1,8 @@
 // The memcached backend against real memcached processes (tests/support/memcached_server.hpp):
-// three servers per test binary, keys spread over them by consistent hashing. Configuration,
-// keys memcached would refuse (spaces, newlines, 300-byte ids, unicode), TTLs past 30 days,
-// hits and misses counted in SQL, the fill races of API.md rule 6, a distributed lock across
-// processes, and fault runs with one server stopped, restarted and paused under load.
+// three servers per test binary, keys spread over them by consistent hashing. Configuration, keys
+// memcached would refuse (spaces, newlines, 300-byte ids, unicode), TTLs past 30 days, hits and
+// misses counted in SQL, the fill races of cache rule 6 (docs/reference.md), a distributed lock
+// across processes, and fault runs with one server stopped, restarted and paused under load.
 //
 // Most tests share the three servers and keep apart by key prefix; tests that stop or pause
 // a server start their own. Without memcached every test fails.
@@ -833,7 +833,7 @@ TEST_CASE("memcached: a commit that changes K ids costs one round trip per serve
     }
 }
 
-// ---- API.md rule 6: fills never outlive the commits that invalidated them -----------------
+// ---- Cache rule 6: fills never outlive the commits that invalidated them ------------------
 
 TEST_CASE("memcached: a fill overtaken by a commit in another manager never lands",
           "[memcached][race]") {
@@ -917,7 +917,7 @@ TEST_CASE("memcached: a fill overtaken by a commit in another manager never land
     }
 }
 
-// ---- API.md rule 9: one query across processes -------------------------------------------
+// ---- Cache rule 9: one query across processes --------------------------------------------
 
 namespace {
 

@@ -1,8 +1,9 @@
 // The Redis backend against real redis-server processes (tests/support/redis_server.hpp):
-// configuration, fail-open behaviour, hits and round trips counted on the server
-// (INFO commandstats), invalidation across Database instances and processes, the envelope
-// and serializers, corrupt entries, the fill races of API.md rule 6, AUTH/ACL/db/unix socket,
-// clear(), and a fault run with the server stopped, restarted and paused under load.
+// configuration, fail-open behaviour, hits and round trips counted on the server (INFO
+// commandstats), invalidation across Database instances and processes, the envelope and
+// serializers, corrupt entries, the fill races of cache rule 6 (docs/reference.md),
+// AUTH/ACL/db/unix socket, clear(), and a fault run with the server stopped, restarted and paused
+// under load.
 //
 // Most tests share one server per process and keep apart by key prefix; tests that stop,
 // pause or reconfigure a server start their own. Without redis-server every test fails.
@@ -630,7 +631,7 @@ TEST_CASE("redis: corrupt entries are misses, removed and counted", "[redis][cor
     CHECK(f.errors.count() == static_cast<int>(f.stats().errors));
 }
 
-// ---- API.md rule 6: fills never outlive the commits that invalidated them -----------------
+// ---- Cache rule 6: fills never outlive the commits that invalidated them ------------------
 
 TEST_CASE("redis: a fill overtaken by a commit in another manager never lands", "[redis][race]") {
     register_gated_backend();
@@ -1392,7 +1393,7 @@ TEST_CASE("redis: distributed_lock: nobody waits longer than lock_timeout_ms for
     REQUIRE(o.held);
     CHECK(o.read_ok);
     CHECK(waiter.log.count("SELECT") == 1);  // gave up waiting and read the database
-    // Not a speed assertion: the bound of rule 9 (the holder sleeps 2 s, the lock is 300 ms).
+    // Not a speed assertion: the bound of cache rule 9 (the holder sleeps 2 s, the lock is 300 ms).
     CHECK(o.waited < 1500ms);
     CHECK(waiter.errors.count() == 0);
 }

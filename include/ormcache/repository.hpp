@@ -124,8 +124,8 @@ public:
         return std::move(*found);
     }
 
-    /// Cached by key (API.md section 4, rule 1); absence is cached too, and an insert of
-    /// the key invalidates it.
+    /// Cached by key (docs/reference.md, cache rule 1); absence is cached too, and a committed
+    /// insert of the key invalidates it.
     std::optional<T> get_or_none(const pk_type& id, Options options = {}) {
         auto& s = state();
         s.enter();

@@ -1,6 +1,6 @@
 // The program every consumer-project test builds and runs, whichever way it found ormcache:
 // find_package after an install, add_subdirectory, FetchContent, or bare pkg-config flags.
-// Uses only the public API (API.md 1-3).
+// Uses only the public API (docs/reference.md, sections 2-5).
 //
 // Include order (issue 10): this TU includes ormcache before <sqlite3.h>;
 // consumer_sqlite_first.cpp, linked into the same program, the other way round. The #undef
