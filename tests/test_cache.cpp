@@ -248,9 +248,12 @@ struct Fixture {
     Traffic moved() const { return traffic(delta()); }
     bool fake() const { return cache.backend == "fake"; }
 
+    /// Where this database's keys start: key_prefix + its identity + ":".
+    std::string space() const { return cache.key_prefix + db->cache_identity() + ":"; }
+
     template <class T>
     std::string entity_key(const std::string& pk) const {
-        return cache.key_prefix + "e:" + std::string(ormcache::table_name<T>()) + ":" +
+        return space() + "e:" + std::string(ormcache::table_name<T>()) + ":" +
                ormcache::model_digest<T>() + ":" + cache.serializer.name + ":" + pk;
     }
     std::string user_key(std::int64_t id) const {
@@ -258,13 +261,13 @@ struct Fixture {
     }
     std::string tag_key(const std::string& slug) const { return entity_key<Tag>("s" + slug); }
     std::string version_key(const std::string& table) const {
-        return cache.key_prefix + "v:" + table;
+        return space() + "v:" + table;
     }
     std::string generation_key(const std::string& table) const {
-        return cache.key_prefix + "g:" + table;
+        return space() + "g:" + table;
     }
     std::vector<std::string> query_keys(const std::string& table) const {
-        return store->keys_containing(cache.key_prefix + "q:" + table + ":");
+        return store->keys_containing(space() + "q:" + table + ":");
     }
 
     /// The committed rows, read without the cache.
@@ -1000,7 +1003,7 @@ TEST_CASE("Cache rule 2: a query entry is stored under the list version with the
     const auto keys = f.query_keys("users");
     REQUIRE(keys.size() == 1);
     CHECK(keys[0].rfind(
-              f.cache.key_prefix + "q:users:" + ormcache::model_digest<User>() + ":json:list:",
+              f.space() + "q:users:" + ormcache::model_digest<User>() + ":json:list:",
               0) == 0);
     const auto envelope = parse_envelope(*f.store->raw(keys[0]));
     CHECK(envelope.stamp == f.store->counter(f.version_key("users")));
@@ -1920,7 +1923,8 @@ TEST_CASE("Cache rule 8: entity keys carry the model digest; another mapping nev
     CHECK_THAT(v2_key, Catch::Contains(ormcache::model_digest<User>()));
     CHECK(f.store->keys_containing(":e:users:") ==
           std::vector<std::string>{std::min(v1_key, v2_key), std::max(v1_key, v2_key)});
-    CHECK(v2_key == "aa:e:users:" + ormcache::model_digest<User>() + ":json:i1");
+    CHECK(v2_key == "aa:" + f.db->cache_identity() + ":e:users:" + ormcache::model_digest<User>() +
+                        ":json:i1");
 
     // Queries too.
     old_users.list();
@@ -2279,8 +2283,9 @@ TEST_CASE("Keys: everything the library writes starts with key_prefix", "[cache]
         CHECK_THAT(key, Catch::StartsWith("myapp:"));
     for (const auto& [counter, value] : f.store->counters())
         CHECK_THAT(counter, Catch::StartsWith("myapp:"));
-    CHECK(f.store->contains("myapp:e:users:" + ormcache::model_digest<User>() + ":json:i2"));
-    CHECK(f.store->contains("myapp:e:tags:" + ormcache::model_digest<Tag>() + ":json:sa"));
+    const std::string space = "myapp:" + f.db->cache_identity() + ":";
+    CHECK(f.store->contains(space + "e:users:" + ormcache::model_digest<User>() + ":json:i2"));
+    CHECK(f.store->contains(space + "e:tags:" + ormcache::model_digest<Tag>() + ":json:sa"));
     CHECK(f.store->contains("myapp:r:k"));
 }
 

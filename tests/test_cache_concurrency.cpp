@@ -34,59 +34,24 @@
 #include "models.hpp"
 #include "pausing_backend.hpp"
 #include "test_support.hpp"
+#include "thread_state.hpp"
 
 using namespace std::chrono_literals;
 using app::User;
 using ormcache::Options;
 using ormcache::Repository;
 using ormcache_test::entity_key;
+using ormcache_test::current_tid;
 using ormcache_test::Gate;
 using ormcache_test::PauseControl;
 using ormcache_test::PausingBackend;
 using ormcache_test::query_keys;
 using ormcache_test::TempDir;
+using ormcache_test::wait_all_asleep;
 using Op = PauseControl::Op;
 using At = PauseControl::At;
 
 namespace {
-
-pid_t current_tid() {
-    return static_cast<pid_t>(::syscall(SYS_gettid));
-}
-
-/// The scheduler state of one of this process's threads ('R' running, 'S' sleeping, ...).
-char thread_state(pid_t tid) {
-    std::ifstream in("/proc/self/task/" + std::to_string(tid) + "/stat");
-    std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    const auto paren = stat.rfind(')');
-    if (paren == std::string::npos || paren + 2 >= stat.size())
-        return '?';
-    return stat[paren + 2];
-}
-
-/// Waits until every thread in `tids` is asleep, twice in a row a little apart. Used once the
-/// threads have passed their last observable step (their cache read) and can only block on a
-/// singleflight future: then "asleep" means "waiting on the flight". A poll on a condition, not
-/// a sleep standing in for one.
-/// Gives up early (false) once `give_up` says so (e.g. the thread finished without waiting).
-bool wait_all_asleep(
-    const std::vector<pid_t>& tids, const std::function<bool()>& give_up = [] { return false; },
-    std::chrono::seconds timeout = 60s) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    int streak = 0;
-    while (std::chrono::steady_clock::now() < deadline) {
-        if (give_up())
-            return false;
-        bool all = true;
-        for (pid_t tid : tids)
-            all = all && thread_state(tid) == 'S';
-        streak = all ? streak + 1 : 0;
-        if (streak >= 2)
-            return true;
-        std::this_thread::sleep_for(1ms);
-    }
-    return false;
-}
 
 bool is_user_select(std::string_view sql) {
     return sql.starts_with("SELECT") && sql.find("FROM \"users\"") != std::string_view::npos;

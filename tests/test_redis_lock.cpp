@@ -327,7 +327,11 @@ std::string describe(const ChildReport& r) {
 /// The key all the children race for: the entity of id 3, or the one cached list.
 std::string contested_key(RedisClient& client, const std::string& prefix, Call call) {
     std::vector<std::string> found;
-    for (const auto& k : client.keys(prefix + (call == Call::get ? "e:users:" : "q:users:"))) {
+    // Under the prefix, in the database's key space (its identity follows the prefix).
+    const std::string kind = call == Call::get ? ":e:users:" : ":q:users:";
+    for (const auto& k : client.keys(prefix)) {
+        if (k.find(kind) == std::string::npos)
+            continue;
         if (call == Call::list || k.ends_with(":i3"))
             found.push_back(k);
     }
