@@ -71,11 +71,12 @@ struct Fixture {
     }
 
     /// The entity key the cache stores user `id` under (layout of detail/cache_core.hpp).
-    static std::string entity_key(std::int64_t id) {
+    std::string entity_key(std::int64_t id) const {
         char digest[17];
         std::snprintf(digest, sizeof digest, "%016llx",
                       static_cast<unsigned long long>(ormcache::detail::ModelInfo<User>::digest));
-        return kPrefix + "e:users:" + digest + ":json:i" + std::to_string(id);
+        return kPrefix + db.cache_identity() + ":e:users:" + digest + ":json:i" +
+               std::to_string(id);
     }
 };
 
@@ -146,7 +147,7 @@ void BM_RawGetDecode(benchmark::State& state) {
     memcached_behavior_set(m, MEMCACHED_BEHAVIOR_NO_BLOCK, 1);
     std::vector<std::string> keys;
     for (const auto id : random_ids(1, kCachedRows))
-        keys.push_back(Fixture::entity_key(id));
+        keys.push_back(g_fixture->entity_key(id));
     std::size_t i = 0;
     for (auto _ : state) {
         const std::string& key = keys[i++ & kIdMask];

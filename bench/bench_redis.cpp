@@ -91,7 +91,8 @@ struct Fixture {
             ormcache_bench::warm_all(users);
         }
         entity_keys.resize(static_cast<std::size_t>(kRows));
-        for (const auto& key : client->keys(cache_config.key_prefix + "e:users:")) {
+        for (const auto& key :
+             client->keys(cache_config.key_prefix + db.cache_identity() + ":e:users:")) {
             // ...:json:i<id>
             const auto tag = key.rfind(":i");
             std::int64_t id = 0;

@@ -30,7 +30,7 @@ function(ormcache_warnings target)
     endif()
   else()
     # GCC 12's -Wmissing-field-initializers (part of -Wextra) warns when a designated
-    # initializer leaves out a member that has no default member initializer, as API.md's own
+    # initializer leaves out a member that has no default member initializer, as the documented
     # `users.add({.name = "tmp"})` does (it leaves out `email`). Omitted members are
     # value-initialized, so in that documented style the warning finds nothing wrong.
     target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic

@@ -1,5 +1,5 @@
-// The cache layer against API.md sections 2, 4 and 5: configuration, the cache semantics
-// (rules 1-4, 6-8 as seen by one process) and the CacheManager, on SQLite files, with the SQL
+// The cache layer against docs/reference.md sections 3, 6 and 7: configuration, the cache
+// rules (1-4, 6-8 as seen by one process) and the CacheManager, on SQLite files, with the SQL
 // counted through DatabaseConfig::on_query, stats() asserted, and a byte-storing fake backend
 // (tests/support/fake_backend.hpp) that exposes what is stored and injects failures.
 
@@ -248,9 +248,12 @@ struct Fixture {
     Traffic moved() const { return traffic(delta()); }
     bool fake() const { return cache.backend == "fake"; }
 
+    /// Where this database's keys start: key_prefix + its identity + ":".
+    std::string space() const { return cache.key_prefix + db->cache_identity() + ":"; }
+
     template <class T>
     std::string entity_key(const std::string& pk) const {
-        return cache.key_prefix + "e:" + std::string(ormcache::table_name<T>()) + ":" +
+        return space() + "e:" + std::string(ormcache::table_name<T>()) + ":" +
                ormcache::model_digest<T>() + ":" + cache.serializer.name + ":" + pk;
     }
     std::string user_key(std::int64_t id) const {
@@ -258,13 +261,13 @@ struct Fixture {
     }
     std::string tag_key(const std::string& slug) const { return entity_key<Tag>("s" + slug); }
     std::string version_key(const std::string& table) const {
-        return cache.key_prefix + "v:" + table;
+        return space() + "v:" + table;
     }
     std::string generation_key(const std::string& table) const {
-        return cache.key_prefix + "g:" + table;
+        return space() + "g:" + table;
     }
     std::vector<std::string> query_keys(const std::string& table) const {
-        return store->keys_containing(cache.key_prefix + "q:" + table + ":");
+        return store->keys_containing(space() + "q:" + table + ":");
     }
 
     /// The committed rows, read without the cache.
@@ -343,7 +346,7 @@ std::pair<std::size_t, CacheStats> read_twice(const CacheConfig& config) {
 }  // namespace
 
 // =============================================================================================
-// Configuration (API.md section 2)
+// Configuration (docs/reference.md, section 3)
 
 TEST_CASE("Config: \"memory\" and \"null\", and the seed's dogpile.cache spellings of them",
           "[cache][config]") {
@@ -630,9 +633,9 @@ TEST_CASE("Config: enable_cache_listener = false leaves invalidation to the appl
 }
 
 // =============================================================================================
-// Rule 1: get by id
+// Cache rule 1 (docs/reference.md): get by id
 
-TEST_CASE("Rule 1: a get hit runs no SQL; a miss loads once and stores the entity",
+TEST_CASE("Cache rule 1: a get hit runs no SQL; a miss loads once and stores the entity",
           "[cache][rule1]") {
     const std::string backend = GENERATE(as<std::string>{}, "memory", "fake");
     CAPTURE(backend);
@@ -678,7 +681,7 @@ TEST_CASE("Rule 1: a get hit runs no SQL; a miss loads once and stores the entit
     }
 }
 
-TEST_CASE("Rule 1: entries are stored with the config TTL or Options::expiration_time",
+TEST_CASE("Cache rule 1: entries are stored with the config TTL or Options::expiration_time",
           "[cache][rule1][ttl]") {
     Fixture f("fake");
     auto s = f.db->session();
@@ -697,7 +700,7 @@ TEST_CASE("Rule 1: entries are stored with the config TTL or Options::expiration
     CHECK(query_ttls == std::set<std::int64_t>{7'000, 3'600'000});
 }
 
-TEST_CASE("Rule 1: TTL expiry (config expiration_time and Options::expiration_time)",
+TEST_CASE("Cache rule 1: TTL expiry (config expiration_time and Options::expiration_time)",
           "[cache][rule1][ttl][memory]") {
     // Four caches, one sleep: a 1 s config TTL on the fake and the memory backend, and a 1 s
     // per-call TTL under a 3600 s config; entries stored with a long TTL must survive.
@@ -751,7 +754,7 @@ TEST_CASE("Rule 1: TTL expiry (config expiration_time and Options::expiration_ti
     }
 }
 
-TEST_CASE("Rule 1: a missing id is cached as absent until an insert of it commits",
+TEST_CASE("Cache rule 1: a missing id is cached as absent until an insert of it commits",
           "[cache][rule1]") {
     const std::string backend = GENERATE(as<std::string>{}, "memory", "fake");
     CAPTURE(backend);
@@ -796,9 +799,9 @@ TEST_CASE("Rule 1: a missing id is cached as absent until an insert of it commit
 }
 
 // =============================================================================================
-// Rule 2: queries
+// Cache rule 2 (docs/reference.md): queries
 
-TEST_CASE("Rule 2: every distinct query is its own entry; the same query is a hit",
+TEST_CASE("Cache rule 2: every distinct query is its own entry; the same query is a hit",
           "[cache][rule2]") {
     const std::string backend = GENERATE(as<std::string>{}, "memory", "fake");
     CAPTURE(backend);
@@ -962,7 +965,7 @@ TEST_CASE("Rule 2: every distinct query is its own entry; the same query is a hi
     CHECK(f.delta().errors == 0);
 }
 
-TEST_CASE("Rule 2: Options{.use_cache = false} neither reads nor writes the cache",
+TEST_CASE("Cache rule 2: Options{.use_cache = false} neither reads nor writes the cache",
           "[cache][rule2]") {
     Fixture f("fake");
     auto s = f.db->session();
@@ -991,7 +994,7 @@ TEST_CASE("Rule 2: Options{.use_cache = false} neither reads nor writes the cach
     CHECK(f.store->total_calls() == 0);
 }
 
-TEST_CASE("Rule 2: a query entry is stored under the list version with the query as check",
+TEST_CASE("Cache rule 2: a query entry is stored under the list version with the query as check",
           "[cache][rule2]") {
     Fixture f("fake");
     auto s = f.db->session();
@@ -1000,7 +1003,7 @@ TEST_CASE("Rule 2: a query entry is stored under the list version with the query
     const auto keys = f.query_keys("users");
     REQUIRE(keys.size() == 1);
     CHECK(keys[0].rfind(
-              f.cache.key_prefix + "q:users:" + ormcache::model_digest<User>() + ":json:list:",
+              f.space() + "q:users:" + ormcache::model_digest<User>() + ":json:list:",
               0) == 0);
     const auto envelope = parse_envelope(*f.store->raw(keys[0]));
     CHECK(envelope.stamp == f.store->counter(f.version_key("users")));
@@ -1028,9 +1031,9 @@ TEST_CASE("Rule 2: a query entry is stored under the list version with the query
 }
 
 // =============================================================================================
-// Rule 3: transaction-aware invalidation
+// Cache rule 3 (docs/reference.md): transaction-aware invalidation
 
-TEST_CASE("Rule 3: a commit invalidates the changed entities and every query of the model",
+TEST_CASE("Cache rule 3: a commit invalidates the changed entities and every query of the model",
           "[cache][rule3]") {
     const std::string backend = GENERATE(as<std::string>{}, "memory", "fake");
     CAPTURE(backend);
@@ -1089,7 +1092,7 @@ TEST_CASE("Rule 3: a commit invalidates the changed entities and every query of 
     CHECK(f.moved() == Traffic{3, 6, 6});
 }
 
-TEST_CASE("Rule 3: a rollback invalidates nothing", "[cache][rule3]") {
+TEST_CASE("Cache rule 3: a rollback invalidates nothing", "[cache][rule3]") {
     const std::string backend = GENERATE(as<std::string>{}, "memory", "fake");
     CAPTURE(backend);
     Fixture f(backend);
@@ -1125,7 +1128,7 @@ TEST_CASE("Rule 3: a rollback invalidates nothing", "[cache][rule3]") {
     CHECK(f.moved() == Traffic{3, 0, 0});
 }
 
-TEST_CASE("Rule 3: rolling back a savepoint discards only its changes", "[cache][rule3]") {
+TEST_CASE("Cache rule 3: rolling back a savepoint discards only its changes", "[cache][rule3]") {
     const std::string backend = GENERATE(as<std::string>{}, "memory", "fake");
     CAPTURE(backend);
     Fixture f(backend);
@@ -1185,7 +1188,7 @@ TEST_CASE("Rule 3: rolling back a savepoint discards only its changes", "[cache]
     }
 }
 
-TEST_CASE("Rule 3: raw SQL writes invalidate like repository writes", "[cache][rule3][raw]") {
+TEST_CASE("Cache rule 3: raw SQL writes invalidate like repository writes", "[cache][rule3][raw]") {
     const std::string backend = GENERATE(as<std::string>{}, "memory", "fake");
     CAPTURE(backend);
     Fixture f(backend);
@@ -1272,7 +1275,7 @@ TEST_CASE("Rule 3: raw SQL writes invalidate like repository writes", "[cache][r
     }
 }
 
-TEST_CASE("Rule 3: foreign-key cascades and triggers invalidate the rows they write",
+TEST_CASE("Cache rule 3: foreign-key cascades and triggers invalidate the rows they write",
           "[cache][rule3][cascade]") {
     const std::string backend = GENERATE(as<std::string>{}, "memory", "fake");
     CAPTURE(backend);
@@ -1315,7 +1318,7 @@ TEST_CASE("Rule 3: foreign-key cascades and triggers invalidate the rows they wr
     }
 }
 
-TEST_CASE("Rule 3: a text-keyed model (app::Tag)", "[cache][rule3][text_key]") {
+TEST_CASE("Cache rule 3: a text-keyed model (app::Tag)", "[cache][rule3][text_key]") {
     const std::string backend = GENERATE(as<std::string>{}, "memory", "fake");
     CAPTURE(backend);
     Fixture f(backend);
@@ -1357,7 +1360,7 @@ TEST_CASE("Rule 3: a text-keyed model (app::Tag)", "[cache][rule3][text_key]") {
 }
 
 // =============================================================================================
-// CacheManager (API.md section 5)
+// CacheManager (docs/reference.md, section 7)
 
 TEST_CASE("CacheManager: invalidate<T>(id), invalidate_all<T>() and clear()", "[cache][manager]") {
     const std::string backend = GENERATE(as<std::string>{}, "memory", "fake");
@@ -1518,18 +1521,18 @@ TEST_CASE("CacheManager: a value of another type under the same key is a miss, n
           "seven");
     CHECK(f.manager().get_or_create<std::string>("k", [] { return std::string("other"); }) ==
           "seven");
-    // The undecodable entry was counted as an error (rule 7), reported, and replaced.
+    // The undecodable entry was counted as an error (cache rule 7), reported, and replaced.
     CHECK(f.delta().errors == 1);
     REQUIRE(f.errors.count() == 1);
     CHECK(f.errors.entries()[0].operation == "decode");
 }
 
 // =============================================================================================
-// Rule 4: read-your-writes, no dirty fills
+// Cache rule 4 (docs/reference.md): read-your-writes, no dirty fills
 
 TEST_CASE(
-    "Rule 4: a session with uncommitted changes reads the model from the database and never fills "
-    "it",
+    "Cache rule 4: a session with uncommitted changes reads the model from the database and "
+    "never fills it",
     "[cache][rule4]") {
     const std::string backend = GENERATE(as<std::string>{}, "memory", "fake");
     CAPTURE(backend);
@@ -1598,7 +1601,7 @@ TEST_CASE(
     }
 }
 
-TEST_CASE("Rule 4: raw writes make the session dirty too", "[cache][rule4][raw]") {
+TEST_CASE("Cache rule 4: raw writes make the session dirty too", "[cache][rule4][raw]") {
     Fixture f("fake");
     auto s = f.db->session();
     Repository<User> users{s};
@@ -1613,7 +1616,7 @@ TEST_CASE("Rule 4: raw writes make the session dirty too", "[cache][rule4][raw]"
     CHECK(sql_of(f, [&] { CHECK(users.get(3).name == "Cee"); }) == 0);
 }
 
-TEST_CASE("Rule 4: changes rolled back to a savepoint no longer make the session dirty",
+TEST_CASE("Cache rule 4: changes rolled back to a savepoint no longer make the session dirty",
           "[cache][rule4]") {
     Fixture f("fake");
     auto s = f.db->session();
@@ -1638,9 +1641,9 @@ TEST_CASE("Rule 4: changes rolled back to a savepoint no longer make the session
 }
 
 // =============================================================================================
-// Rule 6, sequentially: an old snapshot never fills
+// Cache rule 6 (docs/reference.md), sequentially: an old snapshot never fills
 
-TEST_CASE("Rule 6: a reader whose snapshot predates a commit does not fill old data",
+TEST_CASE("Cache rule 6: a reader whose snapshot predates a commit does not fill old data",
           "[cache][rule6]") {
     const std::string backend = GENERATE(as<std::string>{}, "memory", "fake");
     CAPTURE(backend);
@@ -1666,7 +1669,7 @@ TEST_CASE("Rule 6: a reader whose snapshot predates a commit does not fill old d
     CHECK(users.get(1).name == "Ada2");
 }
 
-TEST_CASE("Rule 6: a transaction begun by raw SQL reads hits but never fills",
+TEST_CASE("Cache rule 6: a transaction begun by raw SQL reads hits but never fills",
           "[cache][rule6][raw]") {
     const std::string backend = GENERATE(as<std::string>{}, "memory", "fake");
     CAPTURE(backend);
@@ -1688,9 +1691,9 @@ TEST_CASE("Rule 6: a transaction begun by raw SQL reads hits but never fills",
 }
 
 // =============================================================================================
-// Rule 7: backend failures never fail a call
+// Cache rule 7 (docs/reference.md): backend failures never fail a call
 
-TEST_CASE("Rule 7: a backend failing on every operation never fails a repository call",
+TEST_CASE("Cache rule 7: a backend failing on every operation never fails a repository call",
           "[cache][rule7]") {
     const Fault fault = GENERATE(Fault::cache_error, Fault::runtime_error);
     CAPTURE(fault == Fault::cache_error ? "CacheError" : "std::runtime_error");
@@ -1759,7 +1762,7 @@ TEST_CASE("Rule 7: a backend failing on every operation never fails a repository
     CHECK(f.delta().errors == 0);
 }
 
-TEST_CASE("Rule 7: a single failed call is absorbed and the next call uses the cache",
+TEST_CASE("Cache rule 7: a single failed call is absorbed and the next call uses the cache",
           "[cache][rule7]") {
     Fixture f("fake");
     auto s = f.db->session();
@@ -1801,7 +1804,8 @@ TEST_CASE("Rule 7: a single failed call is absorbed and the next call uses the c
     }
 }
 
-TEST_CASE("Rule 7: an on_error callback that throws does not fail the call", "[cache][rule7]") {
+TEST_CASE("Cache rule 7: an on_error callback that throws does not fail the call",
+          "[cache][rule7]") {
     int reported = 0;
     Fixture f("fake", [&](CacheConfig& c) {
         c.on_error = [&](const CacheError&) {
@@ -1821,7 +1825,7 @@ TEST_CASE("Rule 7: an on_error callback that throws does not fail the call", "[c
     CHECK(f.delta().errors == static_cast<std::uint64_t>(reported));
 }
 
-TEST_CASE("Rule 7: a corrupt entry is a miss, is removed, and is counted",
+TEST_CASE("Cache rule 7: a corrupt entry is a miss, is removed, and is counted",
           "[cache][rule7][corrupt]") {
     Fixture f("fake");
     auto s = f.db->session();
@@ -1893,9 +1897,10 @@ TEST_CASE("Rule 7: a corrupt entry is a miss, is removed, and is counted",
 }
 
 // =============================================================================================
-// Rule 8 and serializers: keys carry the mapping's digest and the serializer
+// Cache rule 8 (docs/reference.md) and serializers: keys carry the mapping's digest and the
+// serializer
 
-TEST_CASE("Rule 8: entity keys carry the model digest; another mapping never decodes them",
+TEST_CASE("Cache rule 8: entity keys carry the model digest; another mapping never decodes them",
           "[cache][rule8]") {
     Fixture f("fake");
     REQUIRE(ormcache::model_digest<User>() != ormcache::model_digest<mapping_v1::User>());
@@ -1918,7 +1923,8 @@ TEST_CASE("Rule 8: entity keys carry the model digest; another mapping never dec
     CHECK_THAT(v2_key, Catch::Contains(ormcache::model_digest<User>()));
     CHECK(f.store->keys_containing(":e:users:") ==
           std::vector<std::string>{std::min(v1_key, v2_key), std::max(v1_key, v2_key)});
-    CHECK(v2_key == "aa:e:users:" + ormcache::model_digest<User>() + ":json:i1");
+    CHECK(v2_key == "aa:" + f.db->cache_identity() + ":e:users:" + ormcache::model_digest<User>() +
+                        ":json:i1");
 
     // Queries too.
     old_users.list();
@@ -2277,8 +2283,9 @@ TEST_CASE("Keys: everything the library writes starts with key_prefix", "[cache]
         CHECK_THAT(key, Catch::StartsWith("myapp:"));
     for (const auto& [counter, value] : f.store->counters())
         CHECK_THAT(counter, Catch::StartsWith("myapp:"));
-    CHECK(f.store->contains("myapp:e:users:" + ormcache::model_digest<User>() + ":json:i2"));
-    CHECK(f.store->contains("myapp:e:tags:" + ormcache::model_digest<Tag>() + ":json:sa"));
+    const std::string space = "myapp:" + f.db->cache_identity() + ":";
+    CHECK(f.store->contains(space + "e:users:" + ormcache::model_digest<User>() + ":json:i2"));
+    CHECK(f.store->contains(space + "e:tags:" + ormcache::model_digest<Tag>() + ":json:sa"));
     CHECK(f.store->contains("myapp:r:k"));
 }
 

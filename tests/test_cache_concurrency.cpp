@@ -1,8 +1,8 @@
-// The cache under concurrency (API.md section 4, rules 4, 5 and 6; FILL-PROTOCOL.md):
-// deterministic races between a fill and a commit's invalidation (threads are stopped at
-// chosen points by PausingBackend gates or by an on_query gate, never timed with sleeps),
-// singleflight with results and exceptions, and a soak of mixed reads and writes that must
-// leave no stale entry behind.
+// The cache under concurrency (docs/reference.md, cache rules 4, 5 and 6; the fill protocol of
+// docs/caching.md, "Correctness"): deterministic races between a fill and a commit's invalidation
+// (threads are stopped at chosen points by PausingBackend gates or by an on_query gate, never timed
+// with sleeps), singleflight with results and exceptions, and a soak of mixed reads and writes that
+// must leave no stale entry behind.
 
 #include <catch2/catch.hpp>
 
@@ -34,59 +34,24 @@
 #include "models.hpp"
 #include "pausing_backend.hpp"
 #include "test_support.hpp"
+#include "thread_state.hpp"
 
 using namespace std::chrono_literals;
 using app::User;
 using ormcache::Options;
 using ormcache::Repository;
 using ormcache_test::entity_key;
+using ormcache_test::current_tid;
 using ormcache_test::Gate;
 using ormcache_test::PauseControl;
 using ormcache_test::PausingBackend;
 using ormcache_test::query_keys;
 using ormcache_test::TempDir;
+using ormcache_test::wait_all_asleep;
 using Op = PauseControl::Op;
 using At = PauseControl::At;
 
 namespace {
-
-pid_t current_tid() {
-    return static_cast<pid_t>(::syscall(SYS_gettid));
-}
-
-/// The scheduler state of one of this process's threads ('R' running, 'S' sleeping, ...).
-char thread_state(pid_t tid) {
-    std::ifstream in("/proc/self/task/" + std::to_string(tid) + "/stat");
-    std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    const auto paren = stat.rfind(')');
-    if (paren == std::string::npos || paren + 2 >= stat.size())
-        return '?';
-    return stat[paren + 2];
-}
-
-/// Waits until every thread in `tids` is asleep, twice in a row a little apart. Used once the
-/// threads have passed their last observable step (their cache read) and can only block on a
-/// singleflight future: then "asleep" means "waiting on the flight". A poll on a condition, not
-/// a sleep standing in for one.
-/// Gives up early (false) once `give_up` says so (e.g. the thread finished without waiting).
-bool wait_all_asleep(
-    const std::vector<pid_t>& tids, const std::function<bool()>& give_up = [] { return false; },
-    std::chrono::seconds timeout = 60s) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    int streak = 0;
-    while (std::chrono::steady_clock::now() < deadline) {
-        if (give_up())
-            return false;
-        bool all = true;
-        for (pid_t tid : tids)
-            all = all && thread_state(tid) == 'S';
-        streak = all ? streak + 1 : 0;
-        if (streak >= 2)
-            return true;
-        std::this_thread::sleep_for(1ms);
-    }
-    return false;
-}
 
 bool is_user_select(std::string_view sql) {
     return sql.starts_with("SELECT") && sql.find("FROM \"users\"") != std::string_view::npos;
@@ -221,7 +186,7 @@ struct Fixture {
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
-// Rule 6 (1): the entity fill overtaken by a commit.
+// Cache rule 6 (1): the entity fill overtaken by a commit.
 
 TEST_CASE("Cache race: an entity fill overtaken by a commit is refused", "[cache][concurrency]") {
     Fixture f;
@@ -384,7 +349,7 @@ TEST_CASE("Singleflight: a miss that reaches the flight after it landed finds th
 }
 
 // ---------------------------------------------------------------------------------------------
-// Rule 6 (2): a reader whose snapshot predates a commit never caches what it saw.
+// Cache rule 6 (2): a reader whose snapshot predates a commit never caches what it saw.
 
 TEST_CASE("Cache race: an old snapshot does not fill the cache", "[cache][concurrency]") {
     Fixture f;
@@ -467,7 +432,7 @@ TEST_CASE("Cache race: a commit while begin() reads the counters leaves nothing 
 }
 
 // ---------------------------------------------------------------------------------------------
-// Rule 6 (3) and (4): a snapshot with no concurrent commit fills; a raw BEGIN never does.
+// Cache rule 6 (3) and (4): a snapshot with no concurrent commit fills; a raw BEGIN never does.
 
 TEST_CASE("Cache: a begin() transaction with no concurrent commit fills the cache",
           "[cache][concurrency]") {
@@ -530,7 +495,7 @@ TEST_CASE("Cache: a transaction begun by raw SQL on connection() never fills",
 }
 
 // ---------------------------------------------------------------------------------------------
-// Rule 5: singleflight.
+// Cache rule 5: singleflight.
 
 namespace {
 
@@ -756,7 +721,7 @@ TEST_CASE("Singleflight: a session with uncommitted changes never joins a flight
         CHECK(read.get() == "old-1");  // the committed row
         CHECK(f.db.cache_manager().stats().singleflight_waits == waits);
     }
-    // With no flight around either, its reads fill nothing (rule 4).
+    // With no flight around either, its reads fill nothing (cache rule 4).
     f.control->reset_log();
     CHECK(dirty.get(1).name == "mine");
     CHECK(names(dirty.list(ormcache::ComparisonFilter{&User::id, "<=", 2})).at(0) == "mine");

@@ -1,8 +1,8 @@
-// The file backend (backends/file.hpp) on real SQLite files: configuration, fail-open when the
-// file cannot be opened or is not a database, the lease/guard protocol on the backend itself,
-// hits and misses with the SQL counted, TTL and the bounded sweep, invalidation across
-// Database instances and processes, surviving a restart, corrupt values, the stale-fill races
-// of API.md rule 6, clear() by prefix, use after fork(), and a soak of 8 threads.
+// The file backend (backends/file.hpp) on real SQLite files: configuration, fail-open when the file
+// cannot be opened or is not a database, the lease/guard protocol on the backend itself, hits and
+// misses with the SQL counted, TTL and the bounded sweep, invalidation across Database instances
+// and processes, surviving a restart, corrupt values, the stale-fill races of cache rule 6
+// (docs/reference.md), clear() by prefix, use after fork(), and a soak of 8 threads.
 //
 // Every test has its own temporary directory holding the application database and the cache
 // file; the cache file is inspected with a plain SQLiteCpp connection.
@@ -169,6 +169,8 @@ struct Fixture {
     std::string app_path() const { return dir.file("app.db"); }
     std::string cache_path() const { return dir.file("cache.db"); }
     const std::string& prefix() const { return config.key_prefix; }
+    /// Where the database's keys start: key_prefix + its identity + ":".
+    std::string space() const { return prefix() + db->cache_identity() + ":"; }
     ormcache::CacheStats stats() const { return db->cache_manager().stats(); }
 };
 
@@ -555,6 +557,7 @@ TEST_CASE("file: get and list hits run no SQL; every row starts with key_prefix"
     CHECK(stats.errors == 0);
 
     CacheFile file(f.cache_path());
+    const std::string space = f.space();
     const auto all = file.entries();
     CHECK(all.size() == 4);  // users 3 and 99, the list, the count
     for (const auto& e : all) {
@@ -563,16 +566,16 @@ TEST_CASE("file: get and list hits run no SQL; every row starts with key_prefix"
         CHECK(e.value.has_value());
         CHECK_FALSE(e.lease.has_value());
     }
-    CHECK(file.entries("app1:e:users:").size() == 2);
-    CHECK(file.entries("app1:q:users:").size() == 2);
-    CHECK(file.counter("app1:v:users").has_value());
-    CHECK(file.counter("app1:g:users").has_value());
+    CHECK(file.entries(space + "e:users:").size() == 2);
+    CHECK(file.entries(space + "q:users:").size() == 2);
+    CHECK(file.counter(space + "v:users").has_value());
+    CHECK(file.counter(space + "g:users").has_value());
 
     // A commit invalidates: the entity row is deleted, the list version bumped.
-    const auto version = file.counter("app1:v:users").value();
+    const auto version = file.counter(space + "v:users").value();
     rename_user(*f.db, 3, "Cy v2");
-    CHECK(file.entries("app1:e:users:", ":i3").empty());
-    CHECK(file.counter("app1:v:users") == version + 1);
+    CHECK(file.entries(space + "e:users:", ":i3").empty());
+    CHECK(file.counter(space + "v:users") == version + 1);
     f.log.clear();
     CHECK(users.get(3).name == "Cy v2");
     CHECK(users.list(OrderBy{&User::id})[2].name == "Cy v2");
@@ -592,8 +595,8 @@ TEST_CASE("file: entries expire after expiration_time", "[file][ttl]") {
     CHECK(users.get(1, {.expiration_time = 1s}).name == "Ada");
     CHECK(users.get(2).name == "Bob");  // the config's 3600 s
     CacheFile file(f.cache_path());
-    const auto short_lived = file.only(f.prefix() + "e:users:", ":i1").expires_at.value();
-    const auto long_lived = file.only(f.prefix() + "e:users:", ":i2").expires_at.value();
+    const auto short_lived = file.only(f.space() + "e:users:", ":i1").expires_at.value();
+    const auto long_lived = file.only(f.space() + "e:users:", ":i2").expires_at.value();
     CHECK(short_lived >= t0 + 1000);
     CHECK(short_lived <= now_ms() + 1000);
     CHECK(long_lived >= t0 + 3600 * 1000);
@@ -619,8 +622,8 @@ TEST_CASE("file: a corrupt value is a miss served from the database, counted and
     users.get(5);
     users.list(OrderBy{&User::id});
     CacheFile file(f.cache_path());
-    const std::string entity = file.only(f.prefix() + "e:users:", ":i5").key;
-    const std::string query = file.only(f.prefix() + "q:users:", "").key;
+    const std::string entity = file.only(f.space() + "e:users:", ":i5").key;
+    const std::string query = file.only(f.space() + "q:users:", "").key;
 
     const std::string garbage = GENERATE(as<std::string>{}, "garbage", "oc1 x 0\n{}",
                                          "oc1 1 99\nshort", "", std::string("\xff\xfe\x00\x01", 4));
@@ -778,7 +781,7 @@ TEST_CASE("file: a backend used before fork() works in the child and stays intac
     CHECK(file.db().execAndGet("PRAGMA integrity_check").getString() == "ok");
 }
 
-// ---- API.md rule 6: fills never outlive the commits that invalidated them -----------------
+// ---- Cache rule 6: fills never outlive the commits that invalidated them ------------------
 
 TEST_CASE("file: a fill overtaken by a commit in another Database never lands", "[file][race]") {
     register_gated_backend();
@@ -792,9 +795,10 @@ TEST_CASE("file: a fill overtaken by a commit in another Database never lands", 
     Database& b = *plain.db;            // the writer, on the same files
     CacheFile file(plain.cache_path());
     const std::string prefix = plain.prefix();
+    const std::string space = plain.space();  // where a's (and b's: one file) keys start
 
     auto entity_is_fresh = [&] {
-        for (const auto& e : file.entries(prefix + "e:users:", ":i1")) {
+        for (const auto& e : file.entries(space + "e:users:", ":i1")) {
             if (e.value && e.value->find("Ada v2") == std::string::npos)
                 return false;
         }
@@ -813,7 +817,7 @@ TEST_CASE("file: a fill overtaken by a commit in another Database never lands", 
     SECTION("entity") {
         std::string seen;
         const bool reached = with_fill_held(
-            fill_gate().arm(prefix + "e:users:"),
+            fill_gate().arm(space + "e:users:"),
             [&] {
                 auto s = a->session();
                 Repository<User> users{s};
@@ -829,7 +833,7 @@ TEST_CASE("file: a fill overtaken by a commit in another Database never lands", 
     SECTION("list") {
         std::vector<std::string> seen;
         const bool reached = with_fill_held(
-            fill_gate().arm(prefix + "q:users:"),
+            fill_gate().arm(space + "q:users:"),
             [&] {
                 auto s = a->session();
                 Repository<User> users{s};
@@ -1004,7 +1008,7 @@ TEST_CASE("file: an invalidation that could not be written is replayed before th
     CHECK(users.get(1).name == "Ada");
     REQUIRE(f.stats().hits == 1);
     CacheFile file(f.cache_path());
-    const auto version = file.counter(f.prefix() + "v:users").value_or(0);
+    const auto version = file.counter(f.space() + "v:users").value_or(0);
 
     // Another process holds the cache file's write lock for longer than busy_timeout_ms.
     file.db().exec("BEGIN IMMEDIATE");
@@ -1012,7 +1016,7 @@ TEST_CASE("file: an invalidation that could not be written is replayed before th
     CHECK(f.stats().errors >= 1);
     // The old entry is still in the file, but no read may serve it: the undelivered
     // invalidation goes first, fails, and the call is served from the database.
-    REQUIRE(file.entries(f.prefix() + "e:users:", ":i1").size() == 1);
+    REQUIRE(file.entries(f.space() + "e:users:", ":i1").size() == 1);
     f.log.clear();
     CHECK(users.get(1).name == "Ada v2");
     CHECK(users.get(1).name == "Ada v2");
@@ -1023,7 +1027,7 @@ TEST_CASE("file: an invalidation that could not be written is replayed before th
 
     // The lock is gone: the invalidation lands first, then the read fills and hits.
     CHECK(users.get(1).name == "Ada v2");
-    CHECK(file.counter(f.prefix() + "v:users") == version + 1);
+    CHECK(file.counter(f.space() + "v:users") == version + 1);
     f.log.clear();
     CHECK(users.get(1).name == "Ada v2");
     CHECK(f.log.size() == 0);
@@ -1099,7 +1103,7 @@ TEST_CASE("file: distributed_lock: nobody waits longer than lock_timeout_ms for 
     REQUIRE(o.held);
     CHECK(o.read_ok);
     CHECK(waiter.log.count("SELECT") == 1);  // gave up waiting and read the database
-    // Not a speed assertion: the bound of rule 9 (the holder sleeps 2 s, the lock is 300 ms).
+    // Not a speed assertion: the bound of cache rule 9 (the holder sleeps 2 s, the lock is 300 ms).
     CHECK(o.waited < 1500ms);
     CHECK(waiter.errors.count() == 0);
 }
@@ -1121,4 +1125,35 @@ TEST_CASE("file: on_error names the cache file an operation failed on",
     CHECK(reported.front().operation == "invalidate");
     INFO(reported.front().what);
     CHECK_THAT(reported.front().what, Catch::Contains(f.cache_path()) && Catch::Contains("locked"));
+
+TEST_CASE("file: two databases sharing one cache file and prefix never see each other's rows",
+          "[file][identity]") {
+    Fixture f;  // app.db, five users, behind cache.db
+    {
+        auto s = f.db->session();
+        CHECK(Repository<User>{s}.get(1).name == "Ada");
+    }
+    // A copy of the application database, behind the same cache file: it starts with the
+    // same rows and the same stored id, but it is another database.
+    const std::string copy_path = f.dir.file("copy.db");
+    SQLite::Database(f.app_path(), SQLite::OPEN_READWRITE).exec("VACUUM INTO '" + copy_path + "'");
+    SqlLog copy_log;
+    Database copy{DatabaseConfig{.connection_string = copy_path,
+                                 .cache_config = f.config,
+                                 .on_query = copy_log.callback(),
+                                 .busy_timeout = kBusyTimeout}};
+    CHECK(copy.cache_identity() != f.db->cache_identity());
+    rename_user(copy, 1, "Ada in the copy");
+    auto s = copy.session();
+    Repository<User> users{s};
+    copy_log.clear();
+    CHECK(users.get(1).name == "Ada in the copy");
+    CHECK(copy_log.count("SELECT") == 1);
+    auto original = f.db->session();
+    f.log.clear();
+    CHECK(Repository<User>{original}.get(1).name == "Ada");  // its own entry, untouched
+    CHECK(f.log.count("SELECT") == 0);
+    CacheFile file(f.cache_path());
+    CHECK(file.entries(f.space() + "e:users:").size() == 1);
+    CHECK(file.entries(f.prefix() + copy.cache_identity() + ":e:users:").size() == 1);
 }

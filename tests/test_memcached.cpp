@@ -1,8 +1,8 @@
 // The memcached backend against real memcached processes (tests/support/memcached_server.hpp):
-// three servers per test binary, keys spread over them by consistent hashing. Configuration,
-// keys memcached would refuse (spaces, newlines, 300-byte ids, unicode), TTLs past 30 days,
-// hits and misses counted in SQL, the fill races of API.md rule 6, a distributed lock across
-// processes, and fault runs with one server stopped, restarted and paused under load.
+// three servers per test binary, keys spread over them by consistent hashing. Configuration, keys
+// memcached would refuse (spaces, newlines, 300-byte ids, unicode), TTLs past 30 days, hits and
+// misses counted in SQL, the fill races of cache rule 6 (docs/reference.md), a distributed lock
+// across processes, and fault runs with one server stopped, restarted and paused under load.
 //
 // Most tests share the three servers and keep apart by key prefix; tests that stop or pause
 // a server start their own. Without memcached every test fails.
@@ -336,7 +336,7 @@ TEST_CASE("memcached: TTLs become memcached exptimes that mean what they say", "
             } else if (key.ends_with(":i3")) {
                 CHECK(std::llabs(exp - (wall + 30 * 86400)) < 10);
                 ++checked;
-            } else if (key == f.prefix + "g:users" || key == f.prefix + "v:users") {
+            } else if (key == f.space() + "g:users" || key == f.space() + "v:users") {
                 CHECK(exp == -1);  // counters never expire
             }
         }
@@ -396,8 +396,8 @@ TEST_CASE("memcached: get and list hits run no SQL; every key starts with key_pr
     }
     CHECK(entities == 2);
     CHECK(queries == 3);
-    CHECK(keys.count(f.prefix + "v:users") == 1);
-    CHECK(keys.count(f.prefix + "g:users") == 1);
+    CHECK(keys.count(f.space() + "v:users") == 1);
+    CHECK(keys.count(f.space() + "g:users") == 1);
     CHECK(keys.size() == entities + queries + 2);
 
     // A commit invalidates: the changed row and the lists are read again, once.
@@ -429,7 +429,7 @@ TEST_CASE("memcached: keys spread over the three servers by consistent hashing",
 
     const ormcache::MemcachedBackend probe = placement_of(f);
     std::vector<int> per_server(servers.size(), 0);
-    for (const auto& [key, server] : keys_on(servers, f.prefix + "e:users:")) {
+    for (const auto& [key, server] : keys_on(servers, f.space() + "e:users:")) {
         ++per_server[server];
         INFO(key);
         CHECK(probe.server_index(key) == server);  // where the backend says it is
@@ -445,7 +445,7 @@ TEST_CASE("memcached: keys spread over the three servers by consistent hashing",
     ormcache::MemcachedBackend wider(ormcache::detail::memcached_options(four), f.prefix);
     int moved = 0, total = 0;
     for (int i = 0; i < 2000; ++i) {
-        const std::string key = f.prefix + "e:users:x:json:i" + std::to_string(i);
+        const std::string key = f.space() + "e:users:x:json:i" + std::to_string(i);
         ++total;
         if (probe.server_index(key) != wider.server_index(key))
             ++moved;
@@ -678,7 +678,7 @@ TEST_CASE("memcached: corrupt entries and counters are misses, removed and count
     users.get(5);
     std::string entity;
     std::size_t where = 0;
-    for (const auto& [key, server] : keys_on(servers, f.prefix + "e:users:")) {
+    for (const auto& [key, server] : keys_on(servers, f.space() + "e:users:")) {
         entity = key;
         where = server;
     }
@@ -694,7 +694,7 @@ TEST_CASE("memcached: corrupt entries and counters are misses, removed and count
     CHECK(f.log.size() == 0);
 
     // A counter overwritten with garbage starts afresh from the clock: a miss, no error.
-    const std::string generation = f.prefix + "g:users";
+    const std::string generation = f.space() + "g:users";
     const auto old = raw_get(servers, generation);
     REQUIRE(old.has_value());
     for (const auto& server : servers)
@@ -731,7 +731,7 @@ TEST_CASE("memcached: a commit that changes K ids costs one round trip per serve
     }
     auto s = f.db->session();
     Repository<User> users{s};
-    const std::string version = f.prefix + "v:users";
+    const std::string version = f.space() + "v:users";
     const auto stat_sum = [&](const std::string& name) {
         long long sum = 0;
         for (const auto& server : servers)
@@ -750,7 +750,7 @@ TEST_CASE("memcached: a commit that changes K ids costs one round trip per serve
             users.get(id);
         users.list(OrderBy{&User::id});
         involved.clear();
-        for (const auto& [key, server] : keys_on(servers, f.prefix + "e:users:")) {
+        for (const auto& [key, server] : keys_on(servers, f.space() + "e:users:")) {
             const auto id = std::stoll(key.substr(key.rfind(":i") + 2));
             if (id <= count)
                 involved.insert(server);
@@ -833,7 +833,7 @@ TEST_CASE("memcached: a commit that changes K ids costs one round trip per serve
     }
 }
 
-// ---- API.md rule 6: fills never outlive the commits that invalidated them -----------------
+// ---- Cache rule 6: fills never outlive the commits that invalidated them ------------------
 
 TEST_CASE("memcached: a fill overtaken by a commit in another manager never lands",
           "[memcached][race]") {
@@ -843,10 +843,11 @@ TEST_CASE("memcached: a fill overtaken by a commit in another manager never land
     auto gated = memcached_config(urls_of(servers), prefix);
     gated.backend = "memcached-gated";
     Fixture a(gated);  // the reader, whose fills can be held
+    const std::string space = a.space();  // where a's (and b's: one file) keys start
     Database b{DatabaseConfig{.connection_string = a.path(),
                               .cache_config = memcached_config(urls_of(servers), prefix)}};
     auto entity_is_fresh = [&] {
-        for (const auto& [key, server] : keys_on(servers, prefix + "e:users:")) {
+        for (const auto& [key, server] : keys_on(servers, space + "e:users:")) {
             if (!key.ends_with(":i1"))
                 continue;
             const auto raw = servers[server]->client()->get(key);
@@ -868,7 +869,7 @@ TEST_CASE("memcached: a fill overtaken by a commit in another manager never land
     SECTION("entity") {
         std::string seen;
         const bool reached = with_fill_held(
-            fill_gate().arm(prefix + "e:users:"),
+            fill_gate().arm(space + "e:users:"),
             [&] {
                 auto s = a.db->session();
                 Repository<User> users{s};
@@ -884,7 +885,7 @@ TEST_CASE("memcached: a fill overtaken by a commit in another manager never land
     SECTION("list") {
         std::vector<std::string> seen;
         const bool reached = with_fill_held(
-            fill_gate().arm(prefix + "q:users:"),
+            fill_gate().arm(space + "q:users:"),
             [&] {
                 auto s = a.db->session();
                 Repository<User> users{s};
@@ -917,7 +918,7 @@ TEST_CASE("memcached: a fill overtaken by a commit in another manager never land
     }
 }
 
-// ---- API.md rule 9: one query across processes -------------------------------------------
+// ---- Cache rule 9: one query across processes --------------------------------------------
 
 namespace {
 
@@ -1028,12 +1029,12 @@ TEST_CASE("memcached: distributed_lock: a dead holder's lock is waited for at mo
     Repository<User> users{s};
     users.get(2);  // learn the entity key's name from the servers
     std::string key;
-    for (const auto& [k, server] : keys_on(servers, f.prefix + "e:users:"))
+    for (const auto& [k, server] : keys_on(servers, f.space() + "e:users:"))
         key = k;
     REQUIRE_FALSE(key.empty());
     backend.remove({key});
     const auto held =
-        backend.read(ormcache::ReadRequest{key, {f.prefix + "g:users"}, ormcache::Ttl{700}, {}});
+        backend.read(ormcache::ReadRequest{key, {f.space() + "g:users"}, ormcache::Ttl{700}, {}});
     REQUIRE_FALSE(held.lease.empty());
 
     f.log.clear();
@@ -1073,8 +1074,8 @@ TEST_CASE("memcached: a dead server costs only its share of keys; on_error hears
     const ormcache::MemcachedBackend probe = placement_of(f);
     // Stop a server that holds neither counter of the users table, so that only the entity
     // keys it holds are affected.
-    const std::size_t v = probe.server_index(f.prefix + "v:users");
-    const std::size_t g = probe.server_index(f.prefix + "g:users");
+    const std::size_t v = probe.server_index(f.space() + "v:users");
+    const std::size_t g = probe.server_index(f.space() + "g:users");
     std::size_t dead = 0;
     while (dead == v || dead == g)
         ++dead;
@@ -1098,7 +1099,7 @@ TEST_CASE("memcached: a dead server costs only its share of keys; on_error hears
     }
     // What the dead server does not hold is still served from the cache (one entity key
     // per id on the live servers).
-    const int hits_expected = static_cast<int>(keys_on(servers, f.prefix + "e:users:").size());
+    const int hits_expected = static_cast<int>(keys_on(servers, f.space() + "e:users:").size());
     const auto after = f.stats();
     CHECK(after.hits - before.hits == static_cast<std::uint64_t>(3 * hits_expected));
     CHECK(f.log.count("SELECT") == static_cast<std::size_t>(3 * (60 - hits_expected)));
@@ -1129,14 +1130,14 @@ TEST_CASE("memcached: invalidations a paused server missed are replayed before i
     Repository<User> users{s};
     const ormcache::MemcachedBackend probe = placement_of(f);
     // A user whose entry lives on a server that holds neither counter.
-    const std::size_t v = probe.server_index(f.prefix + "v:users");
-    const std::size_t g = probe.server_index(f.prefix + "g:users");
+    const std::size_t v = probe.server_index(f.space() + "v:users");
+    const std::size_t g = probe.server_index(f.space() + "g:users");
     std::int64_t id = 0;
     std::string key;
     std::size_t where = 0;
     for (std::int64_t candidate = 1; candidate <= 5 && id == 0; ++candidate) {
         users.get(candidate);
-        for (const auto& [k, server] : keys_on(servers, f.prefix + "e:users:")) {
+        for (const auto& [k, server] : keys_on(servers, f.space() + "e:users:")) {
             if (k.ends_with(":i" + std::to_string(candidate)) && server != v && server != g) {
                 id = candidate;
                 key = k;
@@ -1150,7 +1151,7 @@ TEST_CASE("memcached: invalidations a paused server missed are replayed before i
             auto added = users.add({.name = "extra", .email = "e"});
             s.commit();
             users.get(added.id);
-            for (const auto& [k, server] : keys_on(servers, f.prefix + "e:users:")) {
+            for (const auto& [k, server] : keys_on(servers, f.space() + "e:users:")) {
                 if (k.ends_with(":i" + std::to_string(added.id)) && server != v && server != g) {
                     id = added.id;
                     key = k;
@@ -1203,6 +1204,7 @@ TEST_CASE("memcached: fault run: 8 threads while one server is stopped and resta
                                .cache_config = config,
                                .busy_timeout = kBusyTimeout}};
     db.create_all<User>();
+    const std::string space = prefix + db.cache_identity() + ":";
     constexpr int threads = 8;
     constexpr std::int64_t ids = 48;
     ormcache_test::FaultRun::seed(db, ids);
@@ -1271,10 +1273,10 @@ TEST_CASE("memcached: fault run: 8 threads while one server is stopped and resta
 
     // What the servers hold, compared with the database: every entity entry that carries the
     // current generation holds the committed row.
-    const auto generation = raw_get(servers, prefix + "g:users");
+    const auto generation = raw_get(servers, space + "g:users");
     REQUIRE(generation.has_value());
     int compared = 0, differing = 0;
-    for (const auto& [key, server] : keys_on(servers, prefix + "e:users:")) {
+    for (const auto& [key, server] : keys_on(servers, space + "e:users:")) {
         const auto raw = servers[server]->client()->get(key);
         if (!raw || is_lease(*raw))
             continue;

@@ -1,8 +1,9 @@
 // The Redis backend against real redis-server processes (tests/support/redis_server.hpp):
-// configuration, fail-open behaviour, hits and round trips counted on the server
-// (INFO commandstats), invalidation across Database instances and processes, the envelope
-// and serializers, corrupt entries, the fill races of API.md rule 6, AUTH/ACL/db/unix socket,
-// clear(), and a fault run with the server stopped, restarted and paused under load.
+// configuration, fail-open behaviour, hits and round trips counted on the server (INFO
+// commandstats), invalidation across Database instances and processes, the envelope and
+// serializers, corrupt entries, the fill races of cache rule 6 (docs/reference.md),
+// AUTH/ACL/db/unix socket, clear(), and a fault run with the server stopped, restarted and paused
+// under load.
 //
 // Most tests share one server per process and keep apart by key prefix; tests that stop,
 // pause or reconfigure a server start their own. Without redis-server every test fails.
@@ -380,10 +381,10 @@ TEST_CASE("redis: get and list hits run no SQL, and every key starts with key_pr
         INFO(k);
         CHECK(k.rfind(f.prefix, 0) == 0);
     }
-    CHECK(client->keys(f.prefix + "e:users:").size() == 2);
-    CHECK(client->keys(f.prefix + "q:users:").size() == 5);
-    CHECK(client->get(f.prefix + "v:users").has_value());
-    CHECK(client->get(f.prefix + "g:users").has_value());
+    CHECK(client->keys(f.space() + "e:users:").size() == 2);
+    CHECK(client->keys(f.space() + "q:users:").size() == 5);
+    CHECK(client->get(f.space() + "v:users").has_value());
+    CHECK(client->get(f.space() + "g:users").has_value());
     CHECK(added.size() == client->keys(f.prefix).size());
 }
 
@@ -528,12 +529,12 @@ TEST_CASE("redis: the msgpack serializer stores msgpack inside the envelope",
     CHECK(users.get(4).name == "Dee");
     CHECK(users.list(OrderBy{&User::id}).size() == 5);
 
-    const std::string entity = only_key(*client, f.prefix, "e:users:", ":msgpack:i4");
+    const std::string entity = only_key(*client, f.space(), "e:users:", ":msgpack:i4");
     const auto raw = client->get(entity);
     REQUIRE(raw.has_value());
     const auto envelope = parse_envelope(*raw);
     REQUIRE(envelope.has_value());
-    CHECK(std::to_string(envelope->stamp) == client->get(f.prefix + "g:users").value());
+    CHECK(std::to_string(envelope->stamp) == client->get(f.space() + "g:users").value());
     CHECK(envelope->check.empty());
     const auto decoded = nlohmann::json::from_msgpack(envelope->payload);
     CHECK(decoded.at("name") == "Dee");
@@ -543,11 +544,11 @@ TEST_CASE("redis: the msgpack serializer stores msgpack inside the envelope",
     REQUIRE_FALSE(envelope->payload.empty());
     CHECK((static_cast<unsigned char>(envelope->payload[0]) & 0xF0) == 0x80);
 
-    const std::string query = only_key(*client, f.prefix, "q:users:");
+    const std::string query = only_key(*client, f.space(), "q:users:");
     CHECK(query.find(":msgpack:list:") != std::string::npos);
     const auto list_envelope = parse_envelope(client->get(query).value());
     REQUIRE(list_envelope.has_value());
-    CHECK(std::to_string(list_envelope->stamp) == client->get(f.prefix + "v:users").value());
+    CHECK(std::to_string(list_envelope->stamp) == client->get(f.space() + "v:users").value());
     CHECK(list_envelope->check.find("SELECT") != std::string::npos);
     const auto list = nlohmann::json::from_msgpack(list_envelope->payload);
     REQUIRE(list.is_array());
@@ -569,8 +570,8 @@ TEST_CASE("redis: corrupt entries are misses, removed and counted", "[redis][cor
     Repository<User> users{s};
     users.get(5);
     users.list(OrderBy{&User::id});
-    const std::string entity = only_key(*client, f.prefix, "e:users:", ":i5");
-    const std::string query = only_key(*client, f.prefix, "q:users:");
+    const std::string entity = only_key(*client, f.space(), "e:users:", ":i5");
+    const std::string query = only_key(*client, f.space(), "q:users:");
 
     const std::string kind = GENERATE(as<std::string>{}, "garbage", "bad stamp", "truncated",
                                       "empty", "binary", "wrong shape", "bad json");
@@ -630,7 +631,7 @@ TEST_CASE("redis: corrupt entries are misses, removed and counted", "[redis][cor
     CHECK(f.errors.count() == static_cast<int>(f.stats().errors));
 }
 
-// ---- API.md rule 6: fills never outlive the commits that invalidated them -----------------
+// ---- Cache rule 6: fills never outlive the commits that invalidated them ------------------
 
 TEST_CASE("redis: a fill overtaken by a commit in another manager never lands", "[redis][race]") {
     register_gated_backend();
@@ -640,11 +641,12 @@ TEST_CASE("redis: a fill overtaken by a commit in another manager never lands", 
     auto gated = redis_config(server.port(), prefix);
     gated.backend = "redis-gated";
     Fixture a(gated);  // the reader, whose fills can be held
+    const std::string space = a.space();  // where a's (and b's: one file) keys start
     Database b{DatabaseConfig{.connection_string = a.path(),
                               .cache_config = redis_config(server.port(), prefix)}};
     // User 1's entry in Redis: absent, or holding the committed row.
     auto entity_is_fresh = [&] {
-        for (const auto& key : keys_like(*client, prefix, "e:users:", ":i1")) {
+        for (const auto& key : keys_like(*client, space, "e:users:", ":i1")) {
             const auto raw = client->get(key);
             if (raw && !is_lease(*raw) && raw->find("Ada v2") == std::string::npos)
                 return false;
@@ -665,7 +667,7 @@ TEST_CASE("redis: a fill overtaken by a commit in another manager never lands", 
     SECTION("entity") {
         std::string seen;
         const bool reached = with_fill_held(
-            fill_gate().arm(prefix + "e:users:"),
+            fill_gate().arm(space + "e:users:"),
             [&] {
                 auto s = a.db->session();
                 Repository<User> users{s};
@@ -681,7 +683,7 @@ TEST_CASE("redis: a fill overtaken by a commit in another manager never lands", 
     SECTION("list") {
         std::vector<std::string> seen;
         const bool reached = with_fill_held(
-            fill_gate().arm(prefix + "q:users:"),
+            fill_gate().arm(space + "q:users:"),
             [&] {
                 auto s = a.db->session();
                 Repository<User> users{s};
@@ -708,7 +710,7 @@ TEST_CASE("redis: a fill overtaken by a commit in another manager never lands", 
             CHECK(users.list(OrderBy{&User::id}).front().name == "Ada");
             s.commit();
             CHECK(a.stats().sets == sets_before);
-            CHECK(keys_like(*client, prefix, "e:users:", ":i1").empty());
+            CHECK(keys_like(*client, space, "e:users:", ":i1").empty());
         }
         everyone_sees_the_commit();
     }
@@ -725,7 +727,7 @@ TEST_CASE("redis: a read after a commit never joins a load that started before t
     gated.backend = "redis-gated";
     Fixture f(gated);
 
-    ormcache_test::Gate gate = fill_gate().arm(f.prefix + "e:users:");
+    ormcache_test::Gate gate = fill_gate().arm(f.space() + "e:users:");
     std::string r_name;
     std::thread r([&] {
         auto s = f.db->session();
@@ -974,8 +976,8 @@ TEST_CASE("redis: a hit is one command; a commit of 100 changed ids is one scrip
 
     for (const auto& u : added)
         users.get(u.id);
-    CHECK(client->keys(f.prefix + "e:users:").size() == 102);
-    const auto version = std::stoll(client->get(f.prefix + "v:users").value());
+    CHECK(client->keys(f.space() + "e:users:").size() == 102);
+    const auto version = std::stoll(client->get(f.space() + "v:users").value());
     for (auto& u : added)
         u.name += " v2";
     const auto commit = measure([&] {
@@ -990,8 +992,8 @@ TEST_CASE("redis: a hit is one command; a commit of 100 changed ids is one scrip
                                  << ", get miss " << get_miss.sent.size() << ", list miss "
                                  << list_miss.sent.size() << ", commit of 100 ids "
                                  << commit.sent.size());
-    CHECK(std::stoll(client->get(f.prefix + "v:users").value()) == version + 1);
-    CHECK(client->keys(f.prefix + "e:users:").size() == 2);  // only ids 1 and 2 remain
+    CHECK(std::stoll(client->get(f.space() + "v:users").value()) == version + 1);
+    CHECK(client->keys(f.space() + "e:users:").size() == 2);  // only ids 1 and 2 remain
     CHECK(f.stats().invalidations >= 100);
     CHECK(users.get(added[50].id).name == added[50].name);
     CHECK(f.errors.count() == 0);
@@ -1020,7 +1022,7 @@ TEST_CASE("redis: invalidations that could not be delivered are replayed when it
     CHECK(f.stats().errors > errors_before);
     server.resume();
     {
-        const auto key = keys_like(*client, f.prefix, "e:users:", ":i1");
+        const auto key = keys_like(*client, f.space(), "e:users:", ":i1");
         REQUIRE(key.size() == 1);
         const auto raw = client->get(key.front());
         REQUIRE(raw.has_value());
@@ -1035,7 +1037,7 @@ TEST_CASE("redis: invalidations that could not be delivered are replayed when it
             ++stale;
         if (users.list(OrderBy{&User::id}).front().name != "Ada (paused)")
             ++stale;
-        const auto raw = client->get(keys_like(*client, f.prefix, "e:users:", ":i1").at(0));
+        const auto raw = client->get(keys_like(*client, f.space(), "e:users:", ":i1").at(0));
         return raw && raw->find("Ada (paused)") != std::string::npos;
     });
     CHECK(refilled);
@@ -1119,6 +1121,7 @@ TEST_CASE("redis: fault run: readers and writers while Redis is stopped, restart
                                .cache_config = config,
                                .busy_timeout = kBusyTimeout}};
     db.create_all<User>();
+    const std::string space = prefix + db.cache_identity() + ":";
     constexpr int threads = 8;
     constexpr std::int64_t ids = 48;
     ormcache_test::FaultRun::seed(db, ids);
@@ -1228,9 +1231,9 @@ TEST_CASE("redis: fault run: readers and writers while Redis is stopped, restart
     // What Redis holds, compared with the database directly: every entity entry under the
     // current generation.
     auto client = server.client();
-    const std::string generation = client->get(prefix + "g:users").value_or("");
+    const std::string generation = client->get(space + "g:users").value_or("");
     int compared = 0, differing = 0;
-    for (const auto& key : client->keys(prefix + "e:users:")) {
+    for (const auto& key : client->keys(space + "e:users:")) {
         const auto raw = client->get(key);
         if (!raw || is_lease(*raw))
             continue;
@@ -1392,7 +1395,7 @@ TEST_CASE("redis: distributed_lock: nobody waits longer than lock_timeout_ms for
     REQUIRE(o.held);
     CHECK(o.read_ok);
     CHECK(waiter.log.count("SELECT") == 1);  // gave up waiting and read the database
-    // Not a speed assertion: the bound of rule 9 (the holder sleeps 2 s, the lock is 300 ms).
+    // Not a speed assertion: the bound of cache rule 9 (the holder sleeps 2 s, the lock is 300 ms).
     CHECK(o.waited < 1500ms);
     CHECK(waiter.errors.count() == 0);
 }
@@ -1406,9 +1409,9 @@ TEST_CASE("redis: a corrupt counter or a key of another type heals instead of fa
     Repository<User> users{s};
     users.get(1);
     users.list(OrderBy{&User::id});
-    client->command({"SET", f.prefix + "g:users", "not a number"});
-    client->command({"DEL", f.prefix + "v:users"});
-    client->command({"LPUSH", f.prefix + "v:users", "a list, not a counter"});
+    client->command({"SET", f.space() + "g:users", "not a number"});
+    client->command({"DEL", f.space() + "v:users"});
+    client->command({"LPUSH", f.space() + "v:users", "a list, not a counter"});
 
     // Served from the database, and the counters are re-created: cached again.
     CHECK(users.get(1).name == "Ada");
@@ -1417,16 +1420,16 @@ TEST_CASE("redis: a corrupt counter or a key of another type heals instead of fa
     CHECK(users.get(1).name == "Ada");
     CHECK(users.list(OrderBy{&User::id}).size() == 5);
     CHECK(f.log.size() == 0);
-    const auto generation = client->get(f.prefix + "g:users");
+    const auto generation = client->get(f.space() + "g:users");
     REQUIRE(generation.has_value());
     CHECK(std::stoll(*generation) > 0);
 
     // An invalidation bumping a corrupt counter heals it too (it never fails for good).
-    client->command({"SET", f.prefix + "v:users", "garbage"});
+    client->command({"SET", f.space() + "v:users", "garbage"});
     f.rename(1, "Ada (healed)");
     CHECK(users.get(1).name == "Ada (healed)");
     CHECK(users.list(OrderBy{&User::id}).front().name == "Ada (healed)");
-    CHECK(std::stoll(client->get(f.prefix + "v:users").value()) > 0);
+    CHECK(std::stoll(client->get(f.space() + "v:users").value()) > 0);
     CHECK(f.stats().errors == 0);
 }
 
@@ -1484,4 +1487,40 @@ TEST_CASE("redis: a ConfigError never quotes a password", "[redis][config][messa
     CHECK_THAT(url, !Catch::Contains("hunter2"));
     const auto typed = config_error_for({{"password", 31337424242}});
     CHECK_THAT(typed, Catch::Contains("password") && !Catch::Contains("31337424242"));
+
+TEST_CASE("redis: two databases on one server and prefix never see each other's rows",
+          "[redis][identity]") {
+    // The report: a brand-new database with no users table got a User from get(1), another
+    // database's entry under the same key_prefix.
+    auto& server = shared_server();
+    auto client = server.client();
+    const std::string prefix = unique_prefix("two-dbs");
+    Fixture seeded(redis_config(server.port(), prefix));
+    {
+        auto s = seeded.db->session();
+        CHECK(Repository<User>{s}.get(1).name == "Ada");  // cached in Redis now
+    }
+    TempDir other_dir;
+    SqlLog other_log;
+    Database fresh{DatabaseConfig{.connection_string = other_dir.file("fresh.db"),
+                                  .cache_config = redis_config(server.port(), prefix),
+                                  .on_query = other_log.callback()}};
+    {
+        auto s = fresh.session();
+        Repository<User> users{s};
+        CHECK_THROWS_AS(users.get(1), ormcache::DatabaseError);  // no such table: the database
+    }
+    fresh.create_all<User>();
+    {
+        auto s = fresh.session();
+        Repository<User> users{s};
+        other_log.clear();
+        CHECK_FALSE(users.get_or_none(1).has_value());
+        CHECK(users.list().empty());
+        CHECK(other_log.count("SELECT") == 2);
+    }
+    // Each database's keys sit in its own key space under the prefix.
+    CHECK(seeded.space() != prefix + fresh.cache_identity() + ":");
+    CHECK(client->keys(seeded.space() + "e:users:").size() == 1);
+    CHECK(client->keys(prefix + fresh.cache_identity() + ":e:users:").size() == 1);
 }

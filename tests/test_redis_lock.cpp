@@ -1,8 +1,8 @@
-// distributed_lock (API.md section 4, rule 9) across processes: four forked children, each with
-// its own Database on one SQLite file and one Redis key prefix, miss the same key at the same
-// moment while the first query is made slow. Checked: one query in total; a holder killed
-// mid-query (SIGKILL) delays the others by at most lock_timeout_ms, and its lock expires; a
-// holder that is alive but slower than lock_timeout_ms never makes anyone wait longer.
+// distributed_lock (docs/reference.md, cache rule 9) across processes: four forked children, each
+// with its own Database on one SQLite file and one Redis key prefix, miss the same key at the same
+// moment while the first query is made slow. Checked: one query in total; a holder killed mid-query
+// (SIGKILL) delays the others by at most lock_timeout_ms, and its lock expires; a holder that is
+// alive but slower than lock_timeout_ms never makes anyone wait longer.
 //
 // The query is made slow by DatabaseConfig::on_query, which runs on the loading thread just
 // before the statement: the first SELECT of the users table over all children (a flag in
@@ -327,7 +327,11 @@ std::string describe(const ChildReport& r) {
 /// The key all the children race for: the entity of id 3, or the one cached list.
 std::string contested_key(RedisClient& client, const std::string& prefix, Call call) {
     std::vector<std::string> found;
-    for (const auto& k : client.keys(prefix + (call == Call::get ? "e:users:" : "q:users:"))) {
+    // Under the prefix, in the database's key space (its identity follows the prefix).
+    const std::string kind = call == Call::get ? ":e:users:" : ":q:users:";
+    for (const auto& k : client.keys(prefix)) {
+        if (k.find(kind) == std::string::npos)
+            continue;
         if (call == Call::list || k.ends_with(":i3"))
             found.push_back(k);
     }

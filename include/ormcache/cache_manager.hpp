@@ -33,14 +33,17 @@ public:
     CacheStats stats() const { return core_->stats(); }
     const CacheConfig& config() const noexcept { return core_->config(); }
 
-    /// Drops one entity and bumps T's list version.
+    /// Drops one entity and bumps T's list version, in every database this manager has
+    /// served (its Database's, those given to setup_cache_listeners, and those of the
+    /// sessions of Repositories built on it, in this process).
     template <Model T>
     void invalidate(const typename detail::ModelInfo<T>::pk_type& id) {
         core_->template register_model<T>();
         core_->template invalidate_entity<T>(detail::to_primary_key(id));
     }
 
-    /// Bumps T's list version and entity generation: every cached entry of T is gone.
+    /// Bumps T's list version and entity generation: every cached entry of T is gone, in
+    /// every database this manager has served (as invalidate()).
     template <Model T>
     void invalidate_all() {
         core_->template register_model<T>();

@@ -37,7 +37,12 @@ public:
         : state_(std::make_shared<detail::DatabaseState>(config)),
           cache_(std::make_shared<detail::CacheCore>(detail::config_or_null(config))) {
         state_->set_default_cache(cache_.core_);
-        if (config.cache_config && config.enable_cache_listener) setup_cache_listeners(*this, cache_);
+        if (config.cache_config) {
+            // The key space needs the database's identity: settle it here, so that a database
+            // whose identity can be neither read nor recorded fails now, with a ConfigError.
+            cache_.core_->key_space(*state_);
+            if (config.enable_cache_listener) setup_cache_listeners(*this, cache_);
+        }
     }
 
     Database(const Database&) = delete;
@@ -64,6 +69,12 @@ public:
 
     const DatabaseConfig& config() const noexcept { return state_->config(); }
 
+    /// This database's identity in cache keys: every key a cache stores for it starts with
+    /// key_prefix + cache_identity() + ":". Databases with equal identities share entries
+    /// (see DatabaseConfig::cache_identity). The first call may record an id in the database
+    /// (table ormcache_meta), as attaching a cache does.
+    const std::string& cache_identity() const { return state_->cache_identity(); }
+
     /// The manager built from cache_config (on the null backend when there is none).
     CacheManager& cache_manager() noexcept { return cache_; }
 
@@ -86,8 +97,8 @@ private:
 /// holds the manager weakly: it stops when the manager is destroyed.
 inline void setup_cache_listeners(Database& db, CacheManager& manager) {
     std::weak_ptr<detail::CacheCore> weak = manager.core_;
-    db.state_->add_listener([weak](const ChangeSet& changes) {
-        if (auto core = weak.lock()) core->on_commit(changes);
+    db.state_->add_listener([weak, space = manager.core_->key_space(*db.state_)](const ChangeSet& changes) {
+        if (auto core = weak.lock()) core->on_commit(space, changes);
     });
     db.state_->attach_cache(manager.core_);
 }

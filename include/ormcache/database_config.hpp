@@ -25,6 +25,12 @@ struct DatabaseConfig {
     /// How long a statement waits for another connection's lock before failing with
     /// SQLITE_BUSY. 0 = fail at once.
     std::chrono::milliseconds busy_timeout{5000};
+    /// The database's identity in cache keys: Database objects (in any process) whose
+    /// identities are equal share cache entries, others never do. Empty (the default) =
+    /// derived from an id stored in the database and, for a file, its inode, so that a copy
+    /// of the file gets its own entries. Set it (1-64 of [A-Za-z0-9._-]) to make databases
+    /// share entries on purpose, e.g. a copy you know holds the same data.
+    std::string cache_identity{};
 };
 
 }  // namespace ormcache

@@ -125,15 +125,15 @@ public:
         return std::move(*found);
     }
 
-    /// Cached by key (API.md section 4, rule 1); absence is cached too, and an insert of
-    /// the key invalidates it.
+    /// Cached by key (docs/reference.md, cache rule 1); absence is cached too, and a committed
+    /// insert of the key invalidates it.
     std::optional<T> get_or_none(const pk_type& id, Options options = {}) {
         auto& s = state();
         s.enter();
         if (!options.use_cache) return load_by_pk(id);
         return cache_->template read<std::optional<T>>(
-            cache_->template entity_key<T>(detail::to_primary_key(id)), Info::table, {}, true,
-            context(), options.expiration_time, [&] { return load_by_pk(id); });
+            cache_->template entity_target<T>(space_, detail::to_primary_key(id)), context(),
+            options.expiration_time, [&] { return load_by_pk(id); });
     }
 
     /// Rows matching the filters (any number of filters and at most one Options, any order).
@@ -186,6 +186,9 @@ private:
         state().enter();
         session_->register_table(Info::table);
         cache_->template register_model<T>();
+        auto& database = session_->database();
+        space_ = cache_->key_space(database);
+        table_commits_ = &database.table_commits(Info::table);
     }
 
     /// How this call may use the cache, from the session's transaction state.
@@ -195,7 +198,8 @@ private:
         const auto& s = state();
         if (s.dirty(Info::table)) return {FillMode::bypass, {}};  // read-your-writes
         switch (s.txn_kind()) {
-            case Kind::none: return {FillMode::shared, {}};
+            case Kind::none:
+                return {FillMode::shared, {}, table_commits_->load(std::memory_order_acquire)};
             case Kind::immediate: return {FillMode::fill, {}};
             case Kind::unknown: return {FillMode::read_only, {}};
             case Kind::snapshot: break;
@@ -205,7 +209,8 @@ private:
         const auto* guard = s.snapshot_guard(cache_.get());
         if (guard == nullptr) return {FillMode::read_only, {}};
         detail::ReadContext ctx{FillMode::fill, {}};
-        for (const auto& counter : {cache_->version_key(Info::table), cache_->generation_key(Info::table)}) {
+        for (const auto& counter :
+             {cache_->version_key(space_, Info::table), cache_->generation_key(space_, Info::table)}) {
             const auto it = guard->find(counter);
             if (it == guard->end()) return {FillMode::read_only, {}};
             ctx.guards.emplace_back(counter, it->second);
@@ -218,8 +223,8 @@ private:
                    Load&& load) {
         if (!parts.options.use_cache) return load();
         const std::string canonical = std::string(kind) + '\n' + sql + '\n' + parts.canonical_values();
-        return cache_->template read<R>(cache_->template query_key<T>(kind, canonical), Info::table,
-                                        canonical, false, context(), parts.options.expiration_time,
+        return cache_->template read<R>(cache_->template query_target<T>(space_, kind, canonical),
+                                        context(), parts.options.expiration_time,
                                         std::forward<Load>(load));
     }
 
@@ -388,6 +393,8 @@ private:
 
     std::shared_ptr<detail::SessionState> session_;
     std::shared_ptr<detail::CacheCore> cache_;
+    std::string space_;  // the session's database's key space in cache_ (CacheCore::key_space)
+    const std::atomic<std::uint64_t>* table_commits_ = nullptr;  // DatabaseState::table_commits
 };
 
 }  // namespace ormcache

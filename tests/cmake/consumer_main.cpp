@@ -1,9 +1,19 @@
 // The program every consumer-project test builds and runs, whichever way it found ormcache:
 // find_package after an install, add_subdirectory, FetchContent, or bare pkg-config flags.
-// Uses only the public API (API.md 1-3).
+// Uses only the public API (docs/reference.md, sections 2-5).
+//
+// Include order (issue 10): this TU includes ormcache before <sqlite3.h>;
+// consumer_sqlite_first.cpp, linked into the same program, the other way round. The #undef
+// stands for a build that adds only ormcache's include directory and none of the target's or
+// the .pc's flags: ormcache's own headers must then define SQLITE_ENABLE_PREUPDATE_HOOK
+// before they include <sqlite3.h>.
+#undef SQLITE_ENABLE_PREUPDATE_HOOK
 #include <ormcache/ormcache.hpp>
 // The file backend is part of the core target: every consumer, pkg-config included, gets it.
 #include <ormcache/backends/file.hpp>
+
+// A block of its own, so that clang-format's include sorting keeps it after ormcache.
+#include <sqlite3.h>
 
 #include <chrono>
 #include <cstdint>
@@ -35,7 +45,11 @@ struct User {
 ORMCACHE_MODEL(User, "users", id, name, email, age, created_at)
 }  // namespace app
 
+int consumer_sqlite_first();  // consumer_sqlite_first.cpp
+
 int main() {
+    if (consumer_sqlite_first() != 0)
+        return 1;
     ormcache::Database db{ormcache::DatabaseConfig{.connection_string = ":memory:"}};
     db.create_all<app::User>();
     auto s = db.session();

@@ -1,7 +1,7 @@
 #pragma once
 // A real backend (Redis, memcached, file) whose fills can be held, for the stale-fill races of
-// API.md rule 6: the test arms fill_gate() for a key, starts a reader, and once the reader's
-// fill has arrived at the gate, commits elsewhere before it lets the fill go on.
+// cache rule 6 (docs/reference.md): the test arms fill_gate() for a key, starts a reader, and once
+// the reader's fill has arrived at the gate, commits elsewhere before it lets the fill go on.
 //
 //   ormcache_test::register_gated_backend<ormcache::RedisBackend,
 //                                         ormcache::detail::redis_options>("redis-gated");

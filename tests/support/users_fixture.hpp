@@ -47,6 +47,8 @@ struct UsersFixture {
     }
 
     std::string path() const { return dir.file("app.db"); }
+    /// Where the database's keys start: key_prefix + its identity + ":".
+    std::string space() const { return prefix + db->cache_identity() + ":"; }
     ormcache::CacheStats stats() const { return db->cache_manager().stats(); }
 
     /// Renames a user through a fresh session and commits.

@@ -23,9 +23,9 @@
 // A file that cannot be opened (missing directory, no permission) is not a ConfigError: the
 // Database is built, the cache fails open and opens the file once it can (retrying at most
 // every `retry_interval`). Creating the directory is the application's job. The choice is the
-// one API.md makes for unreachable servers: a cache must never keep an application from
-// starting, and a path that is wrong at start-up may be right a moment later (a volume not
-// yet mounted).
+// one made for unreachable servers (docs/reference.md, cache rule 7): a cache must never keep
+// an application from starting, and a path that is wrong at start-up may be right a moment
+// later (a volume not yet mounted).
 //
 // Thread-safe: a pool of connections, each used by one thread at a time. Process-safe:
 // SQLite's file locking. Safe across fork(): see detail/file_connection.hpp.
@@ -70,8 +70,9 @@ struct FileOptions {
     std::size_t pool_size = 8;
     /// After the file could not be opened, how long calls fail at once before the next try.
     std::chrono::milliseconds retry_interval{1000};
-    /// API.md rule 9 across the processes sharing the file: a miss that finds another
-    /// reader's fill lease waits for its value (or for the lease to go) instead of querying.
+    /// Cache rule 9 (docs/reference.md) across the processes sharing the file: a miss that
+    /// finds another reader's fill lease waits for its value (or for the lease to go) instead
+    /// of querying.
     bool distributed_lock = false;
     /// With distributed_lock: how long a lease (the lock) lives, so a dead holder's lock is
     /// released after it, and the longest a reader waits.

@@ -77,7 +77,8 @@ struct MemcachedOptions {
     /// Longest wait for a reply (and for a free pooled handle).
     std::chrono::milliseconds socket_timeout{500};
     std::size_t pool_size = 8;  ///< most handles in use at once (each may connect to every server)
-    /// Concurrent misses of one key across processes run one query (API.md rule 9).
+    /// Concurrent misses of one key across processes run one query (docs/reference.md,
+    /// cache rule 9).
     bool distributed_lock = false;
     /// With distributed_lock: how long a lock lives (a dead holder's is released then) and
     /// the longest a reader waits for one.

@@ -2,13 +2,15 @@
 // The shared state behind a CacheManager: the backend, the key layout, the fill protocol,
 // singleflight, stats and the commit listener. Thread-safe.
 //
-// Keys (every one starts with key_prefix):
-//   e:<table>:<digest>:<serializer>:<i|s><key>   one entity (or its absence)
-//   q:<table>:<digest>:<serializer>:<kind>:<hash> one list/count/exists result
-//   v:<table>                                     list version, bumped by every committed change
-//   g:<table>                                     entity generation, bumped when changed rows
-//                                                 cannot be named (whole-table changes)
-//   r:<user key>                                  get_or_create values
+// Keys (every one starts with key_prefix; a database's keys with its key space,
+// key_prefix + <database identity> + ":", see detail/database_identity.hpp):
+//   <space>e:<table>:<digest>:<serializer>:<i|s><key>   one entity (or its absence)
+//   <space>q:<table>:<digest>:<serializer>:<kind>:<hash> one list/count/exists result
+//   <space>v:<table>                        list version, bumped by every committed change
+//   <space>g:<table>                        entity generation, bumped when changed rows
+//                                           cannot be named (whole-table changes)
+//   <key_prefix>r:<user key>                get_or_create values (the application's keys,
+//                                           not a database's)
 // An entity entry stores the generation it was read under, a query entry the list version and
 // its canonical query text; a read whose counter differs, or whose text differs (a hash
 // collision), is a miss. So bumping a counter makes every older entry unreachable at once.
@@ -21,6 +23,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <shared_mutex>
 #include <string>
 #include <string_view>
@@ -146,6 +149,22 @@ struct ReadContext {
     FillMode mode = FillMode::shared;
     /// Counter values the fill must still see (the snapshot guard of an explicit transaction).
     std::vector<std::pair<std::string, std::int64_t>> guards;
+    /// The commits of this process's Database that changed the table so far
+    /// (DatabaseState::table_commits): the singleflight tag of a shared read that has no
+    /// cache counter (null backend, backend down).
+    std::uint64_t table_commits = 0;
+};
+
+/// What one read looks up: the entry and the counter it is valid under.
+struct ReadTarget {
+    std::string key;
+    /// The table's entity generation (entities) or list version (query results).
+    std::string counter;
+    /// Stored with a query entry and compared on read, so that a hash collision is a miss
+    /// (empty for entities, whose key is the whole identity).
+    std::string_view check;
+    /// Entity entries are never filled without the fill lease (see store()).
+    bool entity = false;
 };
 
 class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCore> {
@@ -181,24 +200,61 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
     // Every read builds its key and counter name, so they are built in place, in one buffer
     // of the right size (no temporaries, no digest string).
 
-    std::string version_key(std::string_view table) const { return counter_key("v:", table); }
-    std::string generation_key(std::string_view table) const { return counter_key("g:", table); }
+    /// The key space of `database` in this cache: key_prefix + its identity + ":". Remembers
+    /// the database, so that invalidate<T>() and invalidate_all<T>() reach it. A cache that
+    /// is off gets a space no other Database of the process has (only its singleflight uses
+    /// keys) and never asks for the identity, which may write to the database.
+    std::string key_space(const DatabaseState& database) {
+        if (!active())
+            return "#" + std::to_string(database.serial()) + ':';
+        const std::string& id = database.cache_identity();
+        {
+            std::shared_lock lock(databases_mutex_);
+            if (databases_.contains(id))
+                return config_.key_prefix + id + ':';
+        }
+        std::unique_lock lock(databases_mutex_);
+        databases_.emplace(id);
+        return config_.key_prefix + id + ':';
+    }
+
+    std::string version_key(std::string_view space, std::string_view table) const {
+        return counter_key(space, "v:", table);
+    }
+    std::string generation_key(std::string_view space, std::string_view table) const {
+        return counter_key(space, "g:", table);
+    }
 
     template <Model T>
-    std::string entity_key(const PrimaryKey& key) const {
+    std::string entity_key(std::string_view space, const PrimaryKey& key) const {
         const auto* text = std::get_if<std::string>(&key);
-        std::string out = model_key_head<T>("e:", 1 + (text != nullptr ? text->size() : 20));
+        std::string out = model_key_head<T>(space, "e:", 1 + (text != nullptr ? text->size() : 20));
         append_key(out, key);
         return out;
     }
 
     template <Model T>
-    std::string query_key(std::string_view kind, std::string_view canonical) const {
-        std::string out = model_key_head<T>("q:", kind.size() + 1 + 32);
+    std::string query_key(std::string_view space, std::string_view kind,
+                          std::string_view canonical) const {
+        std::string out = model_key_head<T>(space, "q:", kind.size() + 1 + 32);
         out += kind;
         out += ':';
         append_hash_hex(out, canonical);
         return out;
+    }
+
+    template <Model T>
+    ReadTarget entity_target(std::string_view space, const PrimaryKey& key) const {
+        return ReadTarget{entity_key<T>(space, key), generation_key(space, ModelInfo<T>::table), {},
+                          true};
+    }
+
+    /// `canonical` (the full query text) must outlive the read.
+    template <Model T>
+    ReadTarget query_target(std::string_view space, std::string_view kind,
+                            std::string_view canonical) const {
+        return ReadTarget{query_key<T>(space, kind, canonical),
+                          version_key(space, ModelInfo<T>::table), canonical, false};
     }
 
     std::string region_key(std::string_view key) const {
@@ -221,22 +277,25 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
 
     // ---- the read path ----
 
-    /// A cached read: `load` runs the query on the database. `kind` and `canonical` identify
-    /// query results; entity reads pass the key instead.
+    /// A cached read: `load` runs the query on the database.
     template <class R, class Load>
-    R read(const std::string& key, std::string_view table, std::string_view check, bool entity,
-           const ReadContext& context, std::optional<std::chrono::seconds> ttl, Load&& load) {
-        if (!active() || context.mode == FillMode::bypass)
-            return load();
-        const std::string counter = entity ? generation_key(table) : version_key(table);
+    R read(const ReadTarget& target, const ReadContext& context,
+           std::optional<std::chrono::seconds> ttl, Load&& load) {
+        if (context.mode == FillMode::bypass)
+            return load();  // read-your-writes: never shares a load with other sessions
+        if (!active())
+            return context.mode == FillMode::shared ? uncached_flight<R>(target, context, load)
+                                                    : load();
+        const std::string& key = target.key;
         // The lease is taken in this same round trip unless singleflight will decide who
         // fills (then the leader takes it, see below). Query keys take one too: it is what a
         // distributed lock waits on (an unleased query fill is still safe, see store()).
         const bool lease_now = context.mode == FillMode::fill;
-        auto first = lookup<R>(key, check, counter, lease_now);
+        auto first = lookup<R>(key, target.check, target.counter, lease_now);
         if (!first) {  // backend down: the database answers
             misses_.fetch_add(1, std::memory_order_relaxed);
-            return load();
+            return context.mode == FillMode::shared ? uncached_flight<R>(target, context, load)
+                                                    : load();
         }
         if (first->hit) {
             hits_.fetch_add(1, std::memory_order_relaxed);
@@ -246,8 +305,7 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
         if (context.mode == FillMode::read_only)
             return load();
         if (context.mode == FillMode::fill) {
-            return load_and_store<R>(key, check, entity, first->stamp, first->lease, context.guards,
-                                     ttl, load);
+            return load_and_store<R>(target, first->stamp, first->lease, context.guards, ttl, load);
         }
         // Shared: one load per key and counter value in this process.
         bool waited = false;
@@ -260,14 +318,14 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
                 // The leader re-checks: the key may have been filled since our first read, by
                 // a flight that landed in between (a miss concurrent with it must not run a
                 // second query). This read also takes the lease.
-                if (auto second = lookup<R>(key, check, counter, true)) {
+                if (auto second = lookup<R>(key, target.check, target.counter, true)) {
                     if (second->hit)
                         return std::make_shared<const R>(std::move(*second->hit));
                     stamp = second->stamp;
                     lease = second->lease;
                 }
                 return std::make_shared<const R>(
-                    load_and_store<R>(key, check, entity, stamp, lease, {}, ttl, load));
+                    load_and_store<R>(target, stamp, lease, {}, ttl, load));
             },
             waited);
         return *std::static_pointer_cast<const R>(result);
@@ -279,8 +337,15 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
     V get_or_create(const std::string& user_key, Create&& create,
                     std::optional<std::chrono::seconds> ttl) {
         const std::string key = region_key(user_key);
-        if (!active())
-            return create();
+        if (!active()) {
+            // No cache, but concurrent callers still share one creation, as on every backend.
+            bool waited = false;
+            const CountWait count_wait{waited, singleflight_waits_};
+            auto result = uncached_flights_.run(
+                key, 0, [&]() -> Singleflight::Result { return std::make_shared<const V>(create()); },
+                waited);
+            return *std::static_pointer_cast<const V>(result);
+        }
         // Region values have no counter (only a delete or their TTL ends them), but they go
         // through read and fill like every other entry: the fill lease is what a
         // distributed lock waits on, as dogpile's lock guards its creation functions.
@@ -302,8 +367,8 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
                         return std::make_shared<const V>(std::move(*second->hit));
                     lease = std::move(second->lease);
                 }
-                return std::make_shared<const V>(
-                    load_and_store<V>(key, {}, false, 0, lease, {}, ttl, create));
+                return std::make_shared<const V>(load_and_store<V>(
+                    ReadTarget{key, {}, {}, false}, 0, lease, {}, ttl, create));
             },
             waited);
         return *std::static_pointer_cast<const V>(result);
@@ -311,16 +376,16 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
 
     // ---- invalidation ----
 
-    /// The commit listener: after a successful commit, drop the changed entities and bump the
-    /// list version of every changed table, in one backend batch.
-    void on_commit(const ChangeSet& changes) {
+    /// The commit listener of the database whose key space is `space`: after a successful
+    /// commit, drop the changed entities and bump the list version of every changed table, in
+    /// one backend batch.
+    void on_commit(std::string_view space, const ChangeSet& changes) {
         if (!active() || changes.empty())
             return;
         InvalidationBatch batch;
-        std::vector<std::string> dropped;
         std::shared_lock lock(models_mutex_);
         for (const auto& table : changes.tables()) {
-            batch.bump.push_back(version_key(table));
+            batch.bump.push_back(version_key(space, table));
             version_bumps_.fetch_add(1, std::memory_order_relaxed);
             const auto it = models_.find(table);
             bool whole = it == models_.end() || changes.whole_table(table);
@@ -336,14 +401,14 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
                 }
             }
             if (whole) {
-                batch.bump.push_back(generation_key(table));
+                batch.bump.push_back(generation_key(space, table));
                 continue;
             }
             if (!keys.empty())
-                batch.fallback_bump.push_back(generation_key(table));
+                batch.fallback_bump.push_back(generation_key(space, table));
             for (const auto& k : keys) {
                 for (const auto& model : it->second) {
-                    std::string key = config_.key_prefix + "e:" + table + ":" + model.digest + ":" +
+                    std::string key = std::string(space) + "e:" + table + ":" + model.digest + ":" +
                                       config_.serializer.name + ":";
                     append_key(key, k);
                     batch.remove.push_back(std::move(key));
@@ -354,26 +419,32 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
         apply(batch);
     }
 
+    /// Drops one entity of every database this cache serves (key_space()).
     template <Model T>
     void invalidate_entity(const PrimaryKey& key) {
         if (!active())
             return;  // null backend: nothing to drop, nothing to count
         InvalidationBatch batch;
-        batch.remove.push_back(entity_key<T>(key));
-        batch.bump.push_back(version_key(ModelInfo<T>::table));
-        batch.fallback_bump.push_back(generation_key(ModelInfo<T>::table));
-        version_bumps_.fetch_add(1, std::memory_order_relaxed);
+        for (const auto& space : key_spaces()) {
+            batch.remove.push_back(entity_key<T>(space, key));
+            batch.bump.push_back(version_key(space, ModelInfo<T>::table));
+            batch.fallback_bump.push_back(generation_key(space, ModelInfo<T>::table));
+            version_bumps_.fetch_add(1, std::memory_order_relaxed);
+        }
         apply(batch);
     }
 
+    /// Drops every entry of T of every database this cache serves.
     template <Model T>
     void invalidate_model() {
         if (!active())
             return;
         InvalidationBatch batch;
-        batch.bump.push_back(version_key(ModelInfo<T>::table));
-        batch.bump.push_back(generation_key(ModelInfo<T>::table));
-        version_bumps_.fetch_add(1, std::memory_order_relaxed);
+        for (const auto& space : key_spaces()) {
+            batch.bump.push_back(version_key(space, ModelInfo<T>::table));
+            batch.bump.push_back(generation_key(space, ModelInfo<T>::table));
+            version_bumps_.fetch_add(1, std::memory_order_relaxed);
+        }
         apply(batch);
     }
 
@@ -386,18 +457,22 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
         });
     }
 
-    /// CacheHook: the counters of every registered table, read before an explicit
-    /// transaction takes its snapshot (the snapshot guard).
-    std::optional<CounterSnapshot> snapshot_counters() noexcept override {
+    /// CacheHook: the counters of every registered table of `database`, read before an
+    /// explicit transaction takes its snapshot (the snapshot guard).
+    std::optional<CounterSnapshot> snapshot_counters(const DatabaseState& database) noexcept override {
         if (!active())
             return std::nullopt;
         std::vector<std::string> counters;
-        {
+        try {
+            const std::string space = key_space(database);
             std::shared_lock lock(models_mutex_);
             for (const auto& [table, entries] : models_) {
-                counters.push_back(version_key(table));
-                counters.push_back(generation_key(table));
+                counters.push_back(version_key(space, table));
+                counters.push_back(generation_key(space, table));
             }
+        } catch (...) {
+            // No identity (ConfigError) or no memory: the transaction reads without filling.
+            return std::nullopt;
         }
         auto result = guarded("read", [&] {
             return backend_->read(ReadRequest{{}, counters, std::nullopt, {}});
@@ -440,6 +515,15 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
         }
     };
 
+    std::vector<std::string> key_spaces() const {
+        std::shared_lock lock(databases_mutex_);
+        std::vector<std::string> out;
+        out.reserve(databases_.size());
+        for (const auto& database : databases_)
+            out.push_back(config_.key_prefix + database + ':');
+        return out;
+    }
+
     struct ModelEntry {
         std::string digest;
         bool text_pk;
@@ -467,23 +551,25 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
         }
     }
 
-    std::string counter_key(std::string_view kind, std::string_view table) const {
+    static std::string counter_key(std::string_view space, std::string_view kind,
+                                   std::string_view table) {
         std::string out;
-        out.reserve(config_.key_prefix.size() + kind.size() + table.size());
-        out += config_.key_prefix;
+        out.reserve(space.size() + kind.size() + table.size());
+        out += space;
         out += kind;
         out += table;
         return out;
     }
 
-    /// "<key_prefix><kind><table>:<model digest>:<serializer>:", with room for `extra` more.
+    /// "<space><kind><table>:<model digest>:<serializer>:", with room for `extra` more.
     template <Model T>
-    std::string model_key_head(std::string_view kind, std::size_t extra) const {
+    std::string model_key_head(std::string_view space, std::string_view kind,
+                               std::size_t extra) const {
         constexpr std::string_view table = ModelInfo<T>::table;
         std::string out;
-        out.reserve(config_.key_prefix.size() + kind.size() + table.size() + 1 + 16 + 1 +
+        out.reserve(space.size() + kind.size() + table.size() + 1 + 16 + 1 +
                     config_.serializer.name.size() + 1 + extra);
-        out += config_.key_prefix;
+        out += space;
         out += kind;
         out += table;
         out += ':';
@@ -680,8 +766,7 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
     /// Loads from the database and stores the result under the lease and guards. If the load
     /// throws, the lease is given back (removing the key), so the next reader can fill.
     template <class R, class Load>
-    R load_and_store(const std::string& key, std::string_view check, bool entity,
-                     std::int64_t stamp, const std::string& lease,
+    R load_and_store(const ReadTarget& target, std::int64_t stamp, const std::string& lease,
                      const std::vector<std::pair<std::string, std::int64_t>>& guards,
                      std::optional<std::chrono::seconds> ttl, Load& load) {
         R value = [&] {
@@ -689,37 +774,51 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
                 return load();
             } catch (...) {
                 if (!lease.empty())
-                    drop(key);
+                    drop(target.key);
                 throw;
             }
         }();
-        store(key, value, stamp, check, ttl, lease, guards, entity);
+        store(target, value, stamp, ttl, lease, guards);
         return value;
     }
 
     template <class R>
-    void store(const std::string& key, const R& value, std::int64_t stamp, std::string_view check,
+    void store(const ReadTarget& target, const R& value, std::int64_t stamp,
                std::optional<std::chrono::seconds> ttl, const std::string& lease,
-               const std::vector<std::pair<std::string, std::int64_t>>& guards, bool entity) {
+               const std::vector<std::pair<std::string, std::int64_t>>& guards) {
         // Never fill an entity without holding its lease. A query result may be stored
         // without one (the lease was someone else's, or a lock wait timed out): it is
         // stamped with the list version read before the query ran, so an overtaking commit
         // has made it unreachable already.
-        if (entity && lease.empty())
+        if (target.entity && lease.empty())
             return;
-        auto encoded = encode(key, value, stamp, check);
+        auto encoded = encode(target.key, value, stamp, target.check);
         if (!encoded) {
             // Give the lease back, or the key could not be filled until the lease expired.
             if (!lease.empty())
-                drop(key);
+                drop(target.key);
             return;
         }
         auto landed = guarded("fill", [&] {
             return backend_->fill(
-                FillRequest{key, std::move(*encoded), ttl_of(ttl), lease, guards});
+                FillRequest{target.key, std::move(*encoded), ttl_of(ttl), lease, guards});
         });
         if (landed && *landed)
             sets_.fetch_add(1, std::memory_order_relaxed);
+    }
+
+    /// A shared read with no cache to answer (null backend, or the backend is down): still
+    /// one load per key among concurrent callers, so switching the cache off does not change
+    /// the database's load. Tagged with the table's commit count, so a read that starts after
+    /// a commit of this process never joins a load that started before it.
+    template <class R, class Load>
+    R uncached_flight(const ReadTarget& target, const ReadContext& context, Load& load) {
+        bool waited = false;
+        const CountWait count_wait{waited, singleflight_waits_};
+        auto result = uncached_flights_.run(
+            target.key, static_cast<std::int64_t>(context.table_commits),
+            [&]() -> Singleflight::Result { return std::make_shared<const R>(load()); }, waited);
+        return *std::static_pointer_cast<const R>(result);
     }
 
     void apply(const InvalidationBatch& batch) {
@@ -738,10 +837,15 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
     CacheConfig config_;
     std::unique_ptr<AnyBackend> backend_;
     bool null_ = false;
-    Singleflight flights_;
+    Singleflight flights_;           // reads with a cache counter, tagged with its value
+    Singleflight uncached_flights_;  // reads without one, tagged with the table's commit count
 
     mutable std::shared_mutex models_mutex_;  // guards models_
     std::unordered_map<std::string, std::vector<ModelEntry>> models_;
+
+    mutable std::shared_mutex databases_mutex_;  // guards databases_
+    /// Identities of the databases this cache has served (key_space()).
+    std::set<std::string, std::less<>> databases_;
 
     std::atomic<std::uint64_t> hits_{0}, misses_{0}, sets_{0}, invalidations_{0}, version_bumps_{0},
         singleflight_waits_{0}, errors_{0};

@@ -20,6 +20,7 @@
 #include "../change_set.hpp"
 #include "../database_config.hpp"
 #include "../errors.hpp"
+#include "database_identity.hpp"
 #include "sql_text.hpp"
 #include "sqlite_error.hpp"
 #include "statement_cache.hpp"
@@ -37,14 +38,17 @@ using CommitListener = std::function<void(const ChangeSet&)>;
 /// Counter values (list versions, entity generations) by counter key.
 using CounterSnapshot = std::unordered_map<std::string, std::int64_t>;
 
+class DatabaseState;
+
 /// What a session needs from a cache attached to its database, without depending on the
 /// cache layer: the counters to guard fills with, read before an explicit transaction takes
 /// its snapshot.
 class CacheHook {
 public:
     virtual ~CacheHook() = default;
-    /// nullopt when the cache cannot answer (then the transaction never fills).
-    virtual std::optional<CounterSnapshot> snapshot_counters() noexcept = 0;
+    /// The counters of `database`'s tables; nullopt when the cache cannot answer (then the
+    /// transaction never fills).
+    virtual std::optional<CounterSnapshot> snapshot_counters(const DatabaseState& database) noexcept = 0;
 };
 
 class DatabaseState {
@@ -57,6 +61,10 @@ public:
         if (config_.busy_timeout.count() < 0) {
             throw ConfigError("DatabaseConfig::busy_timeout must be >= 0 ms, got " +
                               std::to_string(config_.busy_timeout.count()) + " ms");
+        }
+        if (!config_.cache_identity.empty() && !valid_cache_identity(config_.cache_identity)) {
+            throw ConfigError("DatabaseConfig::cache_identity '" + config_.cache_identity +
+                              "' must be 1-64 characters of A-Z a-z 0-9 . _ -");
         }
         static std::atomic<std::uint64_t> memory_counter{0};
         if (config_.connection_string == ":memory:") {
@@ -90,6 +98,37 @@ public:
         return wrap_sqlite("open " + path_, [&] { return open_raw(); });
     }
 
+    /// The database's identity in cache keys (see detail/database_identity.hpp), computed at
+    /// the first call, which may record an id in the database: only databases a cache is
+    /// attached to pay for it. Throws ConfigError when it can be neither read nor recorded.
+    const std::string& cache_identity() const {
+        std::call_once(identity_once_, [&] {
+            identity_ = !config_.cache_identity.empty()
+                            ? config_.cache_identity
+                            : sqlite_database_identity(*keeper_, in_memory_, config_.connection_string);
+        });
+        return identity_;
+    }
+
+    /// How many commits of this Database's sessions changed `table`: what a read that has no
+    /// cache counter to go by (the null backend, a backend that is down) keys its
+    /// singleflight with, so that a load that started before a commit is never joined by a
+    /// read that starts after it. The counter lives as long as this state; its address is
+    /// stable.
+    /// Unique among the DatabaseStates of this process, for the whole process's life.
+    std::uint64_t serial() const noexcept { return serial_; }
+
+    const std::atomic<std::uint64_t>& table_commits(std::string_view table) {
+        {
+            std::shared_lock lock(commits_mutex_);
+            if (const auto it = commits_.find(table); it != commits_.end()) return *it->second;
+        }
+        std::unique_lock lock(commits_mutex_);
+        auto& slot = commits_[std::string(table)];
+        if (!slot) slot = std::make_unique<std::atomic<std::uint64_t>>(0);
+        return *slot;
+    }
+
     void report_query(std::string_view sql) const {
         if (config_.on_query) config_.on_query(sql);
     }
@@ -115,7 +154,16 @@ public:
     /// is copy-on-write), so a listener may do I/O or register listeners. A listener that
     /// throws does not keep the others from running: the commit has already happened and
     /// cannot be reported as failed, so the exception is dropped here.
-    void publish(const ChangeSet& changes) const noexcept {
+    void publish(const ChangeSet& changes) noexcept {
+        {
+            // Before the listeners: a read that starts once commit() has returned must not
+            // join a load that started before it, whether or not a cache listens.
+            std::shared_lock lock(commits_mutex_);
+            for (const auto& table : changes.tables()) {
+                if (const auto it = commits_.find(table); it != commits_.end())
+                    it->second->fetch_add(1, std::memory_order_release);
+            }
+        }
         std::shared_ptr<const Listeners> current;
         {
             std::lock_guard lock(listeners_mutex_);
@@ -224,10 +272,24 @@ private:
 
     using Listeners = std::vector<std::pair<std::uint64_t, std::shared_ptr<const CommitListener>>>;
 
+    static std::uint64_t next_serial() noexcept {
+        static std::atomic<std::uint64_t> last{0};
+        return last.fetch_add(1, std::memory_order_relaxed) + 1;
+    }
+
     DatabaseConfig config_;
+    const std::uint64_t serial_ = next_serial();
     std::string path_;
     bool in_memory_ = false;
-    std::unique_ptr<SQLite::Database> keeper_;  // keeps a memdb alive; checks a file opens
+    std::unique_ptr<SQLite::Database> keeper_;  // keeps a memdb alive; checks a file opens;
+                                                // used by cache_identity() (under identity_once_)
+    mutable std::once_flag identity_once_;       // guards identity_ and the use of keeper_
+    mutable std::string identity_;
+
+    mutable std::shared_mutex commits_mutex_;  // guards commits_ (the map, not the counters)
+    std::unordered_map<std::string, std::unique_ptr<std::atomic<std::uint64_t>>, StringHash,
+                       std::equal_to<>>
+        commits_;
 
     mutable std::mutex listeners_mutex_;  // guards listeners_ (the pointer, not the list)
     std::shared_ptr<const Listeners> listeners_ = std::make_shared<const Listeners>();

@@ -1,7 +1,8 @@
 #pragma once
-// distributed_lock (API.md rule 9): while another process holds the fill lock (lease) of a
-// key, wait for the value it is filling, or for its lock to go away and then take it, but
-// never longer than the lock timeout in total. Shared by the backends that offer the lock.
+// distributed_lock (docs/reference.md, cache rule 9): while another process holds the fill
+// lock (lease) of a key, wait for the value it is filling, or for its lock to go away and then
+// take it, but never longer than the lock timeout in total. Shared by the backends that offer
+// the lock.
 
 #include <algorithm>
 #include <chrono>

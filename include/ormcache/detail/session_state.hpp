@@ -170,9 +170,9 @@ public:
     /// Explicit transaction: reads until commit/rollback see one snapshot, taken here.
     void begin() {
         // The caches' counters are read before the snapshot exists, so a commit landing
-        // between the two only makes the guard stricter (API.md rule 6).
+        // between the two only makes the guard stricter (docs/reference.md, cache rule 6).
         std::vector<std::pair<const CacheHook*, std::optional<CounterSnapshot>>> guards;
-        for (const auto& hook : db_->caches()) guards.emplace_back(hook.get(), hook->snapshot_counters());
+        for (const auto& hook : db_->caches()) guards.emplace_back(hook.get(), hook->snapshot_counters(*db_));
         run("BEGIN");
         // BEGIN is deferred: SQLite takes the read snapshot at the first read. Read now so
         // the snapshot is the one of begin(), not of some later statement.

@@ -1,11 +1,13 @@
 # cmake -DPKG_CONFIG_EXECUTABLE=... -DCXX=... -DPREFIX=<install prefix> -DPCDIR=<dir of ormcache.pc>
-#       -DSOURCE=../consumer_main.cpp -DBINARY_DIR=<scratch dir> -P check.cmake
+#       "-DSOURCES=../consumer_main.cpp;../consumer_sqlite_first.cpp" -DBINARY_DIR=<scratch dir>
+#       -P check.cmake
 #
 # 1. `pkg-config --cflags --libs ormcache` succeeds and its -I names <PREFIX>/include.
-# 2. SOURCE (tests/cmake/consumer_main.cpp) compiles, links and runs with exactly those flags.
+# 2. SOURCES (tests/cmake/consumer_*.cpp) compile, link and run with exactly those flags; one
+#    of them includes <sqlite3.h> before ormcache, which needs the .pc's -D flag.
 cmake_minimum_required(VERSION 3.21)
 
-foreach(var IN ITEMS PKG_CONFIG_EXECUTABLE CXX PREFIX PCDIR SOURCE BINARY_DIR)
+foreach(var IN ITEMS PKG_CONFIG_EXECUTABLE CXX PREFIX PCDIR SOURCES BINARY_DIR)
   if(NOT DEFINED ${var})
     message(FATAL_ERROR "check.cmake: -D${var}=... is required")
   endif()
@@ -39,7 +41,7 @@ endif()
 if(NOT EXISTS "${expected_include}/ormcache/ormcache.hpp")
   message(FATAL_ERROR "${expected_include}/ormcache/ormcache.hpp was not installed")
 endif()
-foreach(required IN ITEMS -std=c++20 -lSQLiteCpp -lsqlite3)
+foreach(required IN ITEMS -std=c++20 -DSQLITE_ENABLE_PREUPDATE_HOOK=1 -lSQLiteCpp -lsqlite3)
   if(NOT required IN_LIST flag_list)
     message(FATAL_ERROR "pkg-config output lacks ${required}")
   endif()
@@ -48,7 +50,7 @@ endforeach()
 file(MAKE_DIRECTORY "${BINARY_DIR}")
 set(exe "${BINARY_DIR}/pkg_config_consumer")
 execute_process(
-  COMMAND "${CXX}" "${SOURCE}" -o "${exe}" ${flag_list}
+  COMMAND "${CXX}" ${SOURCES} -o "${exe}" ${flag_list}
   RESULT_VARIABLE result)
 if(NOT result EQUAL 0)
   message(FATAL_ERROR "compiling with the pkg-config flags failed (${result})")
