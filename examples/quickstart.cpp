@@ -48,10 +48,11 @@ int main() {
     ormcache::Database db{ormcache::DatabaseConfig{
         .connection_string = ":memory:",
         .cache_config = cache,
-        .on_query = [](std::string_view sql) {
-            ++statements;
-            std::cout << "  SQL: " << sql << '\n';
-        },
+        .on_query =
+            [](std::string_view sql) {
+                ++statements;
+                std::cout << "  SQL: " << sql << '\n';
+            },
     }};
     db.create_all<app::User>();
     ormcache::CacheManager& manager = db.cache_manager();
@@ -60,7 +61,9 @@ int main() {
     ormcache::Repository<app::User> users{session};
 
     std::cout << "add a user and commit\n";
-    const app::User ada = users.add({.name = "Ada", .email = "ada@example.org", .age = 36,
+    const app::User ada = users.add({.name = "Ada",
+                                     .email = "ada@example.org",
+                                     .age = 36,
                                      .created_at = std::chrono::system_clock::now()});
     session.commit();
 

@@ -260,12 +260,8 @@ struct Fixture {
         return entity_key<User>("i" + std::to_string(id));
     }
     std::string tag_key(const std::string& slug) const { return entity_key<Tag>("s" + slug); }
-    std::string version_key(const std::string& table) const {
-        return space() + "v:" + table;
-    }
-    std::string generation_key(const std::string& table) const {
-        return space() + "g:" + table;
-    }
+    std::string version_key(const std::string& table) const { return space() + "v:" + table; }
+    std::string generation_key(const std::string& table) const { return space() + "g:" + table; }
     std::vector<std::string> query_keys(const std::string& table) const {
         return store->keys_containing(space() + "q:" + table + ":");
     }
@@ -1002,9 +998,8 @@ TEST_CASE("Cache rule 2: a query entry is stored under the list version with the
     users.list(ComparisonFilter{&User::name, "=", "Ada"});
     const auto keys = f.query_keys("users");
     REQUIRE(keys.size() == 1);
-    CHECK(keys[0].rfind(
-              f.space() + "q:users:" + ormcache::model_digest<User>() + ":json:list:",
-              0) == 0);
+    CHECK(keys[0].rfind(f.space() + "q:users:" + ormcache::model_digest<User>() + ":json:list:",
+                        0) == 0);
     const auto envelope = parse_envelope(*f.store->raw(keys[0]));
     CHECK(envelope.stamp == f.store->counter(f.version_key("users")));
     CHECK_THAT(envelope.check, Catch::StartsWith("list\nSELECT"));
@@ -2302,7 +2297,8 @@ TEST_CASE("An encoding failure gives the fill lease back, so the next read fills
         c.serializer = ormcache::Serializer{
             .encode =
                 [&encodes](const nlohmann::json& j) {
-                    if (++encodes == 1) throw std::runtime_error("cannot encode");
+                    if (++encodes == 1)
+                        throw std::runtime_error("cannot encode");
                     return j.dump();
                 },
             .decode = [](std::string_view bytes) { return nlohmann::json::parse(bytes); },

@@ -842,7 +842,7 @@ TEST_CASE("memcached: a fill overtaken by a commit in another manager never land
     const std::string prefix = unique_prefix("race");
     auto gated = memcached_config(urls_of(servers), prefix);
     gated.backend = "memcached-gated";
-    Fixture a(gated);  // the reader, whose fills can be held
+    Fixture a(gated);                     // the reader, whose fills can be held
     const std::string space = a.space();  // where a's (and b's: one file) keys start
     Database b{DatabaseConfig{.connection_string = a.path(),
                               .cache_config = memcached_config(urls_of(servers), prefix)}};

@@ -410,7 +410,8 @@ TEST_CASE("an empty non-optional blob and empty strings read back as empty", "[m
     CHECK(out[0].o_text->empty());
 }
 
-TEST_CASE("negative zero reads back from SQLite as +0.0 (documented limitation)", "[model][sqlite]") {
+TEST_CASE("negative zero reads back from SQLite as +0.0 (documented limitation)",
+          "[model][sqlite]") {
     // SQLite writes a REAL whose value is integral as an integer on disk ("small floating point
     // values with no fractional component ... are written to disk as integers") and reads it
     // back as +0.0: the sign of zero is lost in every REAL column. docs/orm.md lists this next to

@@ -21,7 +21,7 @@ template <class T>
 class Repository;
 
 class CacheManager {
-public:
+  public:
     /// Validates `config` (ConfigError naming the field) and builds its backend. An
     /// unreachable cache server is not an error: the cache fails open.
     explicit CacheManager(CacheConfig config)
@@ -63,7 +63,7 @@ public:
     /// Drops everything this manager's backend holds under key_prefix.
     void clear() { core_->clear(); }
 
-private:
+  private:
     friend class Database;
     friend void setup_cache_listeners(Database& db, CacheManager& manager);
     template <class T>

@@ -22,7 +22,8 @@ void setup_cache_listeners(Database& db, CacheManager& manager);
 
 namespace detail {
 inline CacheConfig config_or_null(const DatabaseConfig& config) {
-    if (config.cache_config) return *config.cache_config;
+    if (config.cache_config)
+        return *config.cache_config;
     CacheConfig null_config;
     null_config.backend = "null";
     return null_config;
@@ -32,7 +33,7 @@ inline CacheConfig config_or_null(const DatabaseConfig& config) {
 /// Thread-safe: any number of threads may each open their own Session.
 /// Configuration (cache_config included) is validated here; a bad config throws ConfigError.
 class Database {
-public:
+  public:
     explicit Database(DatabaseConfig config)
         : state_(std::make_shared<detail::DatabaseState>(config)),
           cache_(std::make_shared<detail::CacheCore>(detail::config_or_null(config))) {
@@ -41,7 +42,8 @@ public:
             // The key space needs the database's identity: settle it here, so that a database
             // whose identity can be neither read nor recorded fails now, with a ConfigError.
             cache_.core_->key_space(*state_);
-            if (config.enable_cache_listener) setup_cache_listeners(*this, cache_);
+            if (config.enable_cache_listener)
+                setup_cache_listeners(*this, cache_);
         }
     }
 
@@ -78,7 +80,7 @@ public:
     /// The manager built from cache_config (on the null backend when there is none).
     CacheManager& cache_manager() noexcept { return cache_; }
 
-private:
+  private:
     friend void setup_cache_listeners(Database& db, CacheManager& manager);
 
     template <Model T>
@@ -97,9 +99,11 @@ private:
 /// holds the manager weakly: it stops when the manager is destroyed.
 inline void setup_cache_listeners(Database& db, CacheManager& manager) {
     std::weak_ptr<detail::CacheCore> weak = manager.core_;
-    db.state_->add_listener([weak, space = manager.core_->key_space(*db.state_)](const ChangeSet& changes) {
-        if (auto core = weak.lock()) core->on_commit(space, changes);
-    });
+    db.state_->add_listener(
+        [weak, space = manager.core_->key_space(*db.state_)](const ChangeSet& changes) {
+            if (auto core = weak.lock())
+                core->on_commit(space, changes);
+        });
     db.state_->attach_cache(manager.core_);
 }
 

@@ -65,7 +65,9 @@ void ormcache_model_definition();
 
 /// A type mapped with ORMCACHE_MODEL.
 template <class T>
-concept Model = requires { ormcache_model_definition(std::type_identity<T>{}); };
+concept Model = requires {
+    ormcache_model_definition(std::type_identity<T>{});
+};
 
 namespace detail {
 
@@ -89,7 +91,8 @@ template <Model T, class Fn>
 constexpr void for_each_field(Fn&& fn) {
     [&]<std::size_t... I>(std::index_sequence<I...>) {
         (fn(std::get<I>(model_def<T>.fields), std::integral_constant<std::size_t, I>{}), ...);
-    }(std::make_index_sequence<column_count<T>>{});
+    }
+    (std::make_index_sequence<column_count<T>>{});
 }
 
 constexpr std::uint64_t fnv1a(std::uint64_t h, std::string_view s) {
@@ -103,14 +106,17 @@ constexpr std::uint64_t fnv1a(std::uint64_t h, std::string_view s) {
 template <Model T>
 constexpr bool validate_model() {
     const auto& def = model_def<T>;
-    if (def.table.empty()) return false;
+    if (def.table.empty())
+        return false;
     bool ok = true;
     [&]<std::size_t... I>(std::index_sequence<I...>) {
         const std::array<std::string_view, sizeof...(I)> names{std::get<I>(def.fields).name...};
         for (std::size_t a = 0; a < names.size(); ++a)
             for (std::size_t b = a + 1; b < names.size(); ++b)
-                if (names[a] == names[b]) ok = false;
-    }(std::make_index_sequence<column_count<T>>{});
+                if (names[a] == names[b])
+                    ok = false;
+    }
+    (std::make_index_sequence<column_count<T>>{});
     return ok;
 }
 
@@ -118,9 +124,10 @@ constexpr bool validate_model() {
 template <Model T>
 struct ModelInfo {
     using pk_type = primary_key_t<T>;
-    static_assert((std::integral<pk_type> && !std::same_as<pk_type, bool>) ||
-                      std::same_as<pk_type, std::string>,
-                  "ORMCACHE_MODEL: the primary key (first field) must be an integer or std::string");
+    static_assert(
+        (std::integral<pk_type> && !std::same_as<pk_type, bool>) ||
+            std::same_as<pk_type, std::string>,
+        "ORMCACHE_MODEL: the primary key (first field) must be an integer or std::string");
     static_assert(validate_model<T>(),
                   "ORMCACHE_MODEL: the table name is empty or a field is listed twice");
 
@@ -142,7 +149,9 @@ struct ModelInfo {
         return h;
     }();
 
-    static const pk_type& pk(const T& entity) { return entity.*(std::get<0>(model_def<T>.fields).member); }
+    static const pk_type& pk(const T& entity) {
+        return entity.*(std::get<0>(model_def<T>.fields).member);
+    }
     static pk_type& pk(T& entity) { return entity.*(std::get<0>(model_def<T>.fields).member); }
     static constexpr std::string_view pk_name() { return std::get<0>(model_def<T>.fields).name; }
 };
@@ -155,7 +164,8 @@ std::string model_digest() {
     static constexpr char hex[] = "0123456789abcdef";
     std::string out(16, '0');
     std::uint64_t d = detail::ModelInfo<T>::digest;
-    for (int i = 15; i >= 0; --i, d >>= 4) out[static_cast<std::size_t>(i)] = hex[d & 15];
+    for (int i = 15; i >= 0; --i, d >>= 4)
+        out[static_cast<std::size_t>(i)] = hex[d & 15];
     return out;
 }
 
@@ -181,8 +191,8 @@ constexpr std::string_view table_name() {
 
 /// ORMCACHE_MODEL(Type, "table", pk, fields...): maps Type (at namespace scope, in Type's own
 /// namespace, no trailing semicolon). The first field is the primary key.
-#define ORMCACHE_MODEL(Type, table, ...)                                                   \
+#define ORMCACHE_MODEL(Type, table, ...)                                                    \
     [[maybe_unused]] constexpr auto ormcache_model_definition(::std::type_identity<Type>) { \
-        return ::ormcache::detail::make_model<Type>(                                       \
-            table, ORMCACHE_PP_FOR_EACH(ORMCACHE_DETAIL_FIELD, Type, __VA_ARGS__));        \
+        return ::ormcache::detail::make_model<Type>(                                        \
+            table, ORMCACHE_PP_FOR_EACH(ORMCACHE_DETAIL_FIELD, Type, __VA_ARGS__));         \
     }

@@ -31,7 +31,7 @@ class Repository {
     using Info = detail::ModelInfo<T>;
     using Sql = detail::ModelSql<T>;
 
-public:
+  public:
     using pk_type = typename Info::pk_type;
 
     /// Uses the cache of the session's Database (`db.cache_manager()`).
@@ -68,7 +68,8 @@ public:
     T upsert(const T& entity, Options options = {}) {
         return write(options, [&] {
             if constexpr (Info::integer_pk) {
-                if (Info::pk(entity) == 0) return insert_one(entity);
+                if (Info::pk(entity) == 0)
+                    return insert_one(entity);
             }
             auto q = state().query(Sql::get().upsert);
             detail::bind_entity(q, entity, 1, false);
@@ -81,7 +82,8 @@ public:
         return write(options, [&] {
             auto q = state().query(Sql::get().delete_by_pk);
             q.bind(1, id);
-            if (!q.step()) throw not_found(id);
+            if (!q.step())
+                throw not_found(id);
             T removed = detail::read_entity<T>(q.stmt());
             q.run();
             return removed;
@@ -98,18 +100,20 @@ public:
             return atomically([&] {
                 std::vector<T> out;
                 // At most 500 keys per statement, and never more than the connection binds.
-                const int limit =
-                    sqlite3_limit(state().handle(), SQLITE_LIMIT_VARIABLE_NUMBER, -1);
+                const int limit = sqlite3_limit(state().handle(), SQLITE_LIMIT_VARIABLE_NUMBER, -1);
                 const std::size_t chunk =
                     std::min<std::size_t>(500, static_cast<std::size_t>(std::max(limit, 1)));
                 for (std::size_t start = 0; start < ids.size(); start += chunk) {
                     const std::size_t n = std::min(chunk, ids.size() - start);
                     std::string sql = Sql::get().delete_in_prefix;
-                    for (std::size_t i = 0; i < n; ++i) sql += i == 0 ? "?" : ", ?";
+                    for (std::size_t i = 0; i < n; ++i)
+                        sql += i == 0 ? "?" : ", ?";
                     sql += ")" + Sql::get().returning;
                     auto q = state().query(sql);
-                    for (std::size_t i = 0; i < n; ++i) q.bind(static_cast<int>(i + 1), ids[start + i]);
-                    while (q.step()) out.push_back(detail::read_entity<T>(q.stmt()));
+                    for (std::size_t i = 0; i < n; ++i)
+                        q.bind(static_cast<int>(i + 1), ids[start + i]);
+                    while (q.step())
+                        out.push_back(detail::read_entity<T>(q.stmt()));
                 }
                 return out;
             });
@@ -121,7 +125,8 @@ public:
     /// The row with this key; NotFoundError if absent.
     T get(const pk_type& id, Options options = {}) {
         auto found = get_or_none(id, options);
-        if (!found) throw not_found(id);
+        if (!found)
+            throw not_found(id);
         return std::move(*found);
     }
 
@@ -130,7 +135,8 @@ public:
     std::optional<T> get_or_none(const pk_type& id, Options options = {}) {
         auto& s = state();
         s.enter();
-        if (!options.use_cache) return load_by_pk(id);
+        if (!options.use_cache)
+            return load_by_pk(id);
         return cache_->template read<std::optional<T>>(
             cache_->template entity_target<T>(space_, detail::to_primary_key(id)), context(),
             options.expiration_time, [&] { return load_by_pk(id); });
@@ -180,7 +186,7 @@ public:
         });
     }
 
-private:
+  private:
     Repository(Session& session, std::shared_ptr<detail::CacheCore> cache)
         : session_(session.state_), cache_(std::move(cache)) {
         state().enter();
@@ -196,23 +202,29 @@ private:
         using Kind = detail::SessionState::TxnKind;
         using detail::FillMode;
         const auto& s = state();
-        if (s.dirty(Info::table)) return {FillMode::bypass, {}};  // read-your-writes
+        if (s.dirty(Info::table))
+            return {FillMode::bypass, {}};  // read-your-writes
         switch (s.txn_kind()) {
             case Kind::none:
                 return {FillMode::shared, {}, table_commits_->load(std::memory_order_acquire)};
-            case Kind::immediate: return {FillMode::fill, {}};
-            case Kind::unknown: return {FillMode::read_only, {}};
-            case Kind::snapshot: break;
+            case Kind::immediate:
+                return {FillMode::fill, {}};
+            case Kind::unknown:
+                return {FillMode::read_only, {}};
+            case Kind::snapshot:
+                break;
         }
         // An explicit transaction fills only while the table's counters are still the ones
         // read before its snapshot was taken.
         const auto* guard = s.snapshot_guard(cache_.get());
-        if (guard == nullptr) return {FillMode::read_only, {}};
+        if (guard == nullptr)
+            return {FillMode::read_only, {}};
         detail::ReadContext ctx{FillMode::fill, {}};
-        for (const auto& counter :
-             {cache_->version_key(space_, Info::table), cache_->generation_key(space_, Info::table)}) {
+        for (const auto& counter : {cache_->version_key(space_, Info::table),
+                                    cache_->generation_key(space_, Info::table)}) {
             const auto it = guard->find(counter);
-            if (it == guard->end()) return {FillMode::read_only, {}};
+            if (it == guard->end())
+                return {FillMode::read_only, {}};
             ctx.guards.emplace_back(counter, it->second);
         }
         return ctx;
@@ -221,8 +233,10 @@ private:
     template <class R, class Load>
     R cached_query(std::string_view kind, const std::string& sql, const detail::QueryParts& parts,
                    Load&& load) {
-        if (!parts.options.use_cache) return load();
-        const std::string canonical = std::string(kind) + '\n' + sql + '\n' + parts.canonical_values();
+        if (!parts.options.use_cache)
+            return load();
+        const std::string canonical =
+            std::string(kind) + '\n' + sql + '\n' + parts.canonical_values();
         return cache_->template read<R>(cache_->template query_target<T>(space_, kind, canonical),
                                         context(), parts.options.expiration_time,
                                         std::forward<Load>(load));
@@ -268,7 +282,8 @@ private:
         s.begin_write();
         try {
             auto result = fn();
-            if (options.auto_commit) s.commit();
+            if (options.auto_commit)
+                s.commit();
             return result;
         } catch (...) {
             if (began && options.auto_commit) {
@@ -288,7 +303,8 @@ private:
             return atomically([&] {
                 std::vector<T> out;
                 out.reserve(entities.size());
-                for (const auto& e : entities) out.push_back((this->*one)(e));
+                for (const auto& e : entities)
+                    out.push_back((this->*one)(e));
                 return out;
             });
         });
@@ -324,7 +340,8 @@ private:
 
     T insert_one(const T& entity) {
         bool auto_key = false;
-        if constexpr (Info::integer_pk) auto_key = Info::pk(entity) == 0;
+        if constexpr (Info::integer_pk)
+            auto_key = Info::pk(entity) == 0;
         auto q = state().query(auto_key ? Sql::get().insert_auto : Sql::get().insert_all);
         detail::bind_entity(q, entity, 1, auto_key);
         return single_row(q);
@@ -333,7 +350,8 @@ private:
     T update_one(const T& entity) {
         auto q = state().query(Sql::get().update_by_pk);
         detail::bind_for_update(q, entity);
-        if (!q.step()) throw not_found(Info::pk(entity));
+        if (!q.step())
+            throw not_found(Info::pk(entity));
         T row = detail::read_entity<T>(q.stmt());
         q.run();
         return row;
@@ -342,7 +360,8 @@ private:
     std::optional<T> load_by_pk(const pk_type& id) {
         auto q = state().query(Sql::get().select_by_pk);
         q.bind(1, id);
-        if (!q.step()) return std::nullopt;
+        if (!q.step())
+            return std::nullopt;
         return detail::read_entity<T>(q.stmt());
     }
 
@@ -362,7 +381,8 @@ private:
         auto q = state().query(list_sql(parts, ""));
         parts.bind(q, true);
         std::vector<T> out;
-        while (q.step()) out.push_back(detail::read_entity<T>(q.stmt()));
+        while (q.step())
+            out.push_back(detail::read_entity<T>(q.stmt()));
         return out;
     }
 

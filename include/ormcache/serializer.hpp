@@ -28,23 +28,25 @@ inline Serializer json() {
 }
 
 inline Serializer msgpack() {
-    return Serializer{
-        [](const nlohmann::json& j) {
-            const std::vector<std::uint8_t> out = nlohmann::json::to_msgpack(j);
-            return std::string(out.begin(), out.end());
-        },
-        [](std::string_view bytes) { return nlohmann::json::from_msgpack(bytes.begin(), bytes.end()); },
-        "msgpack"};
+    return Serializer{[](const nlohmann::json& j) {
+                          const std::vector<std::uint8_t> out = nlohmann::json::to_msgpack(j);
+                          return std::string(out.begin(), out.end());
+                      },
+                      [](std::string_view bytes) {
+                          return nlohmann::json::from_msgpack(bytes.begin(), bytes.end());
+                      },
+                      "msgpack"};
 }
 
 inline Serializer cbor() {
-    return Serializer{
-        [](const nlohmann::json& j) {
-            const std::vector<std::uint8_t> out = nlohmann::json::to_cbor(j);
-            return std::string(out.begin(), out.end());
-        },
-        [](std::string_view bytes) { return nlohmann::json::from_cbor(bytes.begin(), bytes.end()); },
-        "cbor"};
+    return Serializer{[](const nlohmann::json& j) {
+                          const std::vector<std::uint8_t> out = nlohmann::json::to_cbor(j);
+                          return std::string(out.begin(), out.end());
+                      },
+                      [](std::string_view bytes) {
+                          return nlohmann::json::from_cbor(bytes.begin(), bytes.end());
+                      },
+                      "cbor"};
 }
 
 }  // namespace serializers

@@ -44,7 +44,7 @@ void bind_argument(Query& q, int index, const A& value) {
 /// begin() (then every read sees one snapshot until commit/rollback). Destroying a session
 /// with an open transaction rolls it back.
 class Session {
-public:
+  public:
     Session(Session&&) noexcept = default;
     Session& operator=(Session&& other) noexcept {
         if (this != &other) {
@@ -107,7 +107,8 @@ public:
         q.run();
         // sqlite3_changes64() keeps the count of the last INSERT/UPDATE/DELETE across
         // statements that change no rows (SELECT, DDL, ...): those changed nothing.
-        if (sqlite3_total_changes64(state_->handle()) == before) return 0;
+        if (sqlite3_total_changes64(state_->handle()) == before)
+            return 0;
         return sqlite3_changes64(state_->handle());
     }
 
@@ -121,7 +122,7 @@ public:
     /// Whether this session has uncommitted changes to `table`.
     bool has_changes(std::string_view table) const { return state_ && state_->dirty(table); }
 
-private:
+  private:
     friend class Database;
     template <class T>
     friend class Repository;
@@ -130,12 +131,14 @@ private:
         : state_(std::make_shared<detail::SessionState>(std::move(db))) {}
 
     detail::SessionState& state() const {
-        if (!state_) throw Error("the session was moved from");
+        if (!state_)
+            throw Error("the session was moved from");
         return *state_;
     }
 
     void close() noexcept {
-        if (state_) state_->close();
+        if (state_)
+            state_->close();
         state_.reset();
     }
 

@@ -15,16 +15,18 @@ namespace ormcache {
 /// The destructor rolls back unless commit() or rollback() was called, and never throws.
 /// Not thread-safe, like its session; it must not outlive the session's transaction.
 class Savepoint {
-public:
+  public:
     Savepoint(const Savepoint&) = delete;
     Savepoint& operator=(const Savepoint&) = delete;
     Savepoint(Savepoint&& other) noexcept
-        : session_(std::move(other.session_)), name_(std::move(other.name_)),
+        : session_(std::move(other.session_)),
+          name_(std::move(other.name_)),
           done_(std::exchange(other.done_, true)) {}
     Savepoint& operator=(Savepoint&&) = delete;
 
     ~Savepoint() {
-        if (done_ || !session_ || !session_->is_open()) return;
+        if (done_ || !session_ || !session_->is_open())
+            return;
         try {
             session_->rollback_to(name_);
         } catch (...) {
@@ -52,7 +54,7 @@ public:
     bool active() const noexcept { return !done_; }
     const std::string& name() const noexcept { return name_; }
 
-private:
+  private:
     friend class Session;
     Savepoint(std::shared_ptr<detail::SessionState> session, std::string name)
         : session_(std::move(session)), name_(std::move(name)) {}

@@ -17,8 +17,8 @@ inline std::string base64_encode(const std::vector<std::uint8_t>& bytes) {
     out.reserve((bytes.size() + 2) / 3 * 4);
     std::size_t i = 0;
     for (; i + 2 < bytes.size(); i += 3) {
-        const std::uint32_t n = (std::uint32_t{bytes[i]} << 16) |
-                                (std::uint32_t{bytes[i + 1]} << 8) | bytes[i + 2];
+        const std::uint32_t n =
+            (std::uint32_t{bytes[i]} << 16) | (std::uint32_t{bytes[i + 1]} << 8) | bytes[i + 2];
         out += alphabet[(n >> 18) & 63];
         out += alphabet[(n >> 12) & 63];
         out += alphabet[(n >> 6) & 63];
@@ -30,7 +30,8 @@ inline std::string base64_encode(const std::vector<std::uint8_t>& bytes) {
         out += alphabet[(n >> 12) & 63];
         out += "==";
     } else if (i + 2 == bytes.size()) {
-        const std::uint32_t n = (std::uint32_t{bytes[i]} << 16) | (std::uint32_t{bytes[i + 1]} << 8);
+        const std::uint32_t n =
+            (std::uint32_t{bytes[i]} << 16) | (std::uint32_t{bytes[i + 1]} << 8);
         out += alphabet[(n >> 18) & 63];
         out += alphabet[(n >> 12) & 63];
         out += alphabet[(n >> 6) & 63];
@@ -42,11 +43,16 @@ inline std::string base64_encode(const std::vector<std::uint8_t>& bytes) {
 /// Returns nullopt for anything that is not canonical padded base64.
 inline std::optional<std::vector<std::uint8_t>> base64_decode(std::string_view text) {
     auto value_of = [](char c) -> int {
-        if (c >= 'A' && c <= 'Z') return c - 'A';
-        if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-        if (c >= '0' && c <= '9') return c - '0' + 52;
-        if (c == '+') return 62;
-        if (c == '/') return 63;
+        if (c >= 'A' && c <= 'Z')
+            return c - 'A';
+        if (c >= 'a' && c <= 'z')
+            return c - 'a' + 26;
+        if (c >= '0' && c <= '9')
+            return c - '0' + 52;
+        if (c == '+')
+            return 62;
+        if (c == '/')
+            return 63;
         return -1;
     };
     if (text.size() % 4 != 0) {
@@ -76,8 +82,10 @@ inline std::optional<std::vector<std::uint8_t>> base64_decode(std::string_view t
         const std::uint32_t n = (std::uint32_t(v[0]) << 18) | (std::uint32_t(v[1]) << 12) |
                                 (std::uint32_t(v[2]) << 6) | std::uint32_t(v[3]);
         out.push_back(static_cast<std::uint8_t>(n >> 16));
-        if (padding < 2) out.push_back(static_cast<std::uint8_t>((n >> 8) & 0xff));
-        if (padding < 1) out.push_back(static_cast<std::uint8_t>(n & 0xff));
+        if (padding < 2)
+            out.push_back(static_cast<std::uint8_t>((n >> 8) & 0xff));
+        if (padding < 1)
+            out.push_back(static_cast<std::uint8_t>(n & 0xff));
     }
     return out;
 }

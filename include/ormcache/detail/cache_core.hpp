@@ -245,8 +245,8 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
 
     template <Model T>
     ReadTarget entity_target(std::string_view space, const PrimaryKey& key) const {
-        return ReadTarget{entity_key<T>(space, key), generation_key(space, ModelInfo<T>::table), {},
-                          true};
+        return ReadTarget{
+            entity_key<T>(space, key), generation_key(space, ModelInfo<T>::table), {}, true};
     }
 
     /// `canonical` (the full query text) must outlive the read.
@@ -342,7 +342,8 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
             bool waited = false;
             const CountWait count_wait{waited, singleflight_waits_};
             auto result = uncached_flights_.run(
-                key, 0, [&]() -> Singleflight::Result { return std::make_shared<const V>(create()); },
+                key, 0,
+                [&]() -> Singleflight::Result { return std::make_shared<const V>(create()); },
                 waited);
             return *std::static_pointer_cast<const V>(result);
         }
@@ -367,8 +368,8 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
                         return std::make_shared<const V>(std::move(*second->hit));
                     lease = std::move(second->lease);
                 }
-                return std::make_shared<const V>(load_and_store<V>(
-                    ReadTarget{key, {}, {}, false}, 0, lease, {}, ttl, create));
+                return std::make_shared<const V>(
+                    load_and_store<V>(ReadTarget{key, {}, {}, false}, 0, lease, {}, ttl, create));
             },
             waited);
         return *std::static_pointer_cast<const V>(result);
@@ -459,7 +460,8 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
 
     /// CacheHook: the counters of every registered table of `database`, read before an
     /// explicit transaction takes its snapshot (the snapshot guard).
-    std::optional<CounterSnapshot> snapshot_counters(const DatabaseState& database) noexcept override {
+    std::optional<CounterSnapshot> snapshot_counters(
+        const DatabaseState& database) noexcept override {
         if (!active())
             return std::nullopt;
         std::vector<std::string> counters;

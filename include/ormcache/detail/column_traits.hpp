@@ -52,13 +52,13 @@ using TimePoint = std::chrono::system_clock::time_point;
 
 /// A non-optional column value type.
 template <class T>
-concept ScalarColumn = std::same_as<T, bool> || (std::integral<T> && !std::same_as<T, bool>) ||
-                       std::same_as<T, float> || std::same_as<T, double> ||
-                       std::same_as<T, std::string> || std::same_as<T, Blob> ||
-                       std::is_enum_v<T> || std::same_as<T, TimePoint>;
+concept ScalarColumn =
+    std::same_as<T, bool> ||(std::integral<T> && !std::same_as<T, bool>) ||
+    std::same_as<T, float> || std::same_as<T, double> || std::same_as<T, std::string> ||
+    std::same_as<T, Blob> || std::is_enum_v<T> || std::same_as<T, TimePoint>;
 
 template <class T>
-concept ColumnType = ScalarColumn<T> || (is_optional_v<T> && ScalarColumn<unwrap_optional_t<T>>);
+concept ColumnType = ScalarColumn<T> ||(is_optional_v<T>&& ScalarColumn<unwrap_optional_t<T>>);
 
 template <class T>
 concept IntegerLike = (std::integral<T> && !std::same_as<T, bool>) || std::is_enum_v<T>;
@@ -80,10 +80,14 @@ constexpr SqlType sql_type_of() {
 
 constexpr std::string_view sql_type_name(SqlType t) {
     switch (t) {
-        case SqlType::integer: return "INTEGER";
-        case SqlType::real: return "REAL";
-        case SqlType::text: return "TEXT";
-        case SqlType::blob: return "BLOB";
+        case SqlType::integer:
+            return "INTEGER";
+        case SqlType::real:
+            return "REAL";
+        case SqlType::text:
+            return "TEXT";
+        case SqlType::blob:
+            return "BLOB";
     }
     return "BLOB";
 }
@@ -91,37 +95,59 @@ constexpr std::string_view sql_type_name(SqlType t) {
 /// The type's code in the mapping digest: a changed C++ type changes every cache key.
 template <ScalarColumn T>
 constexpr std::string_view scalar_type_code() {
-    if constexpr (std::same_as<T, bool>) return "bool";
+    if constexpr (std::same_as<T, bool>)
+        return "bool";
     else if constexpr (std::is_enum_v<T>) {
         using U = std::underlying_type_t<T>;
         if constexpr (std::is_signed_v<U>) {
-            if constexpr (sizeof(U) == 1) return "enum:i8";
-            else if constexpr (sizeof(U) == 2) return "enum:i16";
-            else if constexpr (sizeof(U) == 4) return "enum:i32";
-            else return "enum:i64";
+            if constexpr (sizeof(U) == 1)
+                return "enum:i8";
+            else if constexpr (sizeof(U) == 2)
+                return "enum:i16";
+            else if constexpr (sizeof(U) == 4)
+                return "enum:i32";
+            else
+                return "enum:i64";
         } else {
-            if constexpr (sizeof(U) == 1) return "enum:u8";
-            else if constexpr (sizeof(U) == 2) return "enum:u16";
-            else if constexpr (sizeof(U) == 4) return "enum:u32";
-            else return "enum:u64";
+            if constexpr (sizeof(U) == 1)
+                return "enum:u8";
+            else if constexpr (sizeof(U) == 2)
+                return "enum:u16";
+            else if constexpr (sizeof(U) == 4)
+                return "enum:u32";
+            else
+                return "enum:u64";
         }
     } else if constexpr (std::integral<T>) {
         if constexpr (std::is_signed_v<T>) {
-            if constexpr (sizeof(T) == 1) return "i8";
-            else if constexpr (sizeof(T) == 2) return "i16";
-            else if constexpr (sizeof(T) == 4) return "i32";
-            else return "i64";
+            if constexpr (sizeof(T) == 1)
+                return "i8";
+            else if constexpr (sizeof(T) == 2)
+                return "i16";
+            else if constexpr (sizeof(T) == 4)
+                return "i32";
+            else
+                return "i64";
         } else {
-            if constexpr (sizeof(T) == 1) return "u8";
-            else if constexpr (sizeof(T) == 2) return "u16";
-            else if constexpr (sizeof(T) == 4) return "u32";
-            else return "u64";
+            if constexpr (sizeof(T) == 1)
+                return "u8";
+            else if constexpr (sizeof(T) == 2)
+                return "u16";
+            else if constexpr (sizeof(T) == 4)
+                return "u32";
+            else
+                return "u64";
         }
-    } else if constexpr (std::same_as<T, float>) return "f32";
-    else if constexpr (std::same_as<T, double>) return "f64";
-    else if constexpr (std::same_as<T, std::string>) return "text";
-    else if constexpr (std::same_as<T, Blob>) return "blob";
-    else return "time_us";
+    } else if constexpr (std::same_as<T, float>)
+        return "f32";
+    else if constexpr (std::same_as<T, double>)
+        return "f64";
+    else if constexpr (std::same_as<T, std::string>)
+        return "text";
+    else if constexpr (std::same_as<T, Blob>)
+        return "blob";
+    else
+        return "time_us";
 }
 
 /// The microseconds a TimePoint can hold: its duration (nanoseconds with libstdc++) spans less
@@ -140,7 +166,8 @@ inline std::int64_t to_micros(TimePoint tp) {
 /// Saturates a stored value outside the clock's range instead of overflowing.
 inline TimePoint from_micros(std::int64_t us) {
     us = std::clamp(us, min_micros, max_micros);
-    return TimePoint{std::chrono::duration_cast<TimePoint::duration>(std::chrono::microseconds{us})};
+    return TimePoint{
+        std::chrono::duration_cast<TimePoint::duration>(std::chrono::microseconds{us})};
 }
 
 /// The integer SQLite stores for an integer-like value. Unsigned 64-bit values above INT64_MAX
@@ -159,7 +186,8 @@ std::int64_t to_int64(T v) {
 template <ColumnType T>
 int bind_value(sqlite3_stmt* stmt, int index, const T& value) {
     if constexpr (is_optional_v<T>) {
-        if (!value) return sqlite3_bind_null(stmt, index);
+        if (!value)
+            return sqlite3_bind_null(stmt, index);
         return bind_value(stmt, index, *value);
     } else if constexpr (std::same_as<T, bool>) {
         return sqlite3_bind_int64(stmt, index, value ? 1 : 0);
@@ -185,7 +213,8 @@ int bind_value(sqlite3_stmt* stmt, int index, const T& value) {
 template <ColumnType T>
 T read_value(sqlite3_stmt* stmt, int col) {
     if constexpr (is_optional_v<T>) {
-        if (sqlite3_column_type(stmt, col) == SQLITE_NULL) return std::nullopt;
+        if (sqlite3_column_type(stmt, col) == SQLITE_NULL)
+            return std::nullopt;
         return read_value<unwrap_optional_t<T>>(stmt, col);
     } else if constexpr (std::same_as<T, bool>) {
         return sqlite3_column_int64(stmt, col) != 0;
@@ -215,7 +244,8 @@ T read_value(sqlite3_stmt* stmt, int col) {
 template <ColumnType T>
 nlohmann::json value_to_json(const T& value) {
     if constexpr (is_optional_v<T>) {
-        if (!value) return nullptr;
+        if (!value)
+            return nullptr;
         return value_to_json(*value);
     } else if constexpr (std::same_as<T, bool>) {
         return value;
@@ -225,8 +255,10 @@ nlohmann::json value_to_json(const T& value) {
         return value;
     } else if constexpr (std::same_as<T, float> || std::same_as<T, double>) {
         // JSON has no NaN or infinities; spell them so they round-trip instead of becoming null.
-        if (std::isnan(value)) return "NaN";
-        if (std::isinf(value)) return value > 0 ? "Infinity" : "-Infinity";
+        if (std::isnan(value))
+            return "NaN";
+        if (std::isinf(value))
+            return value > 0 ? "Infinity" : "-Infinity";
         return static_cast<double>(value);
     } else if constexpr (std::same_as<T, std::string>) {
         return value;
@@ -249,10 +281,12 @@ template <class I>
 I json_integer(const nlohmann::json& j, std::string_view field) {
     if (j.is_number_unsigned()) {
         const auto v = j.get<std::uint64_t>();
-        if (std::in_range<I>(v)) return static_cast<I>(v);
+        if (std::in_range<I>(v))
+            return static_cast<I>(v);
     } else if (j.is_number_integer()) {
         const auto v = j.get<std::int64_t>();
-        if (std::in_range<I>(v)) return static_cast<I>(v);
+        if (std::in_range<I>(v))
+            return static_cast<I>(v);
     } else {
         json_type_error(field, "an integer", j);
     }
@@ -262,32 +296,42 @@ I json_integer(const nlohmann::json& j, std::string_view field) {
 template <ColumnType T>
 T value_from_json(const nlohmann::json& j, std::string_view field) {
     if constexpr (is_optional_v<T>) {
-        if (j.is_null()) return std::nullopt;
+        if (j.is_null())
+            return std::nullopt;
         return value_from_json<unwrap_optional_t<T>>(j, field);
     } else if constexpr (std::same_as<T, bool>) {
-        if (!j.is_boolean()) json_type_error(field, "a boolean", j);
+        if (!j.is_boolean())
+            json_type_error(field, "a boolean", j);
         return j.get<bool>();
     } else if constexpr (std::is_enum_v<T>) {
         return static_cast<T>(json_integer<std::underlying_type_t<T>>(j, field));
     } else if constexpr (std::integral<T>) {
         return json_integer<T>(j, field);
     } else if constexpr (std::same_as<T, float> || std::same_as<T, double>) {
-        if (j.is_number()) return static_cast<T>(j.get<double>());
+        if (j.is_number())
+            return static_cast<T>(j.get<double>());
         if (j.is_string()) {
             const auto& s = j.get_ref<const std::string&>();
-            if (s == "NaN") return std::numeric_limits<T>::quiet_NaN();
-            if (s == "Infinity") return std::numeric_limits<T>::infinity();
-            if (s == "-Infinity") return -std::numeric_limits<T>::infinity();
+            if (s == "NaN")
+                return std::numeric_limits<T>::quiet_NaN();
+            if (s == "Infinity")
+                return std::numeric_limits<T>::infinity();
+            if (s == "-Infinity")
+                return -std::numeric_limits<T>::infinity();
         }
         json_type_error(field, "a number", j);
     } else if constexpr (std::same_as<T, std::string>) {
-        if (!j.is_string()) json_type_error(field, "a string", j);
+        if (!j.is_string())
+            json_type_error(field, "a string", j);
         return j.get<std::string>();
     } else if constexpr (std::same_as<T, Blob>) {
-        if (j.is_binary()) return Blob(j.get_binary().begin(), j.get_binary().end());
-        if (!j.is_string()) json_type_error(field, "base64 text", j);
+        if (j.is_binary())
+            return Blob(j.get_binary().begin(), j.get_binary().end());
+        if (!j.is_string())
+            json_type_error(field, "base64 text", j);
         auto bytes = base64_decode(j.get_ref<const std::string&>());
-        if (!bytes) throw SerializationError("field '" + std::string(field) + "': invalid base64");
+        if (!bytes)
+            throw SerializationError("field '" + std::string(field) + "': invalid base64");
         return std::move(*bytes);
     } else {
         const auto us = json_integer<std::int64_t>(j, field);

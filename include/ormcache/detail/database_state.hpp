@@ -44,19 +44,21 @@ class DatabaseState;
 /// cache layer: the counters to guard fills with, read before an explicit transaction takes
 /// its snapshot.
 class CacheHook {
-public:
+  public:
     virtual ~CacheHook() = default;
     /// The counters of `database`'s tables; nullopt when the cache cannot answer (then the
     /// transaction never fills).
-    virtual std::optional<CounterSnapshot> snapshot_counters(const DatabaseState& database) noexcept = 0;
+    virtual std::optional<CounterSnapshot> snapshot_counters(
+        const DatabaseState& database) noexcept = 0;
 };
 
 class DatabaseState {
-public:
+  public:
     explicit DatabaseState(DatabaseConfig config) : config_(std::move(config)) {
         if (config_.connection_string.empty()) {
-            throw ConfigError("DatabaseConfig::connection_string is empty; use a file path, "
-                              "\":memory:\" or a \"file:\" URI");
+            throw ConfigError(
+                "DatabaseConfig::connection_string is empty; use a file path, "
+                "\":memory:\" or a \"file:\" URI");
         }
         if (config_.busy_timeout.count() < 0) {
             throw ConfigError("DatabaseConfig::busy_timeout must be >= 0 ms, got " +
@@ -103,9 +105,10 @@ public:
     /// attached to pay for it. Throws ConfigError when it can be neither read nor recorded.
     const std::string& cache_identity() const {
         std::call_once(identity_once_, [&] {
-            identity_ = !config_.cache_identity.empty()
-                            ? config_.cache_identity
-                            : sqlite_database_identity(*keeper_, in_memory_, config_.connection_string);
+            identity_ =
+                !config_.cache_identity.empty()
+                    ? config_.cache_identity
+                    : sqlite_database_identity(*keeper_, in_memory_, config_.connection_string);
         });
         return identity_;
     }
@@ -121,16 +124,19 @@ public:
     const std::atomic<std::uint64_t>& table_commits(std::string_view table) {
         {
             std::shared_lock lock(commits_mutex_);
-            if (const auto it = commits_.find(table); it != commits_.end()) return *it->second;
+            if (const auto it = commits_.find(table); it != commits_.end())
+                return *it->second;
         }
         std::unique_lock lock(commits_mutex_);
         auto& slot = commits_[std::string(table)];
-        if (!slot) slot = std::make_unique<std::atomic<std::uint64_t>>(0);
+        if (!slot)
+            slot = std::make_unique<std::atomic<std::uint64_t>>(0);
         return *slot;
     }
 
     void report_query(std::string_view sql) const {
-        if (config_.on_query) config_.on_query(sql);
+        if (config_.on_query)
+            config_.on_query(sql);
     }
 
     std::uint64_t add_listener(CommitListener listener) {
@@ -193,7 +199,8 @@ public:
         std::lock_guard lock(caches_mutex_);
         std::vector<std::shared_ptr<CacheHook>> out;
         for (const auto& w : caches_) {
-            if (auto hook = w.lock()) out.push_back(std::move(hook));
+            if (auto hook = w.lock())
+                out.push_back(std::move(hook));
         }
         return out;
     }
@@ -203,7 +210,8 @@ public:
     void register_table(sqlite3* conn, std::string_view table) {
         {
             std::shared_lock lock(registry_mutex_);
-            if (registry_.find(table) != registry_.end()) return;
+            if (registry_.find(table) != registry_.end())
+                return;
         }
         static constexpr std::string_view sql = "SELECT cid, type, pk FROM pragma_table_info(?)";
         const auto guard = prepare_for_table(conn, sql, table);
@@ -220,7 +228,8 @@ public:
             }
         }
         check(conn, rc, sql);
-        if (pk_columns != 1) return;  // missing table, or no single-column key to name rows by
+        if (pk_columns != 1)
+            return;  // missing table, or no single-column key to name rows by
         if (info.rowid_alias) {
             // An INTEGER key is the rowid unless SQLite gave it an index of its own: WITHOUT
             // ROWID tables (whose preupdate rowids are undefined) and INTEGER PRIMARY KEY DESC.
@@ -240,7 +249,8 @@ public:
     std::optional<TableInfo> table_info(std::string_view table) const {
         std::shared_lock lock(registry_mutex_);
         const auto it = registry_.find(table);
-        if (it == registry_.end()) return std::nullopt;
+        if (it == registry_.end())
+            return std::nullopt;
         return it->second;
     }
 
@@ -248,11 +258,12 @@ public:
         return registry_version_.load(std::memory_order_acquire);
     }
 
-private:
+  private:
     using OwnedStatement = std::unique_ptr<sqlite3_stmt, int (*)(sqlite3_stmt*)>;
 
     /// A one-off statement (not reported to on_query) with the table name bound to ?1.
-    static OwnedStatement prepare_for_table(sqlite3* conn, std::string_view sql, std::string_view table) {
+    static OwnedStatement prepare_for_table(sqlite3* conn, std::string_view sql,
+                                            std::string_view table) {
         sqlite3_stmt* stmt = nullptr;
         const int rc = sqlite3_prepare_v2(conn, sql.data(), int(sql.size()), &stmt, nullptr);
         OwnedStatement owned(stmt, sqlite3_finalize);
@@ -262,10 +273,10 @@ private:
     }
 
     std::unique_ptr<SQLite::Database> open_raw() const {
-        const int flags = SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE | SQLite::OPEN_URI |
-                          SQLite::OPEN_NOMUTEX;
-        auto db = std::make_unique<SQLite::Database>(path_, flags,
-                                                     static_cast<int>(config_.busy_timeout.count()));
+        const int flags =
+            SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE | SQLite::OPEN_URI | SQLite::OPEN_NOMUTEX;
+        auto db = std::make_unique<SQLite::Database>(
+            path_, flags, static_cast<int>(config_.busy_timeout.count()));
         db->exec("PRAGMA foreign_keys = ON");
         return db;
     }
@@ -283,7 +294,7 @@ private:
     bool in_memory_ = false;
     std::unique_ptr<SQLite::Database> keeper_;  // keeps a memdb alive; checks a file opens;
                                                 // used by cache_identity() (under identity_once_)
-    mutable std::once_flag identity_once_;       // guards identity_ and the use of keeper_
+    mutable std::once_flag identity_once_;      // guards identity_ and the use of keeper_
     mutable std::string identity_;
 
     mutable std::shared_mutex commits_mutex_;  // guards commits_ (the map, not the counters)

@@ -16,5 +16,6 @@
 #define ORMCACHE_PP_FOR_EACH(macro, data, ...) \
     __VA_OPT__(ORMCACHE_PP_EXPAND(ORMCACHE_PP_FOR_EACH_HELPER(macro, data, __VA_ARGS__)))
 #define ORMCACHE_PP_FOR_EACH_HELPER(macro, data, a1, ...) \
-    macro(data, a1) __VA_OPT__(, ORMCACHE_PP_FOR_EACH_AGAIN ORMCACHE_PP_PARENS(macro, data, __VA_ARGS__))
+    macro(data, a1)                                       \
+        __VA_OPT__(, ORMCACHE_PP_FOR_EACH_AGAIN ORMCACHE_PP_PARENS(macro, data, __VA_ARGS__))
 #define ORMCACHE_PP_FOR_EACH_AGAIN() ORMCACHE_PP_FOR_EACH_HELPER

@@ -30,7 +30,8 @@ using SqlValue = std::variant<std::monostate, std::int64_t, double, std::string,
 template <ColumnType V>
 SqlValue to_sql_value(const V& v) {
     if constexpr (is_optional_v<V>) {
-        if (!v) return std::monostate{};
+        if (!v)
+            return std::monostate{};
         return to_sql_value(*v);
     } else if constexpr (std::same_as<V, bool>) {
         return std::int64_t{v ? 1 : 0};
@@ -91,14 +92,16 @@ struct QueryParts {
                         std::memcpy(&bits, &x, sizeof bits);
                         out += "d" + std::to_string(bits) + ";";
                     } else {
-                        out += (std::is_same_v<X, std::string> ? "s" : "b") + std::to_string(x.size()) + ":";
+                        out += (std::is_same_v<X, std::string> ? "s" : "b") +
+                               std::to_string(x.size()) + ":";
                         out.append(reinterpret_cast<const char*>(x.data()), x.size());
                         out += ';';
                     }
                 },
                 v);
         };
-        for (const auto& v : params) add(v);
+        for (const auto& v : params)
+            add(v);
         if (page) {
             add(page->limit);
             add(page->offset);
@@ -109,7 +112,8 @@ struct QueryParts {
     /// Binds the WHERE values, then LIMIT/OFFSET when `paged`.
     void bind(Query& q, bool paged) const {
         int index = 0;
-        for (const auto& v : params) bind_sql_value(q, ++index, v);
+        for (const auto& v : params)
+            bind_sql_value(q, ++index, v);
         if (paged && page) {
             q.bind(++index, page->limit);
             q.bind(++index, page->offset);
@@ -126,7 +130,8 @@ inline constexpr std::string_view filter_name<ComparisonFilter<C, M>> = "Compari
 template <class C, class M, class V>
 inline constexpr std::string_view filter_name<CollectionFilter<C, M, V>> = "CollectionFilter";
 template <class C, class M, class V>
-inline constexpr std::string_view filter_name<NotInCollectionFilter<C, M, V>> = "NotInCollectionFilter";
+inline constexpr std::string_view filter_name<NotInCollectionFilter<C, M, V>> =
+    "NotInCollectionFilter";
 template <class C, class M>
 inline constexpr std::string_view filter_name<SearchFilter<C, M>> = "SearchFilter";
 template <class C, class M>
@@ -160,7 +165,8 @@ std::string column_of(M C::*member, const FilterSite& site) {
     for_each_field<T>([&](const auto& f, auto) {
         using FM = typename std::remove_cvref_t<decltype(f)>::value_type;
         if constexpr (std::is_same_v<FM, M>) {
-            if (f.member == static_cast<M T::*>(member)) found = f.name;
+            if (f.member == static_cast<M T::*>(member))
+                found = f.name;
         }
     });
     if (found.empty()) {
@@ -223,15 +229,18 @@ struct FilterApplier {
         static constexpr std::array<std::string_view, 6> ops{"=", "!=", "<", "<=", ">", ">="};
         const std::string column = column_of<T, F>(f.field, site);
         bool known = false;
-        for (auto op : ops) known = known || op == f.op;
+        for (auto op : ops)
+            known = known || op == f.op;
         if (!known) {
             throw QueryError(on<F, M>(column) + ": unknown operator '" + f.op +
                              "' (allowed: =, !=, <, <=, >, >=)");
         }
         SqlValue value = to_sql_value(f.value);
         if (std::holds_alternative<std::monostate>(value)) {
-            if (f.op == "=") return parts.add_condition(column + " IS NULL");
-            if (f.op == "!=") return parts.add_condition(column + " IS NOT NULL");
+            if (f.op == "=")
+                return parts.add_condition(column + " IS NULL");
+            if (f.op == "!=")
+                return parts.add_condition(column + " IS NOT NULL");
             throw QueryError(on<F, M>(column) + ": operator '" + f.op +
                              "' cannot compare with NULL (allowed with NULL: =, !=)");
         }
@@ -280,7 +289,8 @@ struct FilterApplier {
         if (f.ignore_case) {
             std::string pattern = "%";
             for (char c : f.value) {
-                if (c == '%' || c == '_' || c == '\\') pattern += '\\';
+                if (c == '%' || c == '_' || c == '\\')
+                    pattern += '\\';
                 pattern += c;
             }
             pattern += '%';

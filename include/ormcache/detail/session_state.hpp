@@ -42,7 +42,7 @@ class SessionState;
 
 /// A leased statement being bound and stepped; reports itself to on_query on its first step.
 class Query {
-public:
+  public:
     Query(StatementCache::Lease lease, SessionState& session)
         : lease_(std::move(lease)), session_(&session) {}
 
@@ -64,7 +64,7 @@ public:
         }
     }
 
-private:
+  private:
     void check_bind(int rc);
 
     StatementCache::Lease lease_;
@@ -73,9 +73,11 @@ private:
 };
 
 class SessionState {
-public:
+  public:
     explicit SessionState(std::shared_ptr<DatabaseState> db)
-        : db_(std::move(db)), conn_(db_->open_connection()), handle_(conn_->getHandle()),
+        : db_(std::move(db)),
+          conn_(db_->open_connection()),
+          handle_(conn_->getHandle()),
           statements_(std::make_unique<StatementCache>(handle_)) {
         sqlite3_preupdate_hook(handle_, &on_preupdate, this);
         sqlite3_commit_hook(handle_, &on_commit, this);
@@ -91,7 +93,8 @@ public:
 
     /// Rolls back an open transaction, delivers a commit still pending, closes the connection.
     void close() noexcept {
-        if (conn_ == nullptr) return;
+        if (conn_ == nullptr)
+            return;
         settle();
         if (in_transaction()) {
             try {
@@ -118,7 +121,8 @@ public:
     /// Every public entry point starts here: fails on a closed session and settles a commit
     /// that raw SQL left pending.
     void enter() {
-        if (conn_ == nullptr) throw Error("the session is closed");
+        if (conn_ == nullptr)
+            throw Error("the session is closed");
         settle();
     }
 
@@ -145,15 +149,18 @@ public:
     };
 
     TxnKind txn_kind() const noexcept {
-        if (!in_transaction()) return TxnKind::none;
+        if (!in_transaction())
+            return TxnKind::none;
         return txn_kind_ == TxnKind::none ? TxnKind::unknown : txn_kind_;
     }
 
     /// The counters `hook` had before this session's begin() took its snapshot, if read.
     const CounterSnapshot* snapshot_guard(const CacheHook* hook) const noexcept {
-        if (txn_kind() != TxnKind::snapshot) return nullptr;
+        if (txn_kind() != TxnKind::snapshot)
+            return nullptr;
         for (const auto& [h, snapshot] : guards_) {
-            if (h == hook) return snapshot ? &*snapshot : nullptr;
+            if (h == hook)
+                return snapshot ? &*snapshot : nullptr;
         }
         return nullptr;
     }
@@ -161,7 +168,8 @@ public:
     /// Lazy transaction start before a write. IMMEDIATE takes the write lock now, so two
     /// writers never deadlock upgrading a read lock (one waits up to busy_timeout instead).
     void begin_write() {
-        if (in_transaction()) return;
+        if (in_transaction())
+            return;
         run("BEGIN IMMEDIATE");
         txn_kind_ = TxnKind::immediate;
         guards_.clear();
@@ -172,7 +180,8 @@ public:
         // The caches' counters are read before the snapshot exists, so a commit landing
         // between the two only makes the guard stricter (docs/reference.md, cache rule 6).
         std::vector<std::pair<const CacheHook*, std::optional<CounterSnapshot>>> guards;
-        for (const auto& hook : db_->caches()) guards.emplace_back(hook.get(), hook->snapshot_counters(*db_));
+        for (const auto& hook : db_->caches())
+            guards.emplace_back(hook.get(), hook->snapshot_counters(*db_));
         run("BEGIN");
         // BEGIN is deferred: SQLite takes the read snapshot at the first read. Read now so
         // the snapshot is the one of begin(), not of some later statement.
@@ -182,7 +191,8 @@ public:
     }
 
     void commit() {
-        if (!in_transaction()) return;
+        if (!in_transaction())
+            return;
         try {
             run("COMMIT");
         } catch (...) {
@@ -196,7 +206,8 @@ public:
     }
 
     void rollback() {
-        if (!in_transaction()) return;
+        if (!in_transaction())
+            return;
         run("ROLLBACK");
         journal_.clear();
         end_transaction();
@@ -220,7 +231,8 @@ public:
     bool dirty(std::string_view table) const {
         // A commit that succeeded but is not delivered yet (raw COMMIT on ":memory:") has
         // left nothing uncommitted.
-        if (commit_pending_ && !in_transaction()) return false;
+        if (commit_pending_ && !in_transaction())
+            return false;
         return journal_.touches(table);
     }
 
@@ -229,19 +241,23 @@ public:
     /// Delivers a commit that has happened; forgets one that failed with the transaction
     /// still open. Called wherever the outcome has become known.
     void settle() noexcept {
-        if (!commit_pending_) return;
+        if (!commit_pending_)
+            return;
         commit_pending_ = false;
-        if (in_transaction()) return;  // the commit failed (SQLITE_BUSY): records stay
+        if (in_transaction())
+            return;  // the commit failed (SQLITE_BUSY): records stay
         ChangeSet changes = journal_.take();
-        if (!changes.empty()) db_->publish(changes);
+        if (!changes.empty())
+            db_->publish(changes);
     }
 
-private:
+  private:
     /// How the hook names `name`'s rows: the registry's answer for model tables; for other
     /// tables the rowid, unless the table has none (WITHOUT ROWID: the hook's rowid arguments
     /// are undefined), which is told by asking SQLite's C API for its "rowid" column (no SQL
     /// runs, so the statement executing the hook is undisturbed). Cached per session.
-    std::optional<TableInfo> table_info(const char* schema, const char* table, const std::string& name) {
+    std::optional<TableInfo> table_info(const char* schema, const char* table,
+                                        const std::string& name) {
         const auto version = db_->registry_version();
         if (version != table_cache_version_) {
             table_cache_.clear();
@@ -250,8 +266,9 @@ private:
         auto it = table_cache_.find(name);
         if (it == table_cache_.end()) {
             std::optional<TableInfo> info = db_->table_info(name);
-            if (!info && sqlite3_table_column_metadata(handle_, schema, table, "rowid", nullptr,
-                                                       nullptr, nullptr, nullptr, nullptr) != SQLITE_OK) {
+            if (!info &&
+                sqlite3_table_column_metadata(handle_, schema, table, "rowid", nullptr, nullptr,
+                                              nullptr, nullptr, nullptr) != SQLITE_OK) {
                 info = TableInfo{-1, false};  // no rowid and no registered key: whole table
             }
             it = table_cache_.emplace(name, info).first;
@@ -261,8 +278,10 @@ private:
 
     static PrimaryKey key_of(sqlite3_value* v) {
         switch (sqlite3_value_type(v)) {
-            case SQLITE_INTEGER: return sqlite3_value_int64(v);
-            case SQLITE_NULL: return std::monostate{};
+            case SQLITE_INTEGER:
+                return sqlite3_value_int64(v);
+            case SQLITE_NULL:
+                return std::monostate{};
             default: {
                 const auto* text = reinterpret_cast<const char*>(sqlite3_value_text(v));
                 return std::string(text != nullptr ? text : "",
@@ -284,8 +303,10 @@ private:
         if (info && info->pk_column < 0) {
             change.operation = Operation::whole_table;
         } else if (!info || info->rowid_alias) {
-            if (op != SQLITE_INSERT) change.old_key = old_rowid;
-            if (op != SQLITE_DELETE) change.new_key = new_rowid;
+            if (op != SQLITE_INSERT)
+                change.old_key = old_rowid;
+            if (op != SQLITE_DELETE)
+                change.new_key = new_rowid;
         } else {
             sqlite3_value* v = nullptr;
             if (op != SQLITE_INSERT && sqlite3_preupdate_old(db, info->pk_column, &v) == SQLITE_OK)
@@ -320,27 +341,38 @@ private:
     static int on_wal(void* ctx, sqlite3* db, const char* schema, int frames) noexcept {
         static_cast<SessionState*>(ctx)->settle();
         // Replaces sqlite3_wal_autocheckpoint's hook: same default threshold, same call.
-        if (frames >= 1000) sqlite3_wal_checkpoint_v2(db, schema, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+        if (frames >= 1000)
+            sqlite3_wal_checkpoint_v2(db, schema, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
         return SQLITE_OK;
     }
 
     static int on_trace(unsigned type, void* ctx, void* /*stmt*/, void* sql_text) noexcept {
-        if (type != SQLITE_TRACE_STMT) return 0;
+        if (type != SQLITE_TRACE_STMT)
+            return 0;
         auto* self = static_cast<SessionState*>(ctx);
         self->settle();
         const char* sql = static_cast<const char*>(sql_text);
-        if (sql == nullptr) return 0;
+        if (sql == nullptr)
+            return 0;
         using Kind = StatementEffect::Kind;
         auto effect = classify_statement(sql);
         switch (effect.kind) {
-            case Kind::none: break;
-            case Kind::savepoint: self->journal_.savepoint(std::move(effect.name)); break;
-            case Kind::release: self->journal_.release(effect.name); break;
-            case Kind::rollback_to: self->journal_.rollback_to(effect.name); break;
+            case Kind::none:
+                break;
+            case Kind::savepoint:
+                self->journal_.savepoint(std::move(effect.name));
+                break;
+            case Kind::release:
+                self->journal_.release(effect.name);
+                break;
+            case Kind::rollback_to:
+                self->journal_.rollback_to(effect.name);
+                break;
             case Kind::whole_table:
                 self->journal_.record(Change{effect.name, Operation::whole_table, {}, {}});
                 if (!effect.second_name.empty()) {
-                    self->journal_.record(Change{effect.second_name, Operation::whole_table, {}, {}});
+                    self->journal_.record(
+                        Change{effect.second_name, Operation::whole_table, {}, {}});
                 }
                 break;
         }
@@ -385,13 +417,16 @@ inline bool Query::step() {
         session_->database().report_query(lease_.sql());
     }
     const int rc = sqlite3_step(lease_.get());
-    if (rc == SQLITE_ROW) return true;
-    if (rc == SQLITE_DONE) return false;
+    if (rc == SQLITE_ROW)
+        return true;
+    if (rc == SQLITE_DONE)
+        return false;
     throw_from_handle(session_->handle(), rc, lease_.sql());
 }
 
 inline void Query::check_bind(int rc) {
-    if (rc != SQLITE_OK) throw_from_handle(session_->handle(), rc, lease_.sql());
+    if (rc != SQLITE_OK)
+        throw_from_handle(session_->handle(), rc, lease_.sql());
 }
 
 }  // namespace ormcache::detail

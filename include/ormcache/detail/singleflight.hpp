@@ -22,7 +22,7 @@
 namespace ormcache::detail {
 
 class Singleflight {
-public:
+  public:
     using Result = std::shared_ptr<const void>;
 
     /// Runs `load` unless a flight for `key` and `tag` is under way, in which case waits for
@@ -37,7 +37,8 @@ public:
             std::lock_guard lock(stripe.mutex);
             auto& flights = stripe.flights[key];
             for (const auto& f : flights) {
-                if (f.tag == tag) flight = f.future;
+                if (f.tag == tag)
+                    flight = f.future;
             }
             if (!flight.valid()) {
                 id = ++stripe.last_id;
@@ -71,7 +72,7 @@ public:
         stripe.flights.erase(key);
     }
 
-private:
+  private:
     struct Flight {
         std::int64_t tag;
         std::uint64_t id;  // tells this flight from a later one with the same key and tag
@@ -88,9 +89,11 @@ private:
     static void land(Stripe& stripe, const std::string& key, std::uint64_t id) {
         std::lock_guard lock(stripe.mutex);
         const auto it = stripe.flights.find(key);
-        if (it == stripe.flights.end()) return;
+        if (it == stripe.flights.end())
+            return;
         std::erase_if(it->second, [&](const Flight& f) { return f.id == id; });
-        if (it->second.empty()) stripe.flights.erase(it);
+        if (it->second.empty())
+            stripe.flights.erase(it);
     }
 
     Stripe& stripe_for(std::string_view key) {

@@ -10,7 +10,9 @@
 
 namespace ormcache::detail {
 
-inline char ascii_lower(char c) { return (c >= 'A' && c <= 'Z') ? char(c - 'A' + 'a') : c; }
+inline char ascii_lower(char c) {
+    return (c >= 'A' && c <= 'Z') ? char(c - 'A' + 'a') : c;
+}
 
 inline bool iequals(std::string_view a, std::string_view b) {
     return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
@@ -24,7 +26,8 @@ inline std::string quote_identifier(std::string_view name) {
     out.reserve(name.size() + 2);
     out += '"';
     for (char c : name) {
-        if (c == '"') out += '"';
+        if (c == '"')
+            out += '"';
         out += c;
     }
     out += '"';
@@ -33,7 +36,7 @@ inline std::string quote_identifier(std::string_view name) {
 
 /// A forward-only reader over one SQL statement.
 class SqlCursor {
-public:
+  public:
     explicit SqlCursor(std::string_view sql) : rest_(sql) {}
 
     /// Consumes `keyword` (case-insensitive, whole word) if it comes next.
@@ -42,14 +45,16 @@ public:
         if (rest_.size() < keyword.size() || !iequals(rest_.substr(0, keyword.size()), keyword)) {
             return false;
         }
-        if (rest_.size() > keyword.size() && is_ident_char(rest_[keyword.size()])) return false;
+        if (rest_.size() > keyword.size() && is_ident_char(rest_[keyword.size()]))
+            return false;
         rest_.remove_prefix(keyword.size());
         return true;
     }
 
     bool symbol(char c) {
         skip_space();
-        if (rest_.empty() || rest_.front() != c) return false;
+        if (rest_.empty() || rest_.front() != c)
+            return false;
         rest_.remove_prefix(1);
         return true;
     }
@@ -57,7 +62,8 @@ public:
     /// An identifier: bare, "double", [bracket], `backtick` or 'single' quoted.
     std::optional<std::string> identifier() {
         skip_space();
-        if (rest_.empty()) return std::nullopt;
+        if (rest_.empty())
+            return std::nullopt;
         const char open = rest_.front();
         const char close = open == '[' ? ']' : open;
         if (open == '"' || open == '`' || open == '\'' || open == '[') {
@@ -78,8 +84,10 @@ public:
             return std::nullopt;
         }
         std::size_t n = 0;
-        while (n < rest_.size() && is_ident_char(rest_[n])) ++n;
-        if (n == 0) return std::nullopt;
+        while (n < rest_.size() && is_ident_char(rest_[n]))
+            ++n;
+        if (n == 0)
+            return std::nullopt;
         std::string out(rest_.substr(0, n));
         rest_.remove_prefix(n);
         return out;
@@ -88,17 +96,20 @@ public:
     /// [schema.]name, returned as "name" for main and "schema.name" otherwise.
     std::optional<std::string> table_name() {
         auto first = identifier();
-        if (!first) return std::nullopt;
+        if (!first)
+            return std::nullopt;
         if (symbol('.')) {
             auto second = identifier();
-            if (!second) return std::nullopt;
-            if (iequals(*first, "main")) return second;
+            if (!second)
+                return std::nullopt;
+            if (iequals(*first, "main"))
+                return second;
             return *first + "." + *second;
         }
         return first;
     }
 
-private:
+  private:
     static bool is_ident_char(char c) {
         return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
                c == '_' || c == '$' || static_cast<unsigned char>(c) >= 0x80;
@@ -106,9 +117,9 @@ private:
 
     void skip_space() {
         for (;;) {
-            while (!rest_.empty() && (rest_.front() == ' ' || rest_.front() == '\t' ||
-                                      rest_.front() == '\n' || rest_.front() == '\r' ||
-                                      rest_.front() == '\f' || rest_.front() == '\v')) {
+            while (!rest_.empty() &&
+                   (rest_.front() == ' ' || rest_.front() == '\t' || rest_.front() == '\n' ||
+                    rest_.front() == '\r' || rest_.front() == '\f' || rest_.front() == '\v')) {
                 rest_.remove_prefix(1);
             }
             if (rest_.starts_with("--")) {
@@ -138,27 +149,33 @@ inline StatementEffect classify_statement(std::string_view sql) {
     SqlCursor c(sql);
     StatementEffect effect;
     if (c.keyword("SAVEPOINT")) {
-        if (auto n = c.identifier()) effect = {Kind::savepoint, *n, {}};
+        if (auto n = c.identifier())
+            effect = {Kind::savepoint, *n, {}};
     } else if (c.keyword("RELEASE")) {
         c.keyword("SAVEPOINT");
-        if (auto n = c.identifier()) effect = {Kind::release, *n, {}};
+        if (auto n = c.identifier())
+            effect = {Kind::release, *n, {}};
     } else if (c.keyword("ROLLBACK")) {
         c.keyword("TRANSACTION");
         if (c.keyword("TO")) {
             c.keyword("SAVEPOINT");
-            if (auto n = c.identifier()) effect = {Kind::rollback_to, *n, {}};
+            if (auto n = c.identifier())
+                effect = {Kind::rollback_to, *n, {}};
         }
     } else if (c.keyword("DROP")) {
         if (c.keyword("TABLE")) {
-            if (c.keyword("IF")) c.keyword("EXISTS");
-            if (auto n = c.table_name()) effect = {Kind::whole_table, *n, {}};
+            if (c.keyword("IF"))
+                c.keyword("EXISTS");
+            if (auto n = c.table_name())
+                effect = {Kind::whole_table, *n, {}};
         }
     } else if (c.keyword("ALTER")) {
         if (c.keyword("TABLE")) {
             if (auto n = c.table_name()) {
                 effect = {Kind::whole_table, *n, {}};
                 if (c.keyword("RENAME") && c.keyword("TO")) {
-                    if (auto to = c.identifier()) effect.second_name = *to;
+                    if (auto to = c.identifier())
+                        effect.second_name = *to;
                 }
             }
         }

@@ -30,10 +30,10 @@ class StatementCache {
         bool in_use = false;
     };
 
-public:
+  public:
     /// A statement checked out of the cache; reset (bindings cleared) when the lease ends.
     class Lease {
-    public:
+      public:
         Lease(const Lease&) = delete;
         Lease& operator=(const Lease&) = delete;
         Lease(Lease&& other) noexcept
@@ -42,7 +42,8 @@ public:
               sql_(other.sql_) {}
         Lease& operator=(Lease&&) = delete;
         ~Lease() {
-            if (stmt_ == nullptr) return;
+            if (stmt_ == nullptr)
+                return;
             sqlite3_reset(stmt_);
             sqlite3_clear_bindings(stmt_);
             if (entry_ != nullptr) {
@@ -55,7 +56,7 @@ public:
         sqlite3_stmt* get() const noexcept { return stmt_; }
         std::string_view sql() const noexcept { return sql_; }
 
-    private:
+      private:
         friend class StatementCache;
         Lease(sqlite3_stmt* stmt, Entry* entry, std::string_view sql)
             : stmt_(stmt), entry_(entry), sql_(sql) {}
@@ -64,14 +65,16 @@ public:
         std::string_view sql_;
     };
 
-    explicit StatementCache(sqlite3* db, std::size_t capacity = 256) : db_(db), capacity_(capacity) {}
+    explicit StatementCache(sqlite3* db, std::size_t capacity = 256)
+        : db_(db), capacity_(capacity) {}
     StatementCache(const StatementCache&) = delete;
     StatementCache& operator=(const StatementCache&) = delete;
     ~StatementCache() { clear(); }
 
     /// Finalizes every cached statement (none may be leased).
     void clear() noexcept {
-        for (auto& [sql, entry] : entries_) sqlite3_finalize(entry.stmt);
+        for (auto& [sql, entry] : entries_)
+            sqlite3_finalize(entry.stmt);
         entries_.clear();
     }
 
@@ -87,12 +90,13 @@ public:
             return Lease(prepare(sql), nullptr, it->first);
         }
         sqlite3_stmt* stmt = prepare(sql);
-        if (entries_.size() >= capacity_) evict_one();
+        if (entries_.size() >= capacity_)
+            evict_one();
         auto [pos, inserted] = entries_.emplace(std::string(sql), Entry{stmt, ++tick_, true});
         return Lease(stmt, &pos->second, pos->first);
     }
 
-private:
+  private:
     sqlite3_stmt* prepare(std::string_view sql) {
         sqlite3_stmt* stmt = nullptr;
         const char* tail = nullptr;
@@ -111,14 +115,14 @@ private:
         for (const char* p = tail; p != nullptr && p < end;) {
             sqlite3_stmt* next = nullptr;
             const char* rest = nullptr;
-            const int next_rc =
-                sqlite3_prepare_v2(db_, p, static_cast<int>(end - p), &next, &rest);
+            const int next_rc = sqlite3_prepare_v2(db_, p, static_cast<int>(end - p), &next, &rest);
             if (next_rc != SQLITE_OK || next != nullptr || rest == nullptr || rest <= p) {
                 sqlite3_finalize(next);
                 sqlite3_finalize(stmt);
                 throw QueryError(
                     "execute() runs exactly one statement; use session.connection().exec() for a "
-                    "script: '" + std::string(sql) + "'");
+                    "script: '" +
+                    std::string(sql) + "'");
             }
             p = rest;
         }
@@ -128,8 +132,8 @@ private:
     void evict_one() {
         auto victim = entries_.end();
         for (auto it = entries_.begin(); it != entries_.end(); ++it) {
-            if (!it->second.in_use && (victim == entries_.end() ||
-                                       it->second.last_used < victim->second.last_used)) {
+            if (!it->second.in_use &&
+                (victim == entries_.end() || it->second.last_used < victim->second.last_used)) {
                 victim = it;
             }
         }
