@@ -10,7 +10,7 @@ packages=(
     build-essential cmake pkg-config git
     libsqlite3-dev libsqlitecpp-dev nlohmann-json3-dev
     libhiredis-dev libmemcached-dev
-    catch2 libbenchmark-dev
+    catch2 libbenchmark-dev clang-format
     redis-server memcached
 )
 # Sanitizer builds need nothing extra with GCC: libasan/libubsan/libtsan come with g++.
