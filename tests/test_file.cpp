@@ -32,6 +32,7 @@
 #include <nlohmann/json.hpp>
 #include <ormcache/backends/file.hpp>
 
+#include "backend_contract.hpp"
 #include "backend_test_support.hpp"
 #include "error_log.hpp"
 #include "gated_backend.hpp"
@@ -235,7 +236,46 @@ void register_gated_backend() {
         "file-gated");
 }
 
+/// The contract of tests/contract/backend_contract.hpp: a cache file in the test's scratch
+/// directory.
+struct FileContract {
+    static constexpr std::string_view name = "file";
+    static constexpr bool shared = true;
+    static constexpr bool shared_across_processes = true;
+    static constexpr bool distributed_lock = true;
+    static constexpr bool gated = true;
+    static constexpr bool inspectable = true;
+
+    static CacheConfig config(const TempDir& scratch, std::string_view label,
+                              const nlohmann::json& extra) {
+        return file_config(scratch.file("cache.db"), ormcache_test::unique_prefix(label), extra);
+    }
+    static void make_gated(CacheConfig& c) {
+        register_gated_backend();
+        c.backend = "file-gated";
+    }
+    /// Entries (leases included) and counters.
+    static std::vector<std::string> keys(const CacheConfig& c, const std::string& start) {
+        const auto filename = c.arguments.at("filename").get<std::string>();
+        std::vector<std::string> out;
+        if (!std::filesystem::exists(filename))
+            return out;
+        CacheFile file(filename);
+        for (const auto& e : file.entries(start))
+            out.push_back(e.key);
+        SQLite::Statement s(file.db(), "SELECT name FROM ormcache_counters");
+        while (s.executeStep()) {
+            std::string name = s.getColumn(0).getString();
+            if (name.rfind(start, 0) == 0)
+                out.push_back(std::move(name));
+        }
+        return out;
+    }
+};
+
 }  // namespace
+
+ORMCACHE_BACKEND_CONTRACT(FileContract, "[file]");
 
 // ---- configuration ---------------------------------------------------------------------
 
@@ -524,63 +564,7 @@ TEST_CASE("file backend: the bounded sweep deletes at most sweep_limit expired r
     CHECK(backend.get("p:keep").value().bytes == "kept");
 }
 
-// ---- hits, misses, TTL through a repository ---------------------------------------------
-
-TEST_CASE("file: get and list hits run no SQL; every row starts with key_prefix", "[file][hits]") {
-    Fixture f({}, "app1:");
-    auto s = f.db->session();
-    Repository<User> users{s};
-
-    CHECK(users.get(3).name == "Cy");
-    CHECK(f.log.count("SELECT") == 1);
-    CHECK(users.get(3).name == "Cy");
-    CHECK(users.get_or_none(3)->name == "Cy");
-    CHECK(f.log.count("SELECT") == 1);
-
-    CHECK_FALSE(users.get_or_none(99).has_value());  // absence is cached too
-    CHECK_FALSE(users.get_or_none(99).has_value());
-    CHECK(f.log.count("SELECT") == 2);
-
-    CHECK(names_of(users.list(OrderBy{&User::id})) ==
-          std::vector<std::string>{"Ada", "Bob", "Cy", "Dee", "Eve"});
-    CHECK(names_of(users.list(OrderBy{&User::id})) ==
-          std::vector<std::string>{"Ada", "Bob", "Cy", "Dee", "Eve"});
-    CHECK(users.count() == 5);
-    CHECK(users.count() == 5);
-    CHECK(f.log.count("SELECT") == 4);
-    users.get(3, {.use_cache = false});
-    CHECK(f.log.count("SELECT") == 5);
-
-    const auto stats = f.stats();
-    CHECK(stats.hits == 5);
-    CHECK(stats.misses == 4);
-    CHECK(stats.errors == 0);
-
-    CacheFile file(f.cache_path());
-    const std::string space = f.space();
-    const auto all = file.entries();
-    CHECK(all.size() == 4);  // users 3 and 99, the list, the count
-    for (const auto& e : all) {
-        INFO(e.key);
-        CHECK(e.key.rfind("app1:", 0) == 0);
-        CHECK(e.value.has_value());
-        CHECK_FALSE(e.lease.has_value());
-    }
-    CHECK(file.entries(space + "e:users:").size() == 2);
-    CHECK(file.entries(space + "q:users:").size() == 2);
-    CHECK(file.counter(space + "v:users").has_value());
-    CHECK(file.counter(space + "g:users").has_value());
-
-    // A commit invalidates: the entity row is deleted, the list version bumped.
-    const auto version = file.counter(space + "v:users").value();
-    rename_user(*f.db, 3, "Cy v2");
-    CHECK(file.entries(space + "e:users:", ":i3").empty());
-    CHECK(file.counter(space + "v:users") == version + 1);
-    f.log.clear();
-    CHECK(users.get(3).name == "Cy v2");
-    CHECK(users.list(OrderBy{&User::id})[2].name == "Cy v2");
-    CHECK(f.log.count("SELECT") == 2);
-}
+// ---- TTL through a repository ------------------------------------------------------------
 
 TEST_CASE("file: entries expire after expiration_time", "[file][ttl]") {
     Fixture f;
@@ -612,111 +596,7 @@ TEST_CASE("file: entries expire after expiration_time", "[file][ttl]") {
     CHECK(f.stats().errors == 0);
 }
 
-// ---- corrupt values ----------------------------------------------------------------------
-
-TEST_CASE("file: a corrupt value is a miss served from the database, counted and replaced",
-          "[file][corrupt]") {
-    Fixture f;
-    auto s = f.db->session();
-    Repository<User> users{s};
-    users.get(5);
-    users.list(OrderBy{&User::id});
-    CacheFile file(f.cache_path());
-    const std::string entity = file.only(f.space() + "e:users:", ":i5").key;
-    const std::string query = file.only(f.space() + "q:users:", "").key;
-
-    const std::string garbage = GENERATE(as<std::string>{}, "garbage", "oc1 x 0\n{}",
-                                         "oc1 1 99\nshort", "", std::string("\xff\xfe\x00\x01", 4));
-    INFO("corrupt value: " << garbage);
-    file.set_value(entity, garbage);
-    file.set_value(query, garbage);
-    const auto before = f.stats();
-    f.log.clear();
-    CHECK(users.get(5).name == "Eve");
-    CHECK(users.list(OrderBy{&User::id}).size() == 5);
-    CHECK(f.log.count("SELECT") == 2);
-    CHECK(f.stats().errors - before.errors == 2);
-    CHECK(f.stats().hits == before.hits);
-    CHECK(f.errors.count() == static_cast<int>(f.stats().errors));
-    // Replaced by good entries: the next reads are hits.
-    CHECK(file.only(entity, "").value.value().rfind("oc1 ", 0) == 0);
-    f.log.clear();
-    CHECK(users.get(5).name == "Eve");
-    CHECK(users.list(OrderBy{&User::id}).size() == 5);
-    CHECK(f.log.size() == 0);
-}
-
 // ---- across Database instances, processes and restarts -----------------------------------
-
-TEST_CASE("file: a commit through a second Database on the same files invalidates",
-          "[file][invalidation]") {
-    Fixture a;
-    SqlLog b_log;
-    auto b = a.open(a.config, b_log);
-
-    auto sa = a.db->session();
-    Repository<User> ua{sa};
-    CHECK(ua.get(1).name == "Ada");
-    CHECK(ua.list(OrderBy{&User::id}).front().name == "Ada");
-    a.log.clear();
-    {
-        auto sb = b->session();
-        Repository<User> ub{sb};
-        CHECK(ub.get(1).name == "Ada");  // b shares a's cache file: a hit
-        CHECK(b_log.count("SELECT") == 0);
-    }
-    rename_user(*b, 1, "Ada B.");
-    CHECK(ua.get(1).name == "Ada B.");
-    CHECK(ua.list(OrderBy{&User::id}).front().name == "Ada B.");
-    CHECK(a.log.count("SELECT") == 2);
-    CHECK(ua.get(1).name == "Ada B.");
-    CHECK(a.log.count("SELECT") == 2);
-    CHECK(a.errors.count() == 0);
-}
-
-TEST_CASE("file: a commit in another process invalidates this process's cache",
-          "[file][invalidation][process]") {
-    Fixture f;
-    {
-        auto s = f.db->session();
-        Repository<User> users{s};
-        CHECK(users.get(2).name == "Bob");
-        CHECK(users.list(OrderBy{&User::id})[1].name == "Bob");
-        CHECK(users.get(2).name == "Bob");
-        CHECK(f.stats().hits == 1);
-    }  // no session (and so no SQLite transaction) is open across fork()
-
-    const std::string app = f.app_path();
-    const CacheConfig child_config = file_config(f.cache_path(), f.prefix());
-    const int code = run_in_child([&] {
-        Database db{DatabaseConfig{
-            .connection_string = app, .cache_config = child_config, .busy_timeout = kBusyTimeout}};
-        auto s = db.session();
-        Repository<User> users{s};
-        if (users.get(2).name != "Bob")
-            return 3;
-        if (db.cache_manager().stats().hits != 1)
-            return 4;  // the parent's entry
-        auto u = users.get(2, {.use_cache = false});
-        u.name = "Bob (child)";
-        users.update(u);
-        users.add({.name = "Gus", .email = "gus@example.org"});
-        s.commit();
-        return db.cache_manager().stats().errors == 0 ? 0 : 5;
-    });
-    REQUIRE(code == 0);
-
-    auto s = f.db->session();
-    Repository<User> users{s};
-    f.log.clear();
-    CHECK(users.get(2).name == "Bob (child)");
-    const auto all = users.list(OrderBy{&User::id});
-    REQUIRE(all.size() == 6);
-    CHECK(all[1].name == "Bob (child)");
-    CHECK(all[5].name == "Gus");
-    CHECK(f.log.count("SELECT") == 2);
-    CHECK(f.errors.count() == 0);
-}
 
 TEST_CASE("file: the cache survives a restart of the process", "[file][process]") {
     TempDir dir;
@@ -779,131 +659,6 @@ TEST_CASE("file: a backend used before fork() works in the child and stays intac
     CacheFile file(dir.file("cache.db"));
     CHECK(file.entries("p:").size() == 3);
     CHECK(file.db().execAndGet("PRAGMA integrity_check").getString() == "ok");
-}
-
-// ---- Cache rule 6: fills never outlive the commits that invalidated them ------------------
-
-TEST_CASE("file: a fill overtaken by a commit in another Database never lands", "[file][race]") {
-    register_gated_backend();
-    Fixture plain;  // the data and the cache file
-    auto gated = plain.config;
-    gated.backend = "file-gated";
-    ErrorLog a_errors;
-    a_errors.attach(gated);
-    SqlLog a_log;
-    auto a = plain.open(gated, a_log);  // the reader, whose fills can be held
-    Database& b = *plain.db;            // the writer, on the same files
-    CacheFile file(plain.cache_path());
-    const std::string prefix = plain.prefix();
-    const std::string space = plain.space();  // where a's (and b's: one file) keys start
-
-    auto entity_is_fresh = [&] {
-        for (const auto& e : file.entries(space + "e:users:", ":i1")) {
-            if (e.value && e.value->find("Ada v2") == std::string::npos)
-                return false;
-        }
-        return true;
-    };
-    auto everyone_sees_the_commit = [&] {
-        auto s = a->session();
-        Repository<User> users{s};
-        a_log.clear();
-        CHECK(users.get(1).name == "Ada v2");
-        CHECK(users.list(OrderBy{&User::id}).front().name == "Ada v2");
-        CHECK(a_log.count("SELECT") == 2);
-        CHECK(a_errors.count() == 0);
-    };
-
-    SECTION("entity") {
-        std::string seen;
-        const bool reached = with_fill_held(
-            fill_gate().arm(space + "e:users:"),
-            [&] {
-                auto s = a->session();
-                Repository<User> users{s};
-                seen = users.get(1).name;  // reads "Ada", then its fill is held
-            },
-            [&] { rename_user(b, 1, "Ada v2"); });
-        REQUIRE(reached);
-        CHECK(seen == "Ada");
-        CHECK(a->cache_manager().stats().sets == 0);  // the held fill was refused
-        CHECK(entity_is_fresh());
-        everyone_sees_the_commit();
-    }
-    SECTION("list") {
-        std::vector<std::string> seen;
-        const bool reached = with_fill_held(
-            fill_gate().arm(space + "q:users:"),
-            [&] {
-                auto s = a->session();
-                Repository<User> users{s};
-                seen = names_of(users.list(OrderBy{&User::id}));
-            },
-            [&] { rename_user(b, 1, "Ada v2"); });
-        REQUIRE(reached);
-        REQUIRE_FALSE(seen.empty());
-        CHECK(seen.front() == "Ada");
-        // The held fill may land, but under the version it read, which the commit bumped.
-        everyone_sees_the_commit();
-    }
-    SECTION("snapshot of an explicit transaction that began before the commit") {
-        {
-            auto s = a->session();
-            Repository<User> users{s};
-            CHECK(users.get(1).name == "Ada");  // cached before the transaction
-            CHECK(users.list(OrderBy{&User::id}).front().name == "Ada");
-            const auto sets_before = a->cache_manager().stats().sets;
-            s.begin();
-            rename_user(b, 1, "Ada v2");
-            // The snapshot still says Ada; it must not be written back over the invalidation.
-            CHECK(users.get(1).name == "Ada");
-            CHECK(users.list(OrderBy{&User::id}).front().name == "Ada");
-            s.commit();
-            CHECK(a->cache_manager().stats().sets == sets_before);
-            CHECK(entity_is_fresh());
-        }
-        everyone_sees_the_commit();
-    }
-}
-
-// ---- clear() -----------------------------------------------------------------------------
-
-TEST_CASE("file: clear() removes only the entries under key_prefix", "[file][clear]") {
-    Fixture a({}, "app1:");
-    SqlLog b_log;
-    auto b_config = a.config;
-    b_config.key_prefix = "app10:";  // a prefix that app1:'s range must not reach either
-    auto b = a.open(b_config, b_log);
-    SqlLog c_log;
-    auto c_config = a.config;
-    c_config.key_prefix = "app1";  // a prefix of app1:, the others are not under it
-    auto c = a.open(c_config, c_log);
-    for (Database* db : {a.db.get(), b.get(), c.get()}) {
-        auto s = db->session();
-        Repository<User> users{s};
-        users.get(1);
-        users.list();
-    }
-    CacheFile file(a.cache_path());
-    CHECK(file.entries("app1:").size() == 2);
-    CHECK(file.entries("app10:").size() == 2);
-    CHECK(file.count() == 6);
-
-    a.db->cache_manager().clear();
-    CHECK(file.entries("app1:").empty());
-    CHECK(file.entries("app10:").size() == 2);
-    CHECK(file.count() == 4);
-    {
-        auto s = b->session();
-        Repository<User> users{s};
-        b_log.clear();
-        users.get(1);
-        users.list();
-        CHECK(b_log.size() == 0);  // still hits
-    }
-    c->cache_manager().clear();  // "app1" covers app1:... and app10:... and its own
-    CHECK(file.count() == 0);
-    CHECK(a.errors.count() == 0);
 }
 
 // ---- many threads ------------------------------------------------------------------------
@@ -1038,74 +793,6 @@ TEST_CASE("file: an invalidation that could not be written is replayed before th
     rename_user(*f.db, 2, "Bob v2");
     file.db().exec("COMMIT");
     CHECK(f.errors.count() == 2);
-}
-
-// ---- distributed_lock ----------------------------------------------------------------------
-
-TEST_CASE("file: distributed_lock: a miss waits for another Database's fill instead of querying",
-          "[file][lock]") {
-    Fixture waiter(nlohmann::json{{"distributed_lock", true}, {"lock_timeout_ms", 5000}});
-    SlowDatabase holder(waiter.app_path(), waiter.config, 400ms);
-
-    auto run = [&](auto&& read_holder, auto&& read_waiter) {
-        const auto o = holder.overlap(
-            read_holder,
-            [&] {
-                waiter.log.clear();
-                read_waiter();
-            },
-            10s);
-        // The holder has the lock once its SELECT started (it sleeps inside it).
-        REQUIRE(o.held);
-        CHECK(o.read_ok);
-        CHECK(waiter.log.count("SELECT") == 0);  // one query in total: the holder's
-    };
-    SECTION("get") {
-        run(
-            [&] {
-                auto s = holder.db.session();
-                return Repository<User>{s}.get(4).name == "Dee";
-            },
-            [&] {
-                auto s = waiter.db->session();
-                CHECK(Repository<User>{s}.get(4).name == "Dee");
-            });
-    }
-    SECTION("list") {
-        run(
-            [&] {
-                auto s = holder.db.session();
-                return Repository<User>{s}.list(OrderBy{&User::name}).size() == 5;
-            },
-            [&] {
-                auto s = waiter.db->session();
-                CHECK(Repository<User>{s}.list(OrderBy{&User::name}).size() == 5);
-            });
-    }
-    CHECK(waiter.errors.count() == 0);
-}
-
-TEST_CASE("file: distributed_lock: nobody waits longer than lock_timeout_ms for a slow holder",
-          "[file][lock]") {
-    Fixture waiter(nlohmann::json{{"distributed_lock", true}, {"lock_timeout_ms", 300}});
-    SlowDatabase holder(waiter.app_path(), waiter.config, 2000ms);
-    const auto o = holder.overlap(
-        [&] {
-            auto s = holder.db.session();
-            return Repository<User>{s}.get(2).name == "Bob";
-        },
-        [&] {
-            waiter.log.clear();
-            auto s = waiter.db->session();
-            CHECK(Repository<User>{s}.get(2).name == "Bob");
-        },
-        10s);
-    REQUIRE(o.held);
-    CHECK(o.read_ok);
-    CHECK(waiter.log.count("SELECT") == 1);  // gave up waiting and read the database
-    // Not a speed assertion: the bound of cache rule 9 (the holder sleeps 2 s, the lock is 300 ms).
-    CHECK(o.waited < 1500ms);
-    CHECK(waiter.errors.count() == 0);
 }
 
 // ---- messages that say where (issue 10, item 7) --------------------------------------------
