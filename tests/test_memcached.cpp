@@ -33,6 +33,7 @@
 #include <nlohmann/json.hpp>
 #include <ormcache/backends/memcached.hpp>
 
+#include "backend_contract.hpp"
 #include "backend_test_support.hpp"
 #include "error_log.hpp"
 #include "fault_run.hpp"
@@ -161,7 +162,33 @@ void register_gated_backend() {
                                           ormcache::detail::memcached_options>("memcached-gated");
 }
 
+/// The contract of tests/contract/backend_contract.hpp, on the three shared servers.
+struct MemcachedContract {
+    static constexpr std::string_view name = "memcached";
+    static constexpr bool shared = true;
+    static constexpr bool shared_across_processes = true;
+    static constexpr bool distributed_lock = true;
+    static constexpr bool gated = true;
+    static constexpr bool inspectable = true;
+
+    static CacheConfig config(const TempDir&, std::string_view label, const nlohmann::json& extra) {
+        return shared_config(label, extra);
+    }
+    static void make_gated(CacheConfig& c) {
+        register_gated_backend();
+        c.backend = "memcached-gated";
+    }
+    static std::vector<std::string> keys(const CacheConfig&, const std::string& start) {
+        std::vector<std::string> out;
+        for (const auto& [key, server] : keys_on(shared_servers(), start))
+            out.push_back(key);
+        return out;
+    }
+};
+
 }  // namespace
+
+ORMCACHE_BACKEND_CONTRACT(MemcachedContract, "[memcached]");
 
 // ---- configuration -----------------------------------------------------------------------
 
@@ -345,71 +372,6 @@ TEST_CASE("memcached: TTLs become memcached exptimes that mean what they say", "
 }
 
 // ---- hits, keys, SQL ---------------------------------------------------------------------
-
-TEST_CASE("memcached: get and list hits run no SQL; every key starts with key_prefix",
-          "[memcached][hits]") {
-    auto& servers = shared_servers();
-    Fixture f(shared_config("hits"));
-    auto s = f.db->session();
-    Repository<User> users{s};
-
-    CHECK(users.get(3).name == "Cy");
-    CHECK(f.log.count("SELECT") == 1);
-    CHECK(users.get(3).name == "Cy");
-    CHECK(users.get_or_none(3)->name == "Cy");
-    CHECK(f.log.count("SELECT") == 1);
-
-    CHECK_FALSE(users.get_or_none(99).has_value());  // absence is cached too
-    CHECK_FALSE(users.get_or_none(99).has_value());
-    CHECK(f.log.count("SELECT") == 2);
-
-    CHECK(names_of(users.list(OrderBy{&User::id})) ==
-          std::vector<std::string>{"Ada", "Bob", "Cy", "Dee", "Eve"});
-    CHECK(names_of(users.list(OrderBy{&User::id})) ==
-          std::vector<std::string>{"Ada", "Bob", "Cy", "Dee", "Eve"});
-    CHECK(f.log.count("SELECT") == 3);
-    users.list_and_count(LimitOffset{.limit = 2, .offset = 1}, OrderBy{&User::id});
-    auto [page, total] =
-        users.list_and_count(LimitOffset{.limit = 2, .offset = 1}, OrderBy{&User::id});
-    CHECK(names_of(page) == std::vector<std::string>{"Bob", "Cy"});
-    CHECK(total == 5);
-    CHECK(users.count() == 5);
-    CHECK(users.count() == 5);
-    CHECK(f.log.count("SELECT") == 5);
-
-    users.get(3, {.use_cache = false});
-    CHECK(f.log.count("SELECT") == 6);
-
-    const auto stats = f.stats();
-    CHECK(stats.hits == 6);
-    CHECK(stats.misses == 5);
-    CHECK(stats.errors == 0);
-    CHECK(f.errors.count() == 0);
-
-    const auto keys = keys_on(servers, f.prefix);
-    std::size_t entities = 0, queries = 0;
-    for (const auto& [key, server] : keys) {
-        if (key.find(":e:users:") != std::string::npos)
-            ++entities;
-        if (key.find(":q:users:") != std::string::npos)
-            ++queries;
-    }
-    CHECK(entities == 2);
-    CHECK(queries == 3);
-    CHECK(keys.count(f.space() + "v:users") == 1);
-    CHECK(keys.count(f.space() + "g:users") == 1);
-    CHECK(keys.size() == entities + queries + 2);
-
-    // A commit invalidates: the changed row and the lists are read again, once.
-    f.rename(3, "Cy v2");
-    f.log.clear();
-    CHECK(users.get(3).name == "Cy v2");
-    CHECK(users.list(OrderBy{&User::id})[2].name == "Cy v2");
-    CHECK(users.count() == 5);
-    CHECK(f.log.count("SELECT") == 3);
-    CHECK(users.get(3).name == "Cy v2");
-    CHECK(f.log.count("SELECT") == 3);
-}
 
 TEST_CASE("memcached: keys spread over the three servers by consistent hashing",
           "[memcached][distribution]") {
@@ -830,91 +792,6 @@ TEST_CASE("memcached: a commit that changes K ids costs one round trip per serve
         CHECK(users.list(OrderBy{&User::id}).back().name == "v3 100");
         CHECK(f.log.count("SELECT") == 1);
         CHECK(f.stats().errors == 0);
-    }
-}
-
-// ---- Cache rule 6: fills never outlive the commits that invalidated them ------------------
-
-TEST_CASE("memcached: a fill overtaken by a commit in another manager never lands",
-          "[memcached][race]") {
-    register_gated_backend();
-    auto& servers = shared_servers();
-    const std::string prefix = unique_prefix("race");
-    auto gated = memcached_config(urls_of(servers), prefix);
-    gated.backend = "memcached-gated";
-    Fixture a(gated);                     // the reader, whose fills can be held
-    const std::string space = a.space();  // where a's (and b's: one file) keys start
-    Database b{DatabaseConfig{.connection_string = a.path(),
-                              .cache_config = memcached_config(urls_of(servers), prefix)}};
-    auto entity_is_fresh = [&] {
-        for (const auto& [key, server] : keys_on(servers, space + "e:users:")) {
-            if (!key.ends_with(":i1"))
-                continue;
-            const auto raw = servers[server]->client()->get(key);
-            if (raw && !is_lease(*raw) && raw->find("Ada v2") == std::string::npos)
-                return false;
-        }
-        return true;
-    };
-    auto everyone_sees_the_commit = [&] {
-        auto s = a.db->session();
-        Repository<User> users{s};
-        a.log.clear();
-        CHECK(users.get(1).name == "Ada v2");
-        CHECK(users.list(OrderBy{&User::id}).front().name == "Ada v2");
-        CHECK(a.log.count("SELECT") == 2);
-        CHECK(a.errors.count() == 0);
-    };
-
-    SECTION("entity") {
-        std::string seen;
-        const bool reached = with_fill_held(
-            fill_gate().arm(space + "e:users:"),
-            [&] {
-                auto s = a.db->session();
-                Repository<User> users{s};
-                seen = users.get(1).name;  // reads "Ada", then its fill is held
-            },
-            [&] { rename_user(b, 1, "Ada v2"); });
-        REQUIRE(reached);
-        CHECK(seen == "Ada");
-        CHECK(a.stats().sets == 0);  // the held fill was refused (its lease was deleted)
-        CHECK(entity_is_fresh());
-        everyone_sees_the_commit();
-    }
-    SECTION("list") {
-        std::vector<std::string> seen;
-        const bool reached = with_fill_held(
-            fill_gate().arm(space + "q:users:"),
-            [&] {
-                auto s = a.db->session();
-                Repository<User> users{s};
-                seen = names_of(users.list(OrderBy{&User::id}));
-            },
-            [&] { rename_user(b, 1, "Ada v2"); });
-        REQUIRE(reached);
-        REQUIRE_FALSE(seen.empty());
-        CHECK(seen.front() == "Ada");
-        // The held fill may land, but under the version it read, which the commit bumped.
-        everyone_sees_the_commit();
-    }
-    SECTION("snapshot of an explicit transaction that began before the commit") {
-        {
-            auto s = a.db->session();
-            Repository<User> users{s};
-            CHECK(users.get(1).name == "Ada");
-            CHECK(users.list(OrderBy{&User::id}).front().name == "Ada");
-            const auto sets_before = a.stats().sets;
-            s.begin();
-            rename_user(b, 1, "Ada v2");
-            // The snapshot still says Ada; it must not be written back over the invalidation.
-            CHECK(users.get(1).name == "Ada");
-            CHECK(users.list(OrderBy{&User::id}).front().name == "Ada");
-            s.commit();
-            CHECK(a.stats().sets == sets_before);
-            CHECK(entity_is_fresh());
-        }
-        everyone_sees_the_commit();
     }
 }
 
