@@ -1,14 +1,15 @@
-// The file backend (backends/file.hpp) on real SQLite files: configuration, fail-open when the file
-// cannot be opened or is not a database, the lease/guard protocol on the backend itself, hits and
-// misses with the SQL counted, TTL and the bounded sweep, invalidation across Database instances
-// and processes, surviving a restart, corrupt values, the stale-fill races of cache rule 6
-// (docs/reference.md), clear() by prefix, use after fork(), and a soak of 8 threads.
+// The file backend (backends/file.hpp) on real SQLite files. The backend contract
+// (tests/contract/backend_contract.hpp, FileContract below) covers hits and misses with the SQL
+// counted, invalidation across Database instances and processes, corrupt values, the stale-fill
+// races of cache rule 6 (docs/reference.md), clear() by prefix, distributed_lock and an outage
+// with its replay. Here: configuration, fail-open when the file cannot be opened or is not a
+// database, the lease/guard protocol on the backend itself, TTL and the bounded sweep, surviving
+// a restart, use after fork(), a soak of 8 threads, and the cache file's own view of an outage.
 //
 // Every test has its own temporary directory holding the application database and the cache
 // file; the cache file is inspected with a plain SQLiteCpp connection.
 
 #include <sys/types.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <SQLiteCpp/SQLiteCpp.h>
@@ -204,27 +205,7 @@ struct OneUserApp {
     ormcache::CacheStats stats() const { return db->cache_manager().stats(); }
 };
 
-/// Runs `child` in a forked process (its own Database and cache, nothing inherited used; no
-/// session may be open across the fork) and returns its exit code: 0 = success.
-template <class Child>
-int run_in_child(Child&& child) {
-    const pid_t pid = ::fork();
-    if (pid == 0) {
-        int code = 1;
-        try {
-            code = child();
-        } catch (...) {
-            code = 2;
-        }
-        ::_exit(code);
-    }
-    if (pid < 0)
-        return -1;
-    int status = 0;
-    if (::waitpid(pid, &status, 0) != pid || !WIFEXITED(status))
-        return -2;
-    return WEXITSTATUS(status);
-}
+using ormcache_contract::run_in_child;
 
 ormcache::CacheValue bytes(std::string text) {
     return ormcache::CacheValue{std::move(text), nullptr};
@@ -254,6 +235,19 @@ struct FileContract {
         register_gated_backend();
         c.backend = "file-gated";
     }
+    static constexpr bool faults = true;
+    static constexpr bool replays = true;
+    /// Another connection holds the cache file's write lock until end().
+    struct Outage {
+        CacheFile file;
+        explicit Outage(const CacheConfig& c)
+            : file(c.arguments.at("filename").get<std::string>()) {
+            file.db().exec("BEGIN IMMEDIATE");
+        }
+        void end() { file.db().exec("COMMIT"); }
+    };
+    static nlohmann::json fault_arguments() { return {{"busy_timeout_ms", 50}}; }
+
     /// Entries (leases included) and counters.
     static std::vector<std::string> keys(const CacheConfig& c, const std::string& start) {
         const auto filename = c.arguments.at("filename").get<std::string>();

@@ -1,8 +1,11 @@
 // The memcached backend against real memcached processes (tests/support/memcached_server.hpp):
-// three servers per test binary, keys spread over them by consistent hashing. Configuration, keys
-// memcached would refuse (spaces, newlines, 300-byte ids, unicode), TTLs past 30 days, hits and
-// misses counted in SQL, the fill races of cache rule 6 (docs/reference.md), a distributed lock
-// across processes, and fault runs with one server stopped, restarted and paused under load.
+// three servers per test binary, keys spread over them by consistent hashing. The backend
+// contract (tests/contract/backend_contract.hpp, MemcachedContract below) covers hits and misses
+// counted in SQL, invalidation, corrupt entries, the fill races of cache rule 6
+// (docs/reference.md), clear() by prefix and distributed_lock. Here: configuration, keys
+// memcached would refuse (spaces, newlines, 300-byte ids, unicode), TTLs past 30 days, a
+// distributed lock across processes, and fault runs with one server stopped, restarted and
+// paused under load.
 //
 // Most tests share the three servers and keep apart by key prefix; tests that stop or pause
 // a server start their own. Without memcached every test fails.

@@ -1,9 +1,10 @@
-// The Redis backend against real redis-server processes (tests/support/redis_server.hpp):
-// configuration, fail-open behaviour, hits and round trips counted on the server (INFO
-// commandstats), invalidation across Database instances and processes, the envelope and
-// serializers, corrupt entries, the fill races of cache rule 6 (docs/reference.md),
-// AUTH/ACL/db/unix socket, clear(), and a fault run with the server stopped, restarted and paused
-// under load.
+// The Redis backend against real redis-server processes (tests/support/redis_server.hpp). The
+// backend contract (tests/contract/backend_contract.hpp, RedisContract below) covers hits and
+// misses with the SQL counted, invalidation across Database instances and processes, corrupt
+// entries, the fill races of cache rule 6 (docs/reference.md), clear() by prefix and
+// distributed_lock. Here: configuration, fail-open behaviour, round trips counted on the server
+// (INFO commandstats), the envelope and serializers, AUTH/ACL/db/unix socket, clear() with glob
+// characters, and a fault run with the server stopped, restarted and paused under load.
 //
 // Most tests share one server per process and keep apart by key prefix; tests that stop,
 // pause or reconfigure a server start their own. Without redis-server every test fails.

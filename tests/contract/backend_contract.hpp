@@ -37,6 +37,14 @@
 //       static constexpr bool inspectable = true;
 //       static std::vector<std::string> keys(const ormcache::CacheConfig& c,
 //                                            const std::string& start);
+//       // Optional: whether an outage can be caused (cache rule 7). Outage(config) makes the
+//       // store behind the config fail until end(); fault_arguments() are the arguments that
+//       // make those failures quick; replays: whether invalidations an outage kept from the
+//       // store are replayed once it answers.
+//       static constexpr bool faults = true;
+//       struct Outage { explicit Outage(const ormcache::CacheConfig&); void end(); };
+//       static nlohmann::json fault_arguments();
+//       static constexpr bool replays = true;
 //   };
 //
 // The test cases a backend lacks the capability for are not registered.
@@ -755,6 +763,55 @@ void clear_by_prefix() {
     CHECK(a.errors.count() == 0);
 }
 
+// ---- cache rule 7: fail open, replay ----------------------------------------------------------
+
+/// Whether `Traits` can make its store fail (Traits::faults; optional, false when left out).
+template <class Traits>
+inline constexpr bool has_faults = requires {
+    requires Traits::faults;
+};
+
+template <class Traits>
+void fails_open() {
+    using app::User;
+    using ormcache::OrderBy;
+    using ormcache::Repository;
+    Users<Traits> u("outage", Traits::fault_arguments());
+    auto& f = u.f;
+    auto s = f.db->session();
+    Repository<User> users{s};
+    CHECK(users.get(1).name == "Ada");
+    CHECK(users.list(OrderBy{&User::id}).front().name == "Ada");
+    CHECK(users.get(1).name == "Ada");
+    REQUIRE(f.stats().hits == 1);
+    REQUIRE(f.stats().errors == 0);
+    {
+        typename Traits::Outage outage(f.config);
+        f.rename(1, "Ada v2");  // committed; its invalidation cannot be delivered
+        CHECK(f.stats().errors >= 1);
+        // Every call is served from the database, and never from the old entry.
+        const auto before = f.stats();
+        f.log.clear();
+        CHECK(users.get(1).name == "Ada v2");
+        CHECK(users.list(OrderBy{&User::id}).front().name == "Ada v2");
+        CHECK(users.get(2).name == "Bob");
+        CHECK(f.log.count("SELECT") == 3);
+        CHECK(f.stats().hits == before.hits);
+        CHECK(f.stats().errors >= before.errors + 3);
+        CHECK(f.errors.count() >= 1);
+        outage.end();
+    }
+    if constexpr (Traits::replays) {
+        // It answers again: the kept invalidation lands first, then reads fill and hit.
+        CHECK(users.get(1).name == "Ada v2");
+        CHECK(users.list(OrderBy{&User::id}).front().name == "Ada v2");
+        f.log.clear();
+        CHECK(users.get(1).name == "Ada v2");
+        CHECK(users.list(OrderBy{&User::id}).front().name == "Ada v2");
+        CHECK(f.log.size() == 0);
+    }
+}
+
 // ---- cache rule 7: corrupt entries -----------------------------------------------------------
 
 template <class Traits>
@@ -880,6 +937,13 @@ bool register_suite(std::string_view tags) {
         add(&distributed_lock_timeout<Traits>,
             "distributed_lock: nobody waits longer than lock_timeout_ms for a slow holder",
             "[lock]");
+    }
+    if constexpr (has_faults<Traits>) {
+        add(&fails_open<Traits>,
+            Traits::replays ? "an outage is served from the database; the invalidations it missed "
+                              "are replayed"
+                            : "an outage is served from the database",
+            "[failopen]");
     }
     if constexpr (Traits::inspectable) {
         add(&corrupt_entries<Traits>, "corrupt entries are misses, removed and counted",
