@@ -33,8 +33,7 @@ struct MemoryContract {
     static constexpr bool gated = false;
     static constexpr bool inspectable = false;
 
-    static CacheConfig config(const TempDir&, std::string_view label,
-                              const nlohmann::json& extra) {
+    static CacheConfig config(const TempDir&, std::string_view label, const nlohmann::json& extra) {
         CacheConfig c;
         c.backend = "memory";
         c.arguments = extra;
@@ -51,8 +50,7 @@ struct FakeContract {
     static constexpr bool gated = false;
     static constexpr bool inspectable = true;
 
-    static CacheConfig config(const TempDir&, std::string_view label,
-                              const nlohmann::json& extra) {
+    static CacheConfig config(const TempDir&, std::string_view label, const nlohmann::json& extra) {
         ormcache_test::register_fake_backend();
         auto store = FakeStore::create();
         {
