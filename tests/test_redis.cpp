@@ -1487,40 +1487,41 @@ TEST_CASE("redis: a ConfigError never quotes a password", "[redis][config][messa
     CHECK_THAT(url, !Catch::Contains("hunter2"));
     const auto typed = config_error_for({{"password", 31337424242}});
     CHECK_THAT(typed, Catch::Contains("password") && !Catch::Contains("31337424242"));
+}
 
-    TEST_CASE("redis: two databases on one server and prefix never see each other's rows",
-              "[redis][identity]") {
-        // The report: a brand-new database with no users table got a User from get(1), another
-        // database's entry under the same key_prefix.
-        auto& server = shared_server();
-        auto client = server.client();
-        const std::string prefix = unique_prefix("two-dbs");
-        Fixture seeded(redis_config(server.port(), prefix));
-        {
-            auto s = seeded.db->session();
-            CHECK(Repository<User>{s}.get(1).name == "Ada");  // cached in Redis now
-        }
-        TempDir other_dir;
-        SqlLog other_log;
-        Database fresh{DatabaseConfig{.connection_string = other_dir.file("fresh.db"),
-                                      .cache_config = redis_config(server.port(), prefix),
-                                      .on_query = other_log.callback()}};
-        {
-            auto s = fresh.session();
-            Repository<User> users{s};
-            CHECK_THROWS_AS(users.get(1), ormcache::DatabaseError);  // no such table: the database
-        }
-        fresh.create_all<User>();
-        {
-            auto s = fresh.session();
-            Repository<User> users{s};
-            other_log.clear();
-            CHECK_FALSE(users.get_or_none(1).has_value());
-            CHECK(users.list().empty());
-            CHECK(other_log.count("SELECT") == 2);
-        }
-        // Each database's keys sit in its own key space under the prefix.
-        CHECK(seeded.space() != prefix + fresh.cache_identity() + ":");
-        CHECK(client->keys(seeded.space() + "e:users:").size() == 1);
-        CHECK(client->keys(prefix + fresh.cache_identity() + ":e:users:").size() == 1);
+TEST_CASE("redis: two databases on one server and prefix never see each other's rows",
+          "[redis][identity]") {
+    // The report: a brand-new database with no users table got a User from get(1), another
+    // database's entry under the same key_prefix.
+    auto& server = shared_server();
+    auto client = server.client();
+    const std::string prefix = unique_prefix("two-dbs");
+    Fixture seeded(redis_config(server.port(), prefix));
+    {
+        auto s = seeded.db->session();
+        CHECK(Repository<User>{s}.get(1).name == "Ada");  // cached in Redis now
     }
+    TempDir other_dir;
+    SqlLog other_log;
+    Database fresh{DatabaseConfig{.connection_string = other_dir.file("fresh.db"),
+                                  .cache_config = redis_config(server.port(), prefix),
+                                  .on_query = other_log.callback()}};
+    {
+        auto s = fresh.session();
+        Repository<User> users{s};
+        CHECK_THROWS_AS(users.get(1), ormcache::DatabaseError);  // no such table: the database
+    }
+    fresh.create_all<User>();
+    {
+        auto s = fresh.session();
+        Repository<User> users{s};
+        other_log.clear();
+        CHECK_FALSE(users.get_or_none(1).has_value());
+        CHECK(users.list().empty());
+        CHECK(other_log.count("SELECT") == 2);
+    }
+    // Each database's keys sit in its own key space under the prefix.
+    CHECK(seeded.space() != prefix + fresh.cache_identity() + ":");
+    CHECK(client->keys(seeded.space() + "e:users:").size() == 1);
+    CHECK(client->keys(prefix + fresh.cache_identity() + ":e:users:").size() == 1);
+}
