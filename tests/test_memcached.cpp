@@ -1227,3 +1227,59 @@ TEST_CASE("memcached: every failure names the server, host:port, that failed",
         }
     }
 }
+
+// ---- typed options (docs/reference.md, section 3.4) -----------------------------------------
+
+TEST_CASE("memcached: MemcachedOptions is CacheConfig::arguments", "[memcached][config][options]") {
+    const auto& servers = shared_servers();
+    const auto urls = urls_of(servers);
+    const std::string prefix = unique_prefix("typed");
+    const CacheConfig typed{
+        .backend = "memcached",
+        .arguments = ormcache::MemcachedOptions{.servers = urls.get<std::vector<std::string>>(),
+                                                .pool_size = 2},
+        .key_prefix = prefix};
+    CHECK(typed.arguments.at("url") == urls);
+    CHECK(typed.arguments.at("pool_size") == 2);
+    // The same backend as the JSON arguments: what one manager stores, the other reads.
+    ormcache::CacheManager writer{typed};
+    ormcache::CacheManager reader{memcached_config(urls, prefix)};
+    CHECK(writer.get_or_create<int>("k", [] { return 42; }) == 42);
+    CHECK(reader.get_or_create<int>("k", [] { return -1; }) == 42);
+    CHECK(reader.stats().hits == 1);
+}
+
+TEST_CASE("memcached: MemcachedOptions round trip through JSON", "[memcached][config][options]") {
+    using ormcache::MemcachedOptions;
+    for (const MemcachedOptions& o :
+         {MemcachedOptions{},
+          MemcachedOptions{.servers = {"10.0.0.1:11211", "cache-b:11212", "::1:11311"},
+          .connect_timeout = 25ms,
+          .socket_timeout = 30ms,
+          .pool_size = 3,
+          .distributed_lock = true,
+          .lock_timeout = 900ms,
+          .retry_interval = 0ms}}) {
+        const nlohmann::json j = o;
+        CAPTURE(j.dump());
+        CHECK(j.get<MemcachedOptions>() == o);
+        CHECK(ormcache::detail::memcached_options(j) == o);
+    }
+}
+
+TEST_CASE("memcached: argument errors name the field, the backend and the valid names",
+          "[memcached][config][options]") {
+    CHECK(config_error_for({{"servers", {"127.0.0.1:11211"}}}) ==
+          "CacheConfig::arguments.servers: unknown argument for backend memcached; expected one "
+          "of url, connect_timeout_ms, socket_timeout_ms, pool_size, distributed_lock, "
+          "lock_timeout_ms, retry_interval_ms");
+    CHECK(config_error_for({{"pool_size", "abc"}}) ==
+          "CacheConfig::arguments.pool_size must be an integer in 1..4096, got \"abc\"");
+    CHECK(config_error_for({{"distributed_lock", "yes"}}) ==
+          "CacheConfig::arguments.distributed_lock must be a boolean, got \"yes\"");
+    // A typed config is checked the same way.
+    CHECK_THAT(config_error_for(ormcache::MemcachedOptions{.servers = {}}),
+               Catch::Contains("CacheConfig::arguments.url"));
+    CHECK_THAT(config_error_for(ormcache::MemcachedOptions{.lock_timeout = 0ms}),
+               Catch::Contains("CacheConfig::arguments.lock_timeout_ms"));
+}

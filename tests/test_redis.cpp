@@ -1104,3 +1104,69 @@ TEST_CASE("redis: two databases on one server and prefix never see each other's 
     CHECK(client->keys(seeded.space() + "e:users:").size() == 1);
     CHECK(client->keys(prefix + fresh.cache_identity() + ":e:users:").size() == 1);
 }
+
+// ---- typed options (docs/reference.md, section 3.4) -----------------------------------------
+
+TEST_CASE("redis: RedisOptions is CacheConfig::arguments", "[redis][config][options]") {
+    auto& server = shared_server();
+    const std::string prefix = unique_prefix("typed");
+    const CacheConfig typed{
+        .backend = "redis",
+        .arguments =
+            ormcache::RedisOptions{.host = "127.0.0.1", .port = server.port(), .pool_size = 2},
+        .key_prefix = prefix};
+    CHECK(typed.arguments.at("port") == server.port());
+    CHECK(typed.arguments.at("pool_size") == 2);
+    CHECK_FALSE(typed.arguments.contains("url"));  // the members it would set are written
+    // The same backend as the JSON arguments: what one manager stores, the other reads.
+    ormcache::CacheManager writer{typed};
+    ormcache::CacheManager reader{redis_config(server.port(), prefix)};
+    CHECK(writer.get_or_create<int>("k", [] { return 42; }) == 42);
+    CHECK(reader.get_or_create<int>("k", [] { return -1; }) == 42);
+    CHECK(reader.stats().hits == 1);
+}
+
+TEST_CASE("redis: RedisOptions round trip through JSON", "[redis][config][options]") {
+    using ormcache::RedisOptions;
+    for (const RedisOptions& o :
+         {RedisOptions{},
+          RedisOptions{.host = "cache.example",
+          .port = 6380,
+          .db = 4,
+          .username = "alice",
+          .password = "p@ss:w/rd",
+          .unix_socket = "/run/redis.sock",
+          .connect_timeout = 25ms,
+          .socket_timeout = 30ms,
+          .pool_size = 3,
+          .distributed_lock = true,
+          .lock_timeout = 900ms,
+          .retry_interval = 0ms},
+          ormcache::detail::redis_options({{"url", "redis://bob:s%40cret@h:7000/2"}})}) {
+        const nlohmann::json j = o;
+        CHECK(j.get<RedisOptions>() == o);
+        CHECK(ormcache::detail::redis_options(j) == o);
+    }
+}
+
+TEST_CASE("redis: argument errors name the field, the backend and the valid names",
+          "[redis][config][options]") {
+    CHECK(config_error_for({{"prot", 6379}}) ==
+          "CacheConfig::arguments.prot: unknown argument for backend redis; expected one of url, "
+          "host, port, db, username, password, unix_socket, connect_timeout_ms, "
+          "socket_timeout_ms, pool_size, distributed_lock, lock_timeout_ms, retry_interval_ms");
+    CHECK(config_error_for({{"port", "abc"}}) ==
+          "CacheConfig::arguments.port must be an integer in 1..65535, got \"abc\"");
+    CHECK(config_error_for({{"socket_timeout_ms", 0}}) ==
+          "CacheConfig::arguments.socket_timeout_ms must be an integer of milliseconds in "
+          "1..3600000, got 0");
+    CHECK(config_error_for({{"password", 7}}) ==
+          "CacheConfig::arguments.password must be a string, got a number");
+    CHECK(config_error_for({{"url", 7}}) ==
+          "CacheConfig::arguments.url must be a string, got a number");
+    // A typed config is checked the same way.
+    CHECK_THAT(config_error_for(ormcache::RedisOptions{.port = 0}),
+               Catch::Contains("CacheConfig::arguments.port must be an integer in 1..65535"));
+    CHECK(config_error_for(ormcache::RedisOptions{.host = ""}) ==
+          "CacheConfig::arguments.host is empty");
+}

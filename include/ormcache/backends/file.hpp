@@ -38,6 +38,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -55,76 +56,73 @@
 
 namespace ormcache {
 
-/// File backend settings, read from CacheConfig::arguments. An aggregate: append only.
+/// File backend settings: the typed form of CacheConfig::arguments (docs/reference.md, section
+/// 3.4). An aggregate: append only. `CacheConfig{.backend = "file", .arguments =
+/// FileOptions{.filename = "c.db"}}` works through to_json() below.
 struct FileOptions {
-    /// The cache file (created if missing; its directory must exist). Required.
+    /// The cache file (created if missing; its directory must exist). Required: empty is a
+    /// ConfigError. JSON `filename`.
     std::string filename{};
-    /// How long an operation waits for another connection's write lock before it fails.
+    /// How long an operation waits for another connection's write lock before it fails;
+    /// 0 = it fails at once. JSON `busy_timeout_ms`.
     std::chrono::milliseconds busy_timeout{5000};
     /// A bounded sweep of expired rows runs every this many writes (fills, sets,
     /// invalidations) of this process; 0 = never (expired rows are still deleted when read).
     std::size_t sweep_every = 1000;
-    /// Most expired rows one sweep deletes, so that no write pays for a large purge.
+    /// Most expired rows one sweep deletes, so that no write pays for a large purge (>= 1).
     std::size_t sweep_limit = 100;
-    /// Most connections kept open between calls (more are opened while more threads need one).
+    /// Most connections kept open between calls (more are opened while more threads need
+    /// one); >= 1.
     std::size_t pool_size = 8;
-    /// After the file could not be opened, how long calls fail at once before the next try.
+    /// After the file could not be opened, how long calls fail at once before the next try;
+    /// 0 = every call tries again. JSON `retry_interval_ms`.
     std::chrono::milliseconds retry_interval{1000};
     /// Cache rule 9 (docs/reference.md) across the processes sharing the file: a miss that
     /// finds another reader's fill lease waits for its value (or for the lease to go) instead
     /// of querying.
     bool distributed_lock = false;
     /// With distributed_lock: how long a lease (the lock) lives, so a dead holder's lock is
-    /// released after it, and the longest a reader waits.
+    /// released after it, and the longest a reader waits (>= 1 ms). JSON `lock_timeout_ms`.
     std::chrono::milliseconds lock_timeout{5000};
+
+    friend bool operator==(const FileOptions&, const FileOptions&) = default;
 };
 
 namespace detail {
 
+/// The file backend's arguments: JSON name, member, range (docs/reference.md, section 3.4).
+template <>
+struct OptionTable<FileOptions> {
+    static constexpr std::string_view backend = "file";
+    static constexpr auto fields = std::tuple{
+        field("filename", &FileOptions::filename,
+              {.hint = "the cache file's path", .non_empty = true, .required = true}),
+        field("busy_timeout_ms", &FileOptions::busy_timeout, {.max = max_argument_ms}),
+        field("sweep_every", &FileOptions::sweep_every, {.max = 1 << 30}),
+        field("sweep_limit", &FileOptions::sweep_limit, {.min = 1, .max = 1 << 30}),
+        field("pool_size", &FileOptions::pool_size, {.min = 1, .max = 4096}),
+        field("retry_interval_ms", &FileOptions::retry_interval, {.max = max_argument_ms}),
+        field("distributed_lock", &FileOptions::distributed_lock),
+        field("lock_timeout_ms", &FileOptions::lock_timeout, {.min = 1, .max = max_argument_ms}),
+    };
+};
+
 /// Reads FileOptions from CacheConfig::arguments; ConfigError names the bad field.
 inline FileOptions file_options(const nlohmann::json& args) {
-    FileOptions o;
-    bool has_filename = false;
-    for (const auto& [key, v] : args.items()) {
-        if (key == "filename") {
-            if (!v.is_string() || v.get_ref<const std::string&>().empty()) {
-                throw ConfigError(
-                    "CacheConfig::arguments.filename must be a non-empty string (the cache "
-                    "file's path), got " +
-                    v.dump());
-            }
-            o.filename = v.get<std::string>();
-            has_filename = true;
-        } else if (key == "busy_timeout_ms") {
-            o.busy_timeout = argument_milliseconds(key, v, 0);
-        } else if (key == "sweep_every") {
-            o.sweep_every = static_cast<std::size_t>(argument_integer(key, v, 0, 1 << 30));
-        } else if (key == "sweep_limit") {
-            o.sweep_limit = static_cast<std::size_t>(argument_integer(key, v, 1, 1 << 30));
-        } else if (key == "pool_size") {
-            o.pool_size = static_cast<std::size_t>(argument_integer(key, v, 1, 4096));
-        } else if (key == "retry_interval_ms") {
-            o.retry_interval = argument_milliseconds(key, v, 0);
-        } else if (key == "distributed_lock") {
-            o.distributed_lock = argument_bool(key, v);
-        } else if (key == "lock_timeout_ms") {
-            o.lock_timeout = argument_milliseconds(key, v);
-        } else {
-            throw ConfigError("CacheConfig::arguments." + key +
-                              " is not an argument of the file backend (filename, "
-                              "busy_timeout_ms, sweep_every, sweep_limit, pool_size, "
-                              "retry_interval_ms, distributed_lock, lock_timeout_ms)");
-        }
-    }
-    if (!has_filename) {
-        throw ConfigError(
-            "CacheConfig::arguments.filename is required by the file backend (the cache "
-            "file's path)");
-    }
-    return o;
+    return read_options<FileOptions>(args);
 }
 
 }  // namespace detail
+
+/// FileOptions as CacheConfig::arguments (found by ADL: `nlohmann::json j = options;`).
+inline void to_json(nlohmann::json& j, const FileOptions& o) {
+    j = detail::options_to_json(o);
+}
+
+/// CacheConfig::arguments as FileOptions (`j.get<FileOptions>()`); ConfigError when invalid.
+inline void from_json(const nlohmann::json& j, FileOptions& o) {
+    o = detail::read_options<FileOptions>(j);
+}
 
 class FileBackend {
   public:

@@ -51,6 +51,7 @@
 #include <string_view>
 #include <system_error>
 #include <thread>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -69,22 +70,30 @@
 
 namespace ormcache {
 
-/// Memcached settings, read from CacheConfig::arguments. An aggregate: append only.
+/// Memcached settings: the typed form of CacheConfig::arguments (docs/reference.md, section
+/// 3.4). An aggregate: append only. `CacheConfig{.backend = "memcached", .arguments =
+/// MemcachedOptions{.servers = {"10.0.0.1:11211"}}}` works through to_json() below.
 struct MemcachedOptions {
-    /// "host:port" of every server (arguments.url); keys are spread over them.
+    /// "host:port", "host" (port 11211) or "[v6]:port" of every server (JSON `url`); keys are
+    /// spread over them. Empty is a ConfigError; read back as "host:port".
     std::vector<std::string> servers{"127.0.0.1:11211"};
+    /// Longest connect (>= 1 ms). JSON `connect_timeout_ms`.
     std::chrono::milliseconds connect_timeout{500};
-    /// Longest wait for a reply (and for a free pooled handle).
+    /// Longest wait for a reply (and for a free pooled handle), >= 1 ms. JSON
+    /// `socket_timeout_ms`.
     std::chrono::milliseconds socket_timeout{500};
     std::size_t pool_size = 8;  ///< most handles in use at once (each may connect to every server)
     /// Concurrent misses of one key across processes run one query (docs/reference.md,
     /// cache rule 9).
     bool distributed_lock = false;
     /// With distributed_lock: how long a lock lives (a dead holder's is released then) and
-    /// the longest a reader waits for one.
+    /// the longest a reader waits for one (>= 1 ms). JSON `lock_timeout_ms`.
     std::chrono::milliseconds lock_timeout{5000};
-    /// How long a server's circuit stays open after a failure before one retry.
+    /// How long a server's circuit stays open after a failure before one retry; 0 = every
+    /// call tries again. JSON `retry_interval_ms`.
     std::chrono::milliseconds retry_interval{1000};
+
+    friend bool operator==(const MemcachedOptions&, const MemcachedOptions&) = default;
 };
 
 namespace detail {
@@ -136,55 +145,71 @@ inline MemcachedAddress memcached_address(const std::string& text) {
     return a;
 }
 
-inline MemcachedOptions memcached_options(const nlohmann::json& args) {
-    MemcachedOptions o;
-    for (const auto& [key, v] : args.items()) {
-        if (key == "url") {
-            // The seed writes a list of "host:port"; one server may also be a plain string.
-            const nlohmann::json list = v.is_string() ? nlohmann::json::array({v}) : v;
-            if (!list.is_array() || list.empty()) {
-                throw ConfigError(
-                    "CacheConfig::arguments.url must be a non-empty list of \"host:port\" "
-                    "strings, got " +
-                    v.dump());
-            }
-            o.servers.clear();
-            for (const auto& item : list) {
-                if (!item.is_string()) {
-                    throw ConfigError(
-                        "CacheConfig::arguments.url: every server must be a \"host:port\" "
-                        "string, got " +
-                        item.dump());
-                }
-                const auto a = memcached_address(item.get<std::string>());
-                const std::string canonical = a.host + ":" + std::to_string(a.port);
-                if (std::find(o.servers.begin(), o.servers.end(), canonical) != o.servers.end()) {
-                    throw ConfigError("CacheConfig::arguments.url lists " + canonical + " twice");
-                }
-                o.servers.push_back(canonical);
-            }
-        } else if (key == "connect_timeout_ms") {
-            o.connect_timeout = argument_milliseconds(key, v);
-        } else if (key == "socket_timeout_ms") {
-            o.socket_timeout = argument_milliseconds(key, v);
-        } else if (key == "pool_size") {
-            o.pool_size = static_cast<std::size_t>(argument_integer(key, v, 1, 4096));
-        } else if (key == "lock_timeout_ms") {
-            o.lock_timeout = argument_milliseconds(key, v);
-        } else if (key == "retry_interval_ms") {
-            o.retry_interval = argument_milliseconds(key, v, 0);
-        } else if (key == "distributed_lock") {
-            o.distributed_lock = argument_bool(key, v);
-        } else {
-            throw ConfigError(
-                "CacheConfig::arguments." + key +
-                " is not an argument of the memcached backend (url, connect_timeout_ms, "
-                "socket_timeout_ms, pool_size, distributed_lock, lock_timeout_ms, "
-                "retry_interval_ms)");
-        }
+/// `url`: the seed writes a list of "host:port"; one server may also be a plain string.
+inline void memcached_url_from_json(MemcachedOptions& o, const nlohmann::json& v) {
+    const nlohmann::json list = v.is_string() ? nlohmann::json::array({v}) : v;
+    if (!list.is_array() || list.empty()) {
+        throw ConfigError(
+            "CacheConfig::arguments.url must be a non-empty list of \"host:port\" "
+            "strings, got " +
+            v.dump());
     }
-    return o;
+    o.servers.clear();
+    for (const auto& item : list) {
+        if (!item.is_string()) {
+            throw ConfigError(
+                "CacheConfig::arguments.url: every server must be a \"host:port\" string, got " +
+                item.dump());
+        }
+        const auto a = memcached_address(item.get<std::string>());
+        const std::string canonical = a.host + ":" + std::to_string(a.port);
+        if (std::find(o.servers.begin(), o.servers.end(), canonical) != o.servers.end())
+            throw ConfigError("CacheConfig::arguments.url lists " + canonical + " twice");
+        o.servers.push_back(canonical);
+    }
 }
+
+inline nlohmann::json memcached_url_to_json(const MemcachedOptions& o) {
+    return o.servers;
+}
+
+/// The memcached backend's arguments: JSON name, member, range (docs/reference.md, section
+/// 3.4).
+template <>
+struct OptionTable<MemcachedOptions> {
+    static constexpr std::string_view backend = "memcached";
+    static constexpr auto fields = std::tuple{
+        field<MemcachedOptions>("url", &memcached_url_from_json, &memcached_url_to_json),
+        field("connect_timeout_ms", &MemcachedOptions::connect_timeout,
+              {.min = 1, .max = max_argument_ms}),
+        field("socket_timeout_ms", &MemcachedOptions::socket_timeout,
+              {.min = 1, .max = max_argument_ms}),
+        field("pool_size", &MemcachedOptions::pool_size, {.min = 1, .max = 4096}),
+        field("distributed_lock", &MemcachedOptions::distributed_lock),
+        field("lock_timeout_ms", &MemcachedOptions::lock_timeout,
+              {.min = 1, .max = max_argument_ms}),
+        field("retry_interval_ms", &MemcachedOptions::retry_interval, {.max = max_argument_ms}),
+    };
+};
+
+inline MemcachedOptions memcached_options(const nlohmann::json& args) {
+    return read_options<MemcachedOptions>(args);
+}
+
+}  // namespace detail
+
+/// MemcachedOptions as CacheConfig::arguments (found by ADL: `nlohmann::json j = options;`).
+inline void to_json(nlohmann::json& j, const MemcachedOptions& o) {
+    j = detail::options_to_json(o);
+}
+
+/// CacheConfig::arguments as MemcachedOptions (`j.get<MemcachedOptions>()`); ConfigError when
+/// invalid.
+inline void from_json(const nlohmann::json& j, MemcachedOptions& o) {
+    o = detail::read_options<MemcachedOptions>(j);
+}
+
+namespace detail {
 
 // ---- keys and values ---------------------------------------------------------------------
 

@@ -14,26 +14,60 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
 #include "../backend.hpp"
+#include "../detail/backend_arguments.hpp"
 #include "../detail/lease_token.hpp"
 #include "../detail/statement_cache.hpp"  // StringHash
 
 namespace ormcache {
 
+/// Memory backend settings: the typed form of CacheConfig::arguments (docs/reference.md,
+/// section 3.4). An aggregate: append only. `CacheConfig{.arguments = MemoryOptions{
+/// .max_entries = 1000}}` works through to_json() below.
+struct MemoryOptions {
+    /// Most entries kept (leases included); the least recently used go first. 0 = unbounded.
+    std::size_t max_entries = 100000;
+    /// Independent LRU shards, >= 1 (more shards, less contention; each holds
+    /// max_entries/shards; never more shards than max_entries).
+    std::size_t shards = 16;
+
+    friend bool operator==(const MemoryOptions&, const MemoryOptions&) = default;
+};
+
+namespace detail {
+
+/// The memory backend's arguments: JSON name, member, range (docs/reference.md, section 3.4).
+template <>
+struct OptionTable<MemoryOptions> {
+    static constexpr std::string_view backend = "memory";
+    static constexpr auto fields = std::tuple{
+        field("max_entries", &MemoryOptions::max_entries, {.hint = "0 = unbounded"}),
+        field("shards", &MemoryOptions::shards, {.min = 1}),
+    };
+};
+
+}  // namespace detail
+
+/// MemoryOptions as CacheConfig::arguments (found by ADL: `nlohmann::json j = options;`).
+inline void to_json(nlohmann::json& j, const MemoryOptions& o) {
+    j = detail::options_to_json(o);
+}
+
+/// CacheConfig::arguments as MemoryOptions (`j.get<MemoryOptions>()`); ConfigError when invalid.
+inline void from_json(const nlohmann::json& j, MemoryOptions& o) {
+    o = detail::read_options<MemoryOptions>(j);
+}
+
 class MemoryBackend {
   public:
     static constexpr bool stores_objects = true;
 
-    struct Options {
-        /// Most entries kept (leases included); the least recently used go first. 0 = unbounded.
-        std::size_t max_entries = 100000;
-        /// Independent LRU shards (more shards, less contention; each holds max_entries/shards).
-        std::size_t shards = 16;
-    };
+    using Options = MemoryOptions;
 
     MemoryBackend() : MemoryBackend(Options{}) {}
     explicit MemoryBackend(Options options)
@@ -251,30 +285,9 @@ class NullBackend {
 
 namespace detail {
 
-/// Reads MemoryBackend::Options from CacheConfig::arguments; ConfigError names a bad field.
-inline MemoryBackend::Options memory_options(const CacheConfig& config) {
-    MemoryBackend::Options options;
-    for (const auto& [key, value] : config.arguments.items()) {
-        if (key == "max_entries") {
-            if (!value.is_number_integer() || value.get<std::int64_t>() < 0) {
-                throw ConfigError(
-                    "CacheConfig::arguments.max_entries must be a non-negative integer "
-                    "(0 = unbounded), got " +
-                    value.dump());
-            }
-            options.max_entries = value.get<std::size_t>();
-        } else if (key == "shards") {
-            if (!value.is_number_integer() || value.get<std::int64_t>() < 1) {
-                throw ConfigError("CacheConfig::arguments.shards must be a positive integer, got " +
-                                  value.dump());
-            }
-            options.shards = value.get<std::size_t>();
-        } else {
-            throw ConfigError("CacheConfig::arguments." + key +
-                              " is not an argument of the memory backend (max_entries, shards)");
-        }
-    }
-    return options;
+/// Reads MemoryOptions from CacheConfig::arguments; ConfigError names a bad field.
+inline MemoryOptions memory_options(const CacheConfig& config) {
+    return read_options<MemoryOptions>(config.arguments);
 }
 
 inline const bool builtin_backends_registered = [] {

@@ -30,6 +30,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -47,21 +48,37 @@
 
 namespace ormcache {
 
-/// Redis connection settings, read from CacheConfig::arguments. An aggregate: append only.
+/// Redis connection settings: the typed form of CacheConfig::arguments (docs/reference.md,
+/// section 3.4). An aggregate: append only. `CacheConfig{.backend = "redis", .arguments =
+/// RedisOptions{.host = "cache", .port = 6380}}` works through to_json() below. The JSON-only
+/// argument `url` sets host, port, db, username and password at once.
 struct RedisOptions {
+    /// Server host name or address; empty is allowed only with a unix_socket.
     std::string host = "127.0.0.1";
+    /// Server TCP port, 1..65535.
     int port = 6379;
+    /// Database number, SELECTed on every new connection; 0 = the default database.
     int db = 0;
     std::string username{};     ///< ACL user (Redis 6+); empty = the default user
-    std::string password{};     ///< empty = no AUTH
+    std::string password{};     ///< AUTH password; empty = no AUTH
     std::string unix_socket{};  ///< non-empty: connect to this socket instead of host:port
+    /// Longest connect (>= 1 ms). JSON `connect_timeout_ms`.
     std::chrono::milliseconds connect_timeout{500};
+    /// Longest wait for a reply, and for a free pooled connection (>= 1 ms). JSON
+    /// `socket_timeout_ms`.
     std::chrono::milliseconds socket_timeout{500};
-    std::size_t pool_size = 8;  ///< most connections open at once
+    std::size_t pool_size = 8;  ///< most connections open at once, 1..4096
+    /// Cache rule 9 (docs/reference.md): concurrent misses of one key across processes run
+    /// one query.
     bool distributed_lock = false;
+    /// With distributed_lock: how long a lock lives and the longest a reader waits for one
+    /// (>= 1 ms). JSON `lock_timeout_ms`.
     std::chrono::milliseconds lock_timeout{5000};
-    /// How long the circuit stays open after a connection failure before one retry.
+    /// How long the circuit stays open after a connection failure before one retry; 0 = every
+    /// call tries again. JSON `retry_interval_ms`.
     std::chrono::milliseconds retry_interval{1000};
+
+    friend bool operator==(const RedisOptions&, const RedisOptions&) = default;
 };
 
 namespace detail {
@@ -139,56 +156,56 @@ inline void redis_url_into(RedisOptions& o, const std::string& url) {
         o.host = rest;
 }
 
-inline RedisOptions redis_options(const nlohmann::json& args) {
-    RedisOptions o;
-    // url first, so that explicit arguments override what it says.
-    if (auto it = args.find("url"); it != args.end())
-        redis_url_into(o, argument_text("url", *it));
-    for (const auto& [key, v] : args.items()) {
-        if (key == "url")
-            continue;
-        if (key == "host")
-            o.host = argument_text(key, v);
-        else if (key == "port")
-            o.port = static_cast<int>(argument_integer(key, v, 1, 65535));
-        else if (key == "db")
-            o.db = static_cast<int>(argument_integer(key, v, 0, 1 << 20));
-        else if (key == "username")
-            o.username = argument_text(key, v);
-        else if (key == "password") {
-            // Not argument_text(): its message would quote the value.
-            if (!v.is_string()) {
-                throw ConfigError("CacheConfig::arguments.password must be a string, got a " +
-                                  std::string(v.type_name()));
-            }
-            o.password = v.get<std::string>();
-        } else if (key == "unix_socket")
-            o.unix_socket = argument_text(key, v);
-        else if (key == "connect_timeout_ms")
-            o.connect_timeout = argument_milliseconds(key, v);
-        else if (key == "socket_timeout_ms")
-            o.socket_timeout = argument_milliseconds(key, v);
-        else if (key == "pool_size")
-            o.pool_size = static_cast<std::size_t>(argument_integer(key, v, 1, 4096));
-        else if (key == "lock_timeout_ms")
-            o.lock_timeout = argument_milliseconds(key, v);
-        else if (key == "retry_interval_ms")
-            o.retry_interval = argument_milliseconds(key, v, 0);
-        else if (key == "distributed_lock")
-            o.distributed_lock = argument_bool(key, v);
-        else {
-            throw ConfigError(
-                "CacheConfig::arguments." + key +
-                " is not an argument of the redis backend (host, port, db, username, password, "
-                "url, "
-                "unix_socket, connect_timeout_ms, socket_timeout_ms, pool_size, distributed_lock, "
-                "lock_timeout_ms, retry_interval_ms)");
-        }
-    }
-    if (o.host.empty() && o.unix_socket.empty())
-        throw ConfigError("CacheConfig::arguments.host is empty");
-    return o;
+inline void redis_url_from_json(RedisOptions& o, const nlohmann::json& v) {
+    redis_url_into(o, read_string_argument("url", v, {.secret = true}));
 }
+
+/// The redis backend's arguments: JSON name, member, range (docs/reference.md, section 3.4).
+/// `url` comes first, so that the explicit arguments after it override what it says; it is
+/// never written back (the members it sets are).
+template <>
+struct OptionTable<RedisOptions> {
+    static constexpr std::string_view backend = "redis";
+    static constexpr auto fields = std::tuple{
+        field<RedisOptions>("url", &redis_url_from_json, nullptr),
+        field("host", &RedisOptions::host),
+        field("port", &RedisOptions::port, {.min = 1, .max = 65535}),
+        field("db", &RedisOptions::db, {.max = 1 << 20}),
+        field("username", &RedisOptions::username),
+        field("password", &RedisOptions::password, {.secret = true}),
+        field("unix_socket", &RedisOptions::unix_socket),
+        field("connect_timeout_ms", &RedisOptions::connect_timeout,
+              {.min = 1, .max = max_argument_ms}),
+        field("socket_timeout_ms", &RedisOptions::socket_timeout,
+              {.min = 1, .max = max_argument_ms}),
+        field("pool_size", &RedisOptions::pool_size, {.min = 1, .max = 4096}),
+        field("distributed_lock", &RedisOptions::distributed_lock),
+        field("lock_timeout_ms", &RedisOptions::lock_timeout, {.min = 1, .max = max_argument_ms}),
+        field("retry_interval_ms", &RedisOptions::retry_interval, {.max = max_argument_ms}),
+    };
+    static void check(const RedisOptions& o) {
+        if (o.host.empty() && o.unix_socket.empty())
+            throw ConfigError("CacheConfig::arguments.host is empty");
+    }
+};
+
+inline RedisOptions redis_options(const nlohmann::json& args) {
+    return read_options<RedisOptions>(args);
+}
+
+}  // namespace detail
+
+/// RedisOptions as CacheConfig::arguments (found by ADL: `nlohmann::json j = options;`).
+inline void to_json(nlohmann::json& j, const RedisOptions& o) {
+    j = detail::options_to_json(o);
+}
+
+/// CacheConfig::arguments as RedisOptions (`j.get<RedisOptions>()`); ConfigError when invalid.
+inline void from_json(const nlohmann::json& j, RedisOptions& o) {
+    o = detail::read_options<RedisOptions>(j);
+}
+
+namespace detail {
 
 inline timeval to_timeval(std::chrono::milliseconds ms) {
     timeval tv{};
