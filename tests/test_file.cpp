@@ -1125,36 +1125,36 @@ TEST_CASE("file: on_error names the cache file an operation failed on",
     CHECK(reported.front().operation == "invalidate");
     INFO(reported.front().what);
     CHECK_THAT(reported.front().what, Catch::Contains(f.cache_path()) && Catch::Contains("locked"));
+}
 
-    TEST_CASE("file: two databases sharing one cache file and prefix never see each other's rows",
-              "[file][identity]") {
-        Fixture f;  // app.db, five users, behind cache.db
-        {
-            auto s = f.db->session();
-            CHECK(Repository<User>{s}.get(1).name == "Ada");
-        }
-        // A copy of the application database, behind the same cache file: it starts with the
-        // same rows and the same stored id, but it is another database.
-        const std::string copy_path = f.dir.file("copy.db");
-        SQLite::Database(f.app_path(), SQLite::OPEN_READWRITE)
-            .exec("VACUUM INTO '" + copy_path + "'");
-        SqlLog copy_log;
-        Database copy{DatabaseConfig{.connection_string = copy_path,
-                                     .cache_config = f.config,
-                                     .on_query = copy_log.callback(),
-                                     .busy_timeout = kBusyTimeout}};
-        CHECK(copy.cache_identity() != f.db->cache_identity());
-        rename_user(copy, 1, "Ada in the copy");
-        auto s = copy.session();
-        Repository<User> users{s};
-        copy_log.clear();
-        CHECK(users.get(1).name == "Ada in the copy");
-        CHECK(copy_log.count("SELECT") == 1);
-        auto original = f.db->session();
-        f.log.clear();
-        CHECK(Repository<User>{original}.get(1).name == "Ada");  // its own entry, untouched
-        CHECK(f.log.count("SELECT") == 0);
-        CacheFile file(f.cache_path());
-        CHECK(file.entries(f.space() + "e:users:").size() == 1);
-        CHECK(file.entries(f.prefix() + copy.cache_identity() + ":e:users:").size() == 1);
+TEST_CASE("file: two databases sharing one cache file and prefix never see each other's rows",
+          "[file][identity]") {
+    Fixture f;  // app.db, five users, behind cache.db
+    {
+        auto s = f.db->session();
+        CHECK(Repository<User>{s}.get(1).name == "Ada");
     }
+    // A copy of the application database, behind the same cache file: it starts with the
+    // same rows and the same stored id, but it is another database.
+    const std::string copy_path = f.dir.file("copy.db");
+    SQLite::Database(f.app_path(), SQLite::OPEN_READWRITE).exec("VACUUM INTO '" + copy_path + "'");
+    SqlLog copy_log;
+    Database copy{DatabaseConfig{.connection_string = copy_path,
+                                 .cache_config = f.config,
+                                 .on_query = copy_log.callback(),
+                                 .busy_timeout = kBusyTimeout}};
+    CHECK(copy.cache_identity() != f.db->cache_identity());
+    rename_user(copy, 1, "Ada in the copy");
+    auto s = copy.session();
+    Repository<User> users{s};
+    copy_log.clear();
+    CHECK(users.get(1).name == "Ada in the copy");
+    CHECK(copy_log.count("SELECT") == 1);
+    auto original = f.db->session();
+    f.log.clear();
+    CHECK(Repository<User>{original}.get(1).name == "Ada");  // its own entry, untouched
+    CHECK(f.log.count("SELECT") == 0);
+    CacheFile file(f.cache_path());
+    CHECK(file.entries(f.space() + "e:users:").size() == 1);
+    CHECK(file.entries(f.prefix() + copy.cache_identity() + ":e:users:").size() == 1);
+}
