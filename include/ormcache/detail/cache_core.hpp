@@ -281,6 +281,14 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
     template <class R, class Load>
     R read(const ReadTarget& target, const ReadContext& context,
            std::optional<std::chrono::seconds> ttl, Load&& load) {
+        return read_ref<R>(target, context, ttl, LoadRef<R>(load));
+    }
+
+    /// read() for a type-erased load: compiled once per result type, whatever the caller's
+    /// lambda.
+    template <class R>
+    R read_ref(const ReadTarget& target, const ReadContext& context,
+               std::optional<std::chrono::seconds> ttl, LoadRef<R> load) {
         if (context.mode == FillMode::bypass)
             return load();  // read-your-writes: never shares a load with other sessions
         if (!active())
@@ -368,8 +376,8 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
                         return std::make_shared<const V>(std::move(*second->hit));
                     lease = std::move(second->lease);
                 }
-                return std::make_shared<const V>(
-                    load_and_store<V>(ReadTarget{key, {}, {}, false}, 0, lease, {}, ttl, create));
+                return std::make_shared<const V>(load_and_store<V>(
+                    ReadTarget{key, {}, {}, false}, 0, lease, {}, ttl, LoadRef<V>(create)));
             },
             waited);
         return *std::static_pointer_cast<const V>(result);
@@ -634,6 +642,41 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
         return std::nullopt;
     }
 
+    /// A byte entry: the envelope (see envelope_tag) around `payload`.
+    static std::string seal_envelope(std::int64_t stamp, std::string_view check,
+                                     std::string_view payload) {
+        std::string out = std::string(envelope_tag) + std::to_string(stamp) + " " +
+                          std::to_string(check.size()) + "\n";
+        out.append(check);
+        out.append(payload);
+        return out;
+    }
+
+    /// The payload of a byte entry, or nullopt when it is stale (another stamp or check);
+    /// throws SerializationError (or std::stoll's errors) when the envelope is corrupt.
+    static std::optional<std::string_view> open_envelope(std::string_view bytes, std::int64_t stamp,
+                                                         std::string_view check) {
+        if (!bytes.starts_with(envelope_tag))
+            throw SerializationError("unknown envelope");
+        bytes.remove_prefix(envelope_tag.size());
+        const auto space = bytes.find(' ');
+        const auto newline = bytes.find('\n');
+        if (space == std::string_view::npos || newline == std::string_view::npos ||
+            newline < space) {
+            throw SerializationError("truncated envelope");
+        }
+        const std::int64_t stored = std::stoll(std::string(bytes.substr(0, space)));
+        const std::size_t check_size =
+            std::stoull(std::string(bytes.substr(space + 1, newline - space - 1)));
+        bytes.remove_prefix(newline + 1);
+        if (bytes.size() < check_size)
+            throw SerializationError("truncated envelope");
+        if (stored != stamp || bytes.substr(0, check_size) != check)
+            return std::nullopt;
+        bytes.remove_prefix(check_size);
+        return bytes;
+    }
+
     template <class R>
     std::optional<CacheValue> encode(const std::string& key, const R& value, std::int64_t stamp,
                                      std::string_view check) noexcept {
@@ -649,10 +692,7 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
                 } else {
                     payload = config_.serializer.encode(to_payload(value));
                 }
-                out.bytes = std::string(envelope_tag) + std::to_string(stamp) + " " +
-                            std::to_string(check.size()) + "\n";
-                out.bytes.append(check);
-                out.bytes += payload;
+                out.bytes = seal_envelope(stamp, check, payload);
             }
             return out;
         } catch (const std::exception& e) {
@@ -679,28 +719,14 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
                 }
                 return static_cast<const CachedObject<R>*>(base)->value;
             }
-            std::string_view bytes = cached.bytes;
-            if (!bytes.starts_with(envelope_tag))
-                throw SerializationError("unknown envelope");
-            bytes.remove_prefix(envelope_tag.size());
-            const auto space = bytes.find(' ');
-            const auto newline = bytes.find('\n');
-            if (space == std::string_view::npos || newline == std::string_view::npos ||
-                newline < space) {
-                throw SerializationError("truncated envelope");
-            }
-            const std::int64_t stored = std::stoll(std::string(bytes.substr(0, space)));
-            const std::size_t check_size =
-                std::stoull(std::string(bytes.substr(space + 1, newline - space - 1)));
-            bytes.remove_prefix(newline + 1);
-            if (bytes.size() < check_size)
-                throw SerializationError("truncated envelope");
-            if (stored != stamp || bytes.substr(0, check_size) != check) {
+            const std::optional<std::string_view> opened =
+                open_envelope(cached.bytes, stamp, check);
+            if (!opened) {
                 if (stale != nullptr)
                     *stale = true;
                 return std::nullopt;
             }
-            bytes.remove_prefix(check_size);
+            const std::string_view bytes = *opened;
             if constexpr (HasCodec<R>) {
                 return codec<R>::decode(bytes);
             } else {
@@ -767,10 +793,10 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
 
     /// Loads from the database and stores the result under the lease and guards. If the load
     /// throws, the lease is given back (removing the key), so the next reader can fill.
-    template <class R, class Load>
+    template <class R>
     R load_and_store(const ReadTarget& target, std::int64_t stamp, const std::string& lease,
                      const std::vector<std::pair<std::string, std::int64_t>>& guards,
-                     std::optional<std::chrono::seconds> ttl, Load& load) {
+                     std::optional<std::chrono::seconds> ttl, LoadRef<R> load) {
         R value = [&] {
             try {
                 return load();
@@ -813,8 +839,8 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
     /// one load per key among concurrent callers, so switching the cache off does not change
     /// the database's load. Tagged with the table's commit count, so a read that starts after
     /// a commit of this process never joins a load that started before it.
-    template <class R, class Load>
-    R uncached_flight(const ReadTarget& target, const ReadContext& context, Load& load) {
+    template <class R>
+    R uncached_flight(const ReadTarget& target, const ReadContext& context, LoadRef<R> load) {
         bool waited = false;
         const CountWait count_wait{waited, singleflight_waits_};
         auto result = uncached_flights_.run(

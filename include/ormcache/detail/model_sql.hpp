@@ -2,7 +2,12 @@
 // The SQL a model needs, built once per model from its mapping, and the binding/reading of
 // whole rows in mapping order.
 
+#include <array>
+#include <cstddef>
+#include <initializer_list>
+#include <span>
 #include <string>
+#include <string_view>
 #include <type_traits>
 
 #include "../model.hpp"
@@ -12,8 +17,16 @@
 
 namespace ormcache::detail {
 
-template <Model T>
-struct ModelSql {
+/// One column of a model, as the SQL builder needs it.
+struct ColumnSpec {
+    std::string_view name;  // unquoted
+    SqlType type;
+    bool nullable;  // std::optional<...> member
+};
+
+/// The SQL text of a model; built by build_model_sql(), which does not depend on the model type
+/// (compiled once per translation unit, not once per model).
+struct ModelSqlText {
     std::string table;    // quoted
     std::string columns;  // quoted, mapping order
     std::string create_table;
@@ -26,7 +39,71 @@ struct ModelSql {
     std::string delete_by_pk;
     std::string delete_in_prefix;  // DELETE FROM table WHERE pk IN (
     std::string returning;
+};
 
+/// The parts, joined: one out-of-line loop instead of a chain of inlined operator+ temporaries.
+inline std::string concat_sql(std::initializer_list<std::string_view> parts) {
+    std::size_t size = 0;
+    for (const std::string_view part : parts)
+        size += part.size();
+    std::string out;
+    out.reserve(size);
+    for (const std::string_view part : parts)
+        out.append(part);
+    return out;
+}
+
+/// `cols` in mapping order, the primary key first.
+inline void build_model_sql(ModelSqlText& s, std::string_view table, bool integer_pk,
+                            std::span<const ColumnSpec> cols) {
+    s.table = quote_identifier(table);
+    const std::string pk = quote_identifier(cols[0].name);
+    std::string defs, non_pk_cols, non_pk_marks, assignments, excluded;
+    for (std::size_t i = 0; i < cols.size(); ++i) {
+        const std::string name = quote_identifier(cols[i].name);
+        const std::string_view sep = i == 0 ? "" : ", ";
+        s.columns.append(sep).append(name);
+        defs.append(sep).append(name).append(" ").append(sql_type_name(cols[i].type));
+        if (i == 0) {
+            defs.append(integer_pk ? " PRIMARY KEY" : " PRIMARY KEY NOT NULL");
+            continue;
+        }
+        if (!cols[i].nullable)
+            defs.append(" NOT NULL");
+        const std::string_view non_pk_sep = non_pk_cols.empty() ? "" : ", ";
+        non_pk_cols.append(non_pk_sep).append(name);
+        non_pk_marks.append(non_pk_sep).append("?");
+        assignments.append(non_pk_sep).append(name).append(" = ?");
+        excluded.append(non_pk_sep).append(name).append(" = excluded.").append(name);
+    }
+    // A model with nothing but its key still needs a SET list.
+    if (assignments.empty()) {
+        assignments = concat_sql({pk, " = ", pk});
+        excluded = concat_sql({pk, " = excluded.", pk});
+    }
+    std::string all_marks = "?";
+    for (std::size_t i = 1; i < cols.size(); ++i)
+        all_marks.append(", ?");
+    s.returning = concat_sql({" RETURNING ", s.columns});
+    s.create_table = concat_sql({"CREATE TABLE IF NOT EXISTS ", s.table, " (", defs, ")"});
+    s.select = concat_sql({"SELECT ", s.columns, " FROM ", s.table});
+    s.select_by_pk = concat_sql({s.select, " WHERE ", pk, " = ?"});
+    s.insert_all = concat_sql(
+        {"INSERT INTO ", s.table, " (", s.columns, ") VALUES (", all_marks, ")", s.returning});
+    s.insert_auto = non_pk_cols.empty()
+                        ? concat_sql({"INSERT INTO ", s.table, " DEFAULT VALUES", s.returning})
+                        : concat_sql({"INSERT INTO ", s.table, " (", non_pk_cols, ") VALUES (",
+                                      non_pk_marks, ")", s.returning});
+    s.update_by_pk =
+        concat_sql({"UPDATE ", s.table, " SET ", assignments, " WHERE ", pk, " = ?", s.returning});
+    s.upsert = concat_sql({"INSERT INTO ", s.table, " (", s.columns, ") VALUES (", all_marks,
+                           ") ON CONFLICT(", pk, ") DO UPDATE SET ", excluded, s.returning});
+    s.delete_by_pk = concat_sql({"DELETE FROM ", s.table, " WHERE ", pk, " = ?", s.returning});
+    s.delete_in_prefix = concat_sql({"DELETE FROM ", s.table, " WHERE ", pk, " IN ("});
+}
+
+template <Model T>
+struct ModelSql : ModelSqlText {
     static const ModelSql& get() {
         static const ModelSql sql = build();
         return sql;
@@ -35,64 +112,14 @@ struct ModelSql {
   private:
     static ModelSql build() {
         using Info = ModelInfo<T>;
-        ModelSql s;
-        s.table = quote_identifier(Info::table);
-        const std::string pk = quote_identifier(Info::pk_name());
-        std::string defs, non_pk_cols, non_pk_marks, assignments, excluded;
+        std::array<ColumnSpec, Info::columns> cols{};
         for_each_field<T>([&](const auto& f, auto index) {
             using M = std::remove_cv_t<typename std::remove_cvref_t<decltype(f)>::value_type>;
-            const std::string name = quote_identifier(f.name);
-            if (!s.columns.empty())
-                s.columns += ", ";
-            s.columns += name;
-            if (!defs.empty())
-                defs += ", ";
-            defs += name;
-            defs += ' ';
-            defs += sql_type_name(sql_type_of<unwrap_optional_t<M>>());
-            if constexpr (decltype(index)::value == 0) {
-                defs += " PRIMARY KEY";
-                if constexpr (!Info::integer_pk)
-                    defs += " NOT NULL";
-            } else {
-                if constexpr (!is_optional_v<M>)
-                    defs += " NOT NULL";
-                if (!non_pk_cols.empty()) {
-                    non_pk_cols += ", ";
-                    non_pk_marks += ", ";
-                    assignments += ", ";
-                    excluded += ", ";
-                }
-                non_pk_cols += name;
-                non_pk_marks += '?';
-                assignments += name + " = ?";
-                excluded += name + " = excluded." + name;
-            }
+            cols[decltype(index)::value] = {f.name, sql_type_of<unwrap_optional_t<M>>(),
+                                            is_optional_v<M>};
         });
-        // A model with nothing but its key still needs a SET list.
-        if (assignments.empty()) {
-            assignments = pk + " = " + pk;
-            excluded = pk + " = excluded." + pk;
-        }
-        std::string all_marks = "?";
-        for (std::size_t i = 1; i < Info::columns; ++i)
-            all_marks += ", ?";
-        s.returning = " RETURNING " + s.columns;
-        s.create_table = "CREATE TABLE IF NOT EXISTS " + s.table + " (" + defs + ")";
-        s.select = "SELECT " + s.columns + " FROM " + s.table;
-        s.select_by_pk = s.select + " WHERE " + pk + " = ?";
-        s.insert_all = "INSERT INTO " + s.table + " (" + s.columns + ") VALUES (" + all_marks +
-                       ")" + s.returning;
-        s.insert_auto = non_pk_cols.empty()
-                            ? "INSERT INTO " + s.table + " DEFAULT VALUES" + s.returning
-                            : "INSERT INTO " + s.table + " (" + non_pk_cols + ") VALUES (" +
-                                  non_pk_marks + ")" + s.returning;
-        s.update_by_pk =
-            "UPDATE " + s.table + " SET " + assignments + " WHERE " + pk + " = ?" + s.returning;
-        s.upsert = "INSERT INTO " + s.table + " (" + s.columns + ") VALUES (" + all_marks +
-                   ") ON CONFLICT(" + pk + ") DO UPDATE SET " + excluded + s.returning;
-        s.delete_by_pk = "DELETE FROM " + s.table + " WHERE " + pk + " = ?" + s.returning;
-        s.delete_in_prefix = "DELETE FROM " + s.table + " WHERE " + pk + " IN (";
+        ModelSql s;
+        build_model_sql(s, Info::table, Info::integer_pk, cols);
         return s;
     }
 };

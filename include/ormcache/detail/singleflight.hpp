@@ -13,6 +13,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -20,6 +21,24 @@
 #include "statement_cache.hpp"  // StringHash
 
 namespace ormcache::detail {
+
+/// A non-owning reference to a callable returning R (the referenced callable must outlive it).
+/// The read path takes its loads through it, so that its code is compiled once per result type
+/// rather than once per call site's lambda.
+template <class R>
+class LoadRef {
+  public:
+    template <class F>
+    requires(!std::is_same_v<std::remove_cv_t<F>, LoadRef>) explicit LoadRef(F& f) noexcept
+        : object_(const_cast<void*>(static_cast<const void*>(std::addressof(f)))),
+          call_([](void* object) -> R { return (*static_cast<F*>(object))(); }) {}
+
+    R operator()() const { return call_(object_); }
+
+  private:
+    void* object_;
+    R (*call_)(void*);
+};
 
 class Singleflight {
   public:
@@ -29,6 +48,11 @@ class Singleflight {
     /// it. `waited` tells which happened. Exceptions of the load reach every waiter.
     template <class Load>
     Result run(const std::string& key, std::int64_t tag, Load&& load, bool& waited) {
+        return run_ref(key, tag, LoadRef<Result>(load), waited);
+    }
+
+    /// run() for a type-erased load: compiled once, whatever the caller's lambda.
+    Result run_ref(const std::string& key, std::int64_t tag, LoadRef<Result> load, bool& waited) {
         Stripe& stripe = stripe_for(key);
         std::promise<Result> promise;
         std::shared_future<Result> flight;
@@ -52,7 +76,7 @@ class Singleflight {
         waited = false;
         Result result;
         try {
-            result = std::forward<Load>(load)();
+            result = load();
         } catch (...) {
             // Land the flight before publishing, so an error is never served to a later caller.
             land(stripe, key, id);
