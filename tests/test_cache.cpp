@@ -1784,6 +1784,8 @@ TEST_CASE("Cache rule 7: a single failed call is absorbed and the next call uses
         REQUIRE(f.errors.count() == 1);
         CHECK(f.errors.entries()[0].operation == "fill");
         CHECK(f.errors.entries()[0].backend == "fake");
+        // Not a CacheError: the message still says which backend failed doing what.
+        CHECK(f.errors.entries()[0].what == "fake fill: injected runtime failure in fill");
     }
     SECTION("fill and read of get_or_create") {
         f.store->fail_next(Op::fill, 1);

@@ -635,9 +635,14 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
         } catch (const CacheError& e) {
             report(e);
         } catch (const std::exception& e) {
-            report(CacheError(e.what(), std::string(backend_->name()), operation));
+            // A backend that throws something other than CacheError still gets a message that
+            // says which backend failed doing what, as the backends' own errors do.
+            report(CacheError(std::string(backend_->name()) + " " + operation + ": " + e.what(),
+                              std::string(backend_->name()), operation));
         } catch (...) {
-            report(CacheError("unknown exception", std::string(backend_->name()), operation));
+            report(CacheError(std::string(backend_->name()) + " " + operation +
+                                  ": unknown exception",
+                              std::string(backend_->name()), operation));
         }
         return std::nullopt;
     }
