@@ -51,17 +51,23 @@ bool has_table(const std::string& path, const std::string& table) {
     return raw.tableExists(table);
 }
 
+/// Two databases in one directory and one memory cache manager for both, as a manual setup
+/// would share it (two processes sharing a cache server are the same case: the Redis,
+/// memcached and file tests check that).
+struct TwoDatabases {
+    TempDir dir;
+    SqlLog log_a, log_b;
+    CacheManager manager{CacheConfig{.backend = "memory"}};
+    Database a{config_for(dir.file("a.db"), log_a)};
+    Database b{config_for(dir.file("b.db"), log_b)};
+};
+
 }  // namespace
 
 TEST_CASE("Identity: two databases sharing one cache and prefix never see each other's rows",
           "[cache][identity]") {
-    TempDir dir;
-    SqlLog log_a, log_b;
-    // One manager for both, as a manual setup would share it; the same holds for two
-    // processes sharing a cache server (the Redis, memcached and file tests check that).
-    CacheManager manager{CacheConfig{.backend = "memory"}};
-    Database a{config_for(dir.file("a.db"), log_a)};
-    Database b{config_for(dir.file("b.db"), log_b)};
+    TwoDatabases two;
+    auto& [dir, log_a, log_b, manager, a, b] = two;
     ormcache::setup_cache_listeners(a, manager);
     ormcache::setup_cache_listeners(b, manager);
     a.create_all<User>();
@@ -206,11 +212,8 @@ TEST_CASE("Identity: the keys a cache writes carry the database's identity", "[c
 
 TEST_CASE("Identity: one manager's invalidate() reaches every database it serves",
           "[cache][identity]") {
-    TempDir dir;
-    SqlLog log_a, log_b;
-    CacheManager manager{CacheConfig{.backend = "memory"}};
-    Database a{config_for(dir.file("a.db"), log_a)};
-    Database b{config_for(dir.file("b.db"), log_b)};
+    TwoDatabases two;
+    auto& [dir, log_a, log_b, manager, a, b] = two;
     a.create_all<User>();
     b.create_all<User>();
     add_user(a, "a1");

@@ -18,26 +18,19 @@
 #include <ormcache/change_set.hpp>
 #include <ormcache/detail/change_journal.hpp>
 
+#include "changes.hpp"
+
 using ormcache::Change;
 using ormcache::ChangeSet;
 using ormcache::Operation;
 using ormcache::PrimaryKey;
 using ormcache::detail::ChangeJournal;
+using ormcache_test::ins;
+using ormcache_test::rem;
+using ormcache_test::upd;
+using ormcache_test::whole;
 
 namespace {
-
-Change ins(std::string table, PrimaryKey key) {
-    return Change{std::move(table), Operation::insert, {}, std::move(key)};
-}
-Change upd(std::string table, PrimaryKey old_key, PrimaryKey new_key) {
-    return Change{std::move(table), Operation::update, std::move(old_key), std::move(new_key)};
-}
-Change rem(std::string table, PrimaryKey key) {
-    return Change{std::move(table), Operation::remove, std::move(key), {}};
-}
-Change whole(std::string table) {
-    return Change{std::move(table), Operation::whole_table, {}, {}};
-}
 
 /// A text key (short enough to need no allocation).
 std::string row_key(std::int64_t i) {

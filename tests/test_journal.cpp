@@ -10,6 +10,7 @@
 #include <variant>
 #include <vector>
 
+#include "changes.hpp"
 #include "models.hpp"
 #include "test_support.hpp"
 
@@ -19,23 +20,14 @@ using ormcache::ChangeSet;
 using ormcache::Operation;
 using ormcache::PrimaryKey;
 using ormcache_test::CommitLog;
+using ormcache_test::ins;
+using ormcache_test::rem;
 using ormcache_test::TempDir;
+using ormcache_test::upd;
+using ormcache_test::whole;
 using Changes = std::vector<Change>;
 
 namespace {
-
-Change ins(std::string table, PrimaryKey key) {
-    return Change{std::move(table), Operation::insert, {}, std::move(key)};
-}
-Change upd(std::string table, PrimaryKey old_key, PrimaryKey new_key) {
-    return Change{std::move(table), Operation::update, std::move(old_key), std::move(new_key)};
-}
-Change rem(std::string table, PrimaryKey key) {
-    return Change{std::move(table), Operation::remove, std::move(key), {}};
-}
-Change whole(std::string table) {
-    return Change{std::move(table), Operation::whole_table, {}, {}};
-}
 
 std::string describe(const PrimaryKey& key) {
     if (const auto* i = std::get_if<std::int64_t>(&key))

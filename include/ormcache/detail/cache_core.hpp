@@ -640,9 +640,9 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
             report(CacheError(std::string(backend_->name()) + " " + operation + ": " + e.what(),
                               std::string(backend_->name()), operation));
         } catch (...) {
-            report(CacheError(std::string(backend_->name()) + " " + operation +
-                                  ": unknown exception",
-                              std::string(backend_->name()), operation));
+            report(
+                CacheError(std::string(backend_->name()) + " " + operation + ": unknown exception",
+                           std::string(backend_->name()), operation));
         }
         return std::nullopt;
     }
