@@ -70,7 +70,7 @@ struct Fixture {
         ormcache_bench::warm_all(users, kCachedRows);  // fills
     }
 
-    /// The entity key the cache stores user `id` under (layout of detail/cache_core.hpp).
+    /// The entity key the cache stores user `id` under (layout of detail/cache/cache_core.hpp).
     std::string entity_key(std::int64_t id) const {
         char digest[17];
         std::snprintf(digest, sizeof digest, "%016llx",

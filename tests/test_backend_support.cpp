@@ -11,9 +11,9 @@
 #include <vector>
 
 #include <catch2/catch.hpp>
-#include <ormcache/detail/incident.hpp>
-#include <ormcache/detail/lock_wait.hpp>
-#include <ormcache/detail/pending_invalidations.hpp>
+#include <ormcache/detail/cache/incident.hpp>
+#include <ormcache/detail/cache/lock_wait.hpp>
+#include <ormcache/detail/cache/pending_invalidations.hpp>
 
 using ormcache::CacheError;
 using ormcache::InvalidationBatch;

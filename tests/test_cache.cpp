@@ -20,7 +20,7 @@
 #include <vector>
 
 #include <catch2/catch.hpp>
-#include <ormcache/detail/base64.hpp>
+#include <ormcache/detail/util/base64.hpp>
 
 #include "envelope.hpp"
 #include "error_log.hpp"

@@ -16,7 +16,7 @@
 #include <vector>
 
 #include <ormcache/change_set.hpp>
-#include <ormcache/detail/change_journal.hpp>
+#include <ormcache/detail/orm/change_journal.hpp>
 
 #include "changes.hpp"
 

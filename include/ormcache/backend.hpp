@@ -63,7 +63,7 @@ struct ReadResult {
     std::vector<std::int64_t> counters;  ///< one per requested counter, same order
     std::string lease;                   ///< the lease token taken; empty if none was taken
     /// The key holds another reader's lease: a fill is in flight elsewhere. With a
-    /// distributed lock, the backend has already waited for it (see detail/lock_wait.hpp).
+    /// distributed lock, the backend has already waited for it (see detail/cache/lock_wait.hpp).
     bool locked_elsewhere = false;
 };
 

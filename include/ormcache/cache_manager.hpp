@@ -11,7 +11,7 @@
 #include "backends/memory.hpp"
 #include "cache_config.hpp"
 #include "cache_stats.hpp"
-#include "detail/cache_core.hpp"
+#include "detail/cache/cache_core.hpp"
 #include "model.hpp"
 
 namespace ormcache {

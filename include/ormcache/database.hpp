@@ -10,8 +10,8 @@
 #include "cache_manager.hpp"
 #include "change_set.hpp"
 #include "database_config.hpp"
-#include "detail/database_state.hpp"
-#include "detail/model_sql.hpp"
+#include "detail/orm/model_sql.hpp"
+#include "detail/sqlite/database_state.hpp"
 #include "model.hpp"
 #include "session.hpp"
 

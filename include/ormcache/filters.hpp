@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "detail/column_traits.hpp"
+#include "detail/orm/column_traits.hpp"
 
 namespace ormcache {
 

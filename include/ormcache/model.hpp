@@ -13,8 +13,8 @@
 #include <type_traits>
 #include <utility>
 
-#include "detail/column_traits.hpp"
-#include "detail/preprocessor.hpp"
+#include "detail/orm/column_traits.hpp"
+#include "detail/orm/preprocessor.hpp"
 
 namespace ormcache {
 namespace detail {

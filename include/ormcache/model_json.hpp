@@ -9,7 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "detail/type_name.hpp"
+#include "detail/util/type_name.hpp"
 #include "errors.hpp"
 #include "model.hpp"
 

@@ -11,10 +11,10 @@
 #include <vector>
 
 #include "cache_manager.hpp"
-#include "detail/cache_core.hpp"
-#include "detail/model_sql.hpp"
-#include "detail/query_builder.hpp"
-#include "detail/type_name.hpp"
+#include "detail/cache/cache_core.hpp"
+#include "detail/orm/model_sql.hpp"
+#include "detail/orm/query_builder.hpp"
+#include "detail/util/type_name.hpp"
 #include "errors.hpp"
 #include "filters.hpp"
 #include "model.hpp"

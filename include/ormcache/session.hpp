@@ -8,7 +8,7 @@
 #include <type_traits>
 #include <utility>
 
-#include "detail/session_state.hpp"
+#include "detail/sqlite/session_state.hpp"
 #include "errors.hpp"
 #include "transaction.hpp"
 

@@ -5,7 +5,7 @@
 #include <string>
 #include <utility>
 
-#include "detail/session_state.hpp"
+#include "detail/sqlite/session_state.hpp"
 #include "errors.hpp"
 
 namespace ormcache {

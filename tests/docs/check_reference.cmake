@@ -16,7 +16,7 @@
 #  (d) a CacheConfig::arguments key a backend reads (an entry `field("...", ...)` of the
 #      OptionTable of its options struct, in include/ormcache/backends/<backend>.hpp) is not
 #      documented as `key` in the section of docs/reference.md that follows
-#      <a id="arguments-<backend>">; keys of tables in include/ormcache/detail/*.hpp must
+#      <a id="arguments-<backend>">; keys of tables in include/ormcache/detail/ (any depth) must
 #      appear somewhere in docs/reference.md. A header that specializes OptionTable but whose
 #      entries the check cannot find fails too (the check's parser needs updating);
 #  (e) one of the anchors <a id="rule-1"> ... <a id="rule-9"> (the cache rules that tests and
@@ -159,7 +159,7 @@ endforeach()
 
 # ---- (d) every backend argument is documented in its backend's section --------------------
 
-# The one table-driven reader (detail/backend_arguments.hpp) reads exactly the entries of each
+# The one table-driven reader (detail/cache/backend_arguments.hpp) reads exactly the entries of each
 # options struct's table: field("name", &Options::member, ...) or field<Options>("name", ...).
 set(argument_read_patterns "field(<[A-Za-z_:]+>)?\\([ \t\r\n]*\"([A-Za-z0-9_]+)\"")
 
@@ -213,7 +213,7 @@ foreach(path IN LISTS backend_headers)
   endforeach()
 endforeach()
 
-file(GLOB detail_headers "${SOURCE_DIR}/include/ormcache/detail/*.hpp")
+file(GLOB_RECURSE detail_headers "${SOURCE_DIR}/include/ormcache/detail/*.hpp")
 list(SORT detail_headers)
 foreach(path IN LISTS detail_headers)
   file(RELATIVE_PATH rel "${SOURCE_DIR}" "${path}")

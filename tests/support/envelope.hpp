@@ -1,6 +1,6 @@
 #pragma once
 // The envelope the byte-storing backends hold, "oc1 <stamp> <len>\n<check><payload>"
-// (detail/cache_core.hpp), taken apart and put together independently of the library, so that
+// (detail/cache/cache_core.hpp), taken apart and put together independently of the library, so that
 // the tests check the format rather than trust it.
 
 #include <cstdint>

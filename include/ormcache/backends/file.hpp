@@ -13,22 +13,22 @@
 //  - invalidate: one transaction deletes the entries and bumps the counters.
 // Every entry has its own TTL (expires_at); expired rows are misses and are deleted when read,
 // and every `sweep_every` writes a bounded sweep deletes up to `sweep_limit` expired rows.
-// With `distributed_lock`, a lease is also a lock across processes (detail/lock_wait.hpp).
+// With `distributed_lock`, a lease is also a lock across processes (detail/cache/lock_wait.hpp).
 //
 // Failures: any SQLite failure (busy past the timeout, corrupt file, disk full) is a
 // CacheError("file", operation); the CacheManager absorbs it and serves from the database,
-// and on_error hears of an outage once (detail/incident.hpp). An invalidation that could not
+// and on_error hears of an outage once (detail/cache/incident.hpp). An invalidation that could not
 // be written is kept and replayed before the next read or fill: until it lands those fail
-// too, so the entries it was meant to remove are never served (detail/pending_invalidations.hpp).
-// A file that cannot be opened (missing directory, no permission) is not a ConfigError: the
-// Database is built, the cache fails open and opens the file once it can (retrying at most
-// every `retry_interval`). Creating the directory is the application's job. The choice is the
-// one made for unreachable servers (docs/reference.md, cache rule 7): a cache must never keep
-// an application from starting, and a path that is wrong at start-up may be right a moment
-// later (a volume not yet mounted).
+// too, so the entries it was meant to remove are never served
+// (detail/cache/pending_invalidations.hpp). A file that cannot be opened (missing directory, no
+// permission) is not a ConfigError: the Database is built, the cache fails open and opens the file
+// once it can (retrying at most every `retry_interval`). Creating the directory is the
+// application's job. The choice is the one made for unreachable servers (docs/reference.md, cache
+// rule 7): a cache must never keep an application from starting, and a path that is wrong at
+// start-up may be right a moment later (a volume not yet mounted).
 //
 // Thread-safe: a pool of connections, each used by one thread at a time. Process-safe:
-// SQLite's file locking. Safe across fork(): see detail/file_connection.hpp.
+// SQLite's file locking. Safe across fork(): see detail/file/file_connection.hpp.
 
 #include <algorithm>
 #include <atomic>
@@ -46,12 +46,12 @@
 #include <nlohmann/json.hpp>
 
 #include "../backend.hpp"
-#include "../detail/backend_arguments.hpp"
-#include "../detail/file_connection.hpp"
-#include "../detail/incident.hpp"
-#include "../detail/lease_token.hpp"
-#include "../detail/lock_wait.hpp"
-#include "../detail/pending_invalidations.hpp"
+#include "../detail/cache/backend_arguments.hpp"
+#include "../detail/cache/incident.hpp"
+#include "../detail/cache/lease_token.hpp"
+#include "../detail/cache/lock_wait.hpp"
+#include "../detail/cache/pending_invalidations.hpp"
+#include "../detail/file/file_connection.hpp"
 #include "../errors.hpp"
 
 namespace ormcache {

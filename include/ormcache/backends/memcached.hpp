@@ -13,7 +13,7 @@
 //                The invalidator bumps counters and deletes keys: every interleaving either
 //                fails the guard check (a bumped counter) or the cas (a deleted lease);
 //  - invalidate: per server, every incr then every delete pipelined in one request on our
-//                own connection (detail/memcached_socket.hpp), every reply read: known
+//                own connection (detail/memcached/memcached_socket.hpp), every reply read: known
 //                delivered, in one round trip per server whatever the number of keys (a
 //                counter found missing is then added from the clock: one more).
 //
@@ -58,14 +58,14 @@
 #include <nlohmann/json.hpp>
 
 #include "../backend.hpp"
-#include "../detail/backend_arguments.hpp"
-#include "../detail/incident.hpp"
-#include "../detail/lease_token.hpp"
-#include "../detail/lock_wait.hpp"
-#include "../detail/memcached_socket.hpp"
-#include "../detail/pending_invalidations.hpp"
-#include "../detail/percent_decoding.hpp"
-#include "../detail/sha256.hpp"
+#include "../detail/cache/backend_arguments.hpp"
+#include "../detail/cache/incident.hpp"
+#include "../detail/cache/lease_token.hpp"
+#include "../detail/cache/lock_wait.hpp"
+#include "../detail/cache/pending_invalidations.hpp"
+#include "../detail/memcached/memcached_socket.hpp"
+#include "../detail/util/percent_decoding.hpp"
+#include "../detail/util/sha256.hpp"
 #include "../errors.hpp"
 
 namespace ormcache {
@@ -671,7 +671,7 @@ class MemcachedBackend {
         /// and are walked by LRU instead (`metadump all`).
         std::atomic<bool> metadump_by_hash{true};
         std::mutex sockets_mutex;  // guards idle_sockets
-        /// Our own text-protocol connections, idle (see detail/memcached_socket.hpp).
+        /// Our own text-protocol connections, idle (see detail/memcached/memcached_socket.hpp).
         std::vector<std::unique_ptr<detail::MemcachedSocket>> idle_sockets;
     };
 

@@ -20,9 +20,9 @@
 #include <vector>
 
 #include "../backend.hpp"
-#include "../detail/backend_arguments.hpp"
-#include "../detail/lease_token.hpp"
-#include "../detail/statement_cache.hpp"  // StringHash
+#include "../detail/cache/backend_arguments.hpp"
+#include "../detail/cache/lease_token.hpp"
+#include "../detail/util/string_hash.hpp"
 
 namespace ormcache {
 

@@ -38,12 +38,12 @@
 #include <nlohmann/json.hpp>
 
 #include "../backend.hpp"
-#include "../detail/backend_arguments.hpp"
-#include "../detail/incident.hpp"
-#include "../detail/lease_token.hpp"
-#include "../detail/lock_wait.hpp"
-#include "../detail/pending_invalidations.hpp"
-#include "../detail/percent_decoding.hpp"
+#include "../detail/cache/backend_arguments.hpp"
+#include "../detail/cache/incident.hpp"
+#include "../detail/cache/lease_token.hpp"
+#include "../detail/cache/lock_wait.hpp"
+#include "../detail/cache/pending_invalidations.hpp"
+#include "../detail/util/percent_decoding.hpp"
 #include "../errors.hpp"
 
 namespace ormcache {

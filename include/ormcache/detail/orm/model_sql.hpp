@@ -10,9 +10,9 @@
 #include <string_view>
 #include <type_traits>
 
-#include "../model.hpp"
+#include "../../model.hpp"
+#include "../sqlite/session_state.hpp"
 #include "column_traits.hpp"
-#include "session_state.hpp"
 #include "sql_text.hpp"
 
 namespace ormcache::detail {

@@ -13,9 +13,9 @@
 #include <utility>
 #include <vector>
 
-#include "../change_set.hpp"
+#include "../../change_set.hpp"
+#include "../util/string_hash.hpp"
 #include "sql_text.hpp"
-#include "statement_cache.hpp"  // StringHash
 
 namespace ormcache::detail {
 

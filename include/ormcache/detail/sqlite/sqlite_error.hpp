@@ -6,7 +6,7 @@
 #include <string_view>
 #include <utility>
 
-#include "../errors.hpp"
+#include "../../errors.hpp"
 #include "sqlite_api.hpp"
 
 namespace ormcache::detail {

@@ -24,7 +24,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "../errors.hpp"
+#include "../../errors.hpp"
 
 namespace ormcache::detail {
 

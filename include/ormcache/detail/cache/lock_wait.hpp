@@ -11,7 +11,7 @@
 #include <thread>
 #include <utility>
 
-#include "../backend.hpp"
+#include "../../backend.hpp"
 
 namespace ormcache::detail {
 

@@ -18,7 +18,7 @@
 #include <utility>
 #include <vector>
 
-#include "statement_cache.hpp"  // StringHash
+#include "../util/string_hash.hpp"
 
 namespace ormcache::detail {
 

@@ -20,10 +20,10 @@
 #include <utility>
 #include <vector>
 
-#include "../errors.hpp"
-#include "sqlite_api.hpp"
-#include "sqlite_error.hpp"
-#include "statement_cache.hpp"
+#include "../../errors.hpp"
+#include "../sqlite/sqlite_api.hpp"
+#include "../sqlite/sqlite_error.hpp"
+#include "../sqlite/statement_cache.hpp"
 
 namespace ormcache::detail {
 

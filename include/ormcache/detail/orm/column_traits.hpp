@@ -20,9 +20,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "../errors.hpp"
-#include "base64.hpp"
-#include "sqlite_api.hpp"
+#include "../../errors.hpp"
+#include "../sqlite/sqlite_api.hpp"
+#include "../util/base64.hpp"
 
 namespace ormcache::detail {
 

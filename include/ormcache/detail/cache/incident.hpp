@@ -5,7 +5,7 @@
 
 #include <atomic>
 
-#include "../errors.hpp"
+#include "../../errors.hpp"
 
 namespace ormcache::detail {
 

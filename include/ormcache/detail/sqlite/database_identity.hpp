@@ -24,8 +24,8 @@
 #include <string>
 #include <string_view>
 
-#include "../errors.hpp"
-#include "sha256.hpp"
+#include "../../errors.hpp"
+#include "../util/sha256.hpp"
 #include "sqlite_api.hpp"
 #include "sqlite_error.hpp"
 

@@ -3,7 +3,7 @@
 // singleflight, stats and the commit listener. Thread-safe.
 //
 // Keys (every one starts with key_prefix; a database's keys with its key space,
-// key_prefix + <database identity> + ":", see detail/database_identity.hpp):
+// key_prefix + <database identity> + ":", see detail/sqlite/database_identity.hpp):
 //   <space>e:<table>:<digest>:<serializer>:<i|s><key>   one entity (or its absence)
 //   <space>q:<table>:<digest>:<serializer>:<kind>:<hash> one list/count/exists result
 //   <space>v:<table>                        list version, bumped by every committed change
@@ -35,17 +35,17 @@
 
 #include <nlohmann/json.hpp>
 
-#include "../backend.hpp"
-#include "../backends/memory.hpp"
-#include "../cache_config.hpp"
-#include "../cache_stats.hpp"
-#include "../change_set.hpp"
-#include "../codec.hpp"
-#include "../errors.hpp"
-#include "../model.hpp"
-#include "../model_json.hpp"
-#include "base64.hpp"
-#include "database_state.hpp"
+#include "../../backend.hpp"
+#include "../../backends/memory.hpp"
+#include "../../cache_config.hpp"
+#include "../../cache_stats.hpp"
+#include "../../change_set.hpp"
+#include "../../codec.hpp"
+#include "../../errors.hpp"
+#include "../../model.hpp"
+#include "../../model_json.hpp"
+#include "../sqlite/database_state.hpp"
+#include "../util/base64.hpp"
 #include "singleflight.hpp"
 
 namespace ormcache::detail {

@@ -18,7 +18,7 @@
 #include <utility>
 #include <vector>
 
-#include "../backend.hpp"
+#include "../../backend.hpp"
 
 namespace ormcache::detail {
 

@@ -11,17 +11,11 @@
 #include <unordered_map>
 #include <utility>
 
-#include "../errors.hpp"
+#include "../../errors.hpp"
+#include "../util/string_hash.hpp"
 #include "sqlite_error.hpp"
 
 namespace ormcache::detail {
-
-struct StringHash {
-    using is_transparent = void;
-    std::size_t operator()(std::string_view s) const noexcept {
-        return std::hash<std::string_view>{}(s);
-    }
-};
 
 class StatementCache {
     struct Entry {

@@ -13,14 +13,14 @@
 #include <variant>
 #include <vector>
 
-#include "../errors.hpp"
-#include "../filters.hpp"
-#include "../model.hpp"
-#include "../options.hpp"
+#include "../../errors.hpp"
+#include "../../filters.hpp"
+#include "../../model.hpp"
+#include "../../options.hpp"
+#include "../sqlite/session_state.hpp"
+#include "../util/type_name.hpp"
 #include "column_traits.hpp"
-#include "session_state.hpp"
 #include "sql_text.hpp"
-#include "type_name.hpp"
 
 namespace ormcache::detail {
 

@@ -17,11 +17,11 @@
 #include <utility>
 #include <vector>
 
-#include "../change_set.hpp"
-#include "../database_config.hpp"
-#include "../errors.hpp"
+#include "../../change_set.hpp"
+#include "../../database_config.hpp"
+#include "../../errors.hpp"
+#include "../orm/sql_text.hpp"
 #include "database_identity.hpp"
-#include "sql_text.hpp"
 #include "sqlite_error.hpp"
 #include "statement_cache.hpp"
 
@@ -100,7 +100,7 @@ class DatabaseState {
         return wrap_sqlite("open " + path_, [&] { return open_raw(); });
     }
 
-    /// The database's identity in cache keys (see detail/database_identity.hpp), computed at
+    /// The database's identity in cache keys (see detail/sqlite/database_identity.hpp), computed at
     /// the first call, which may record an id in the database: only databases a cache is
     /// attached to pay for it. Throws ConfigError when it can be neither read nor recorded.
     const std::string& cache_identity() const {

@@ -28,11 +28,11 @@
 #include <unordered_map>
 #include <utility>
 
-#include "../errors.hpp"
-#include "change_journal.hpp"
-#include "column_traits.hpp"
+#include "../../errors.hpp"
+#include "../orm/change_journal.hpp"
+#include "../orm/column_traits.hpp"
+#include "../orm/sql_text.hpp"
 #include "database_state.hpp"
-#include "sql_text.hpp"
 #include "sqlite_error.hpp"
 #include "statement_cache.hpp"
 
