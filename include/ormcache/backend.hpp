@@ -110,7 +110,7 @@ class AnyBackend {
   public:
     template <Backend B>
     explicit AnyBackend(std::unique_ptr<B> backend)
-        : self_(std::make_unique<Model<B>>(std::move(backend))) {}
+        : self_(std::make_unique<Holder<B>>(std::move(backend))) {}
 
     std::string_view name() const { return self_->name(); }
     bool stores_objects() const noexcept { return self_->stores_objects(); }
@@ -125,8 +125,8 @@ class AnyBackend {
     void clear() { self_->clear(); }
 
   private:
-    struct Concept {
-        virtual ~Concept() = default;
+    struct Interface {
+        virtual ~Interface() = default;
         virtual std::string_view name() const = 0;
         virtual bool stores_objects() const noexcept = 0;
         virtual ReadResult read(const ReadRequest&) = 0;
@@ -138,8 +138,8 @@ class AnyBackend {
         virtual void clear() = 0;
     };
     template <class B>
-    struct Model final : Concept {
-        explicit Model(std::unique_ptr<B> b) : backend(std::move(b)) {}
+    struct Holder final : Interface {
+        explicit Holder(std::unique_ptr<B> b) : backend(std::move(b)) {}
         std::string_view name() const override { return backend->name(); }
         bool stores_objects() const noexcept override { return B::stores_objects; }
         ReadResult read(const ReadRequest& r) override { return backend->read(r); }
@@ -153,7 +153,7 @@ class AnyBackend {
         void clear() override { backend->clear(); }
         std::unique_ptr<B> backend;
     };
-    std::unique_ptr<Concept> self_;
+    std::unique_ptr<Interface> self_;
 };
 
 /// Builds a backend from a validated CacheConfig. Throws ConfigError for bad arguments.

@@ -37,7 +37,7 @@ class CacheManager {
     /// served (its Database's, those given to setup_cache_listeners, and those of the
     /// sessions of Repositories built on it, in this process).
     template <Model T>
-    void invalidate(const typename detail::ModelInfo<T>::pk_type& id) {
+    void invalidate(const primary_key_type<T>& id) {
         core_->template register_model<T>();
         core_->template invalidate_entity<T>(detail::to_primary_key(id));
     }

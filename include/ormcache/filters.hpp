@@ -44,6 +44,11 @@ struct ComparisonFilter {
 template <class C, class M, class Op, class V>
 ComparisonFilter(M C::*, Op, V) -> ComparisonFilter<C, M>;
 
+/// The value type a filter on a member of type M compares with: M, or V when M is
+/// std::optional<V>.
+template <class M>
+using filter_value_t = detail::unwrap_optional_t<M>;
+
 /// `field IN (values...)`. An empty collection is a QueryError.
 template <class C, class M, class V>
 struct CollectionFilter {
@@ -53,8 +58,8 @@ struct CollectionFilter {
 template <class C, class M, class V>
 CollectionFilter(M C::*, std::vector<V>) -> CollectionFilter<C, M, V>;
 template <class C, class M>
-CollectionFilter(M C::*, std::initializer_list<detail::unwrap_optional_t<M>>)
-    -> CollectionFilter<C, M, detail::unwrap_optional_t<M>>;
+CollectionFilter(M C::*, std::initializer_list<filter_value_t<M>>)
+    -> CollectionFilter<C, M, filter_value_t<M>>;
 
 /// `field NOT IN (values...)`. An empty collection is a QueryError.
 template <class C, class M, class V>
@@ -65,8 +70,8 @@ struct NotInCollectionFilter {
 template <class C, class M, class V>
 NotInCollectionFilter(M C::*, std::vector<V>) -> NotInCollectionFilter<C, M, V>;
 template <class C, class M>
-NotInCollectionFilter(M C::*, std::initializer_list<detail::unwrap_optional_t<M>>)
-    -> NotInCollectionFilter<C, M, detail::unwrap_optional_t<M>>;
+NotInCollectionFilter(M C::*, std::initializer_list<filter_value_t<M>>)
+    -> NotInCollectionFilter<C, M, filter_value_t<M>>;
 
 /// Substring search on a text column. Case-sensitive by default; ignore_case folds ASCII
 /// letters only (SQLite's LIKE, without ICU).

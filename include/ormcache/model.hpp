@@ -158,6 +158,11 @@ struct ModelInfo {
 
 }  // namespace detail
 
+/// The type of T's primary key (its first mapped member): what Repository<T>::get, get_or_none,
+/// remove and CacheManager::invalidate<T> take.
+template <Model T>
+using primary_key_type = detail::primary_key_t<T>;
+
 /// The mapping digest of T as 16 hex digits (what the cache puts in its keys).
 template <Model T>
 std::string model_digest() {

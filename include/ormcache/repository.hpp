@@ -32,7 +32,7 @@ class Repository {
     using Sql = detail::ModelSql<T>;
 
   public:
-    using pk_type = typename Info::pk_type;
+    using pk_type = primary_key_type<T>;
 
     /// Uses the cache of the session's Database (`db.cache_manager()`).
     explicit Repository(Session& session)
@@ -180,7 +180,7 @@ class Repository {
             "SELECT EXISTS(SELECT 1 FROM " + Sql::get().table + parts.where + ")";
         return cached_query<bool>("exists", sql, parts, [&] {
             auto q = state().query(sql);
-            parts.bind(q, false);
+            parts.bind(q, detail::QueryParts::Paging::without_page);
             q.step();
             return sqlite3_column_int64(q.stmt(), 0) != 0;
         });
@@ -379,7 +379,7 @@ class Repository {
 
     std::vector<T> load_list(const detail::QueryParts& parts) {
         auto q = state().query(list_sql(parts, ""));
-        parts.bind(q, true);
+        parts.bind(q, detail::QueryParts::Paging::with_page);
         std::vector<T> out;
         while (q.step())
             out.push_back(detail::read_entity<T>(q.stmt()));
@@ -392,7 +392,7 @@ class Repository {
         {
             // One statement: rows and total come from the same snapshot.
             auto q = state().query(list_sql(parts, ", COUNT(*) OVER ()"));
-            parts.bind(q, true);
+            parts.bind(q, detail::QueryParts::Paging::with_page);
             while (q.step()) {
                 rows.push_back(detail::read_entity<T>(q.stmt()));
                 total = sqlite3_column_int64(q.stmt(), static_cast<int>(Info::columns));
@@ -406,7 +406,7 @@ class Repository {
 
     std::int64_t load_count(const detail::QueryParts& parts) {
         auto q = state().query(count_sql(parts));
-        parts.bind(q, false);
+        parts.bind(q, detail::QueryParts::Paging::without_page);
         q.step();
         return sqlite3_column_int64(q.stmt(), 0);
     }

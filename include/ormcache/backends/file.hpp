@@ -226,7 +226,7 @@ class FileBackend {
         "SELECT value FROM ormcache_counters WHERE name = ?1";
     static constexpr std::string_view create_counter_sql =
         "INSERT OR IGNORE INTO ormcache_counters (name, value) VALUES (?1, ?2)";
-    // A missing counter is created from the clock and bumped (?2 = seed + 1), as Redis does.
+    // A missing counter is created from the clock and bumped (?2 = start + 1), as Redis does.
     static constexpr std::string_view bump_counter_sql =
         "INSERT INTO ormcache_counters (name, value) VALUES (?1, ?2) "
         "ON CONFLICT (name) DO UPDATE SET value = value + 1";
@@ -372,7 +372,7 @@ class FileBackend {
             // whichever value won.
             c.prepare(create_counter_sql)
                 .bind(1, request.counters[i])
-                .bind(2, detail::counter_seed())
+                .bind(2, detail::counter_start())
                 .run();
             auto s = c.prepare(select_counter_sql);
             if (!s.bind(1, request.counters[i]).step()) {
@@ -470,7 +470,7 @@ class FileBackend {
     void deliver(detail::FileConnection& c, const InvalidationBatch& batch) {
         SQLite::Transaction transaction(c.database(), SQLite::TransactionBehavior::IMMEDIATE);
         for (const auto& counter : batch.bump) {
-            c.prepare(bump_counter_sql).bind(1, counter).bind(2, detail::counter_seed() + 1).run();
+            c.prepare(bump_counter_sql).bind(1, counter).bind(2, detail::counter_start() + 1).run();
         }
         for (const auto& key : batch.remove)
             c.prepare(delete_entry_sql).bind(1, key).run();

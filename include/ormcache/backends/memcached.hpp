@@ -409,13 +409,13 @@ class MemcachedPool {
     }
 
     /// A handle checked out of the pool; given back on destruction.
-    class Lease {
+    class Checkout {
       public:
-        Lease(MemcachedPool& pool, MemcachedHandle h) : pool_(&pool), h_(std::move(h)) {}
-        Lease(Lease&& other) noexcept
+        Checkout(MemcachedPool& pool, MemcachedHandle h) : pool_(&pool), h_(std::move(h)) {}
+        Checkout(Checkout&& other) noexcept
             : pool_(std::exchange(other.pool_, nullptr)), h_(std::move(other.h_)) {}
-        Lease& operator=(Lease&&) = delete;
-        ~Lease() {
+        Checkout& operator=(Checkout&&) = delete;
+        ~Checkout() {
             if (pool_ != nullptr)
                 pool_->give_back(std::move(h_));
         }
@@ -426,7 +426,7 @@ class MemcachedPool {
         MemcachedHandle h_;
     };
 
-    Lease acquire() {
+    Checkout acquire() {
         std::unique_lock lock(mutex_);
         const bool free =
             available_.wait_for(lock, wait_, [&] { return !idle_.empty() || created_ < size_; });
@@ -437,7 +437,7 @@ class MemcachedPool {
         if (!idle_.empty()) {
             auto h = std::move(idle_.back());
             idle_.pop_back();
-            return Lease(*this, std::move(h));
+            return Checkout(*this, std::move(h));
         }
         // Cloning copies the master's settings and server list (no I/O: handles connect on
         // first use); under the lock, since it reads the master.
@@ -445,7 +445,7 @@ class MemcachedPool {
         if (!h)
             throw_memcached(servers_, "connect", "cannot allocate a handle");
         ++created_;
-        return Lease(*this, std::move(h));
+        return Checkout(*this, std::move(h));
     }
 
     /// For routing only (no I/O): which server position a wire key maps to.
@@ -715,7 +715,7 @@ class MemcachedBackend {
 
     /// A failure of `server`: a connection-level one opens its circuit; either way it is
     /// reported as part of the server's incident, then thrown.
-    [[noreturn]] void fail(const detail::MemcachedPool::Lease& h, std::size_t server,
+    [[noreturn]] void fail(const detail::MemcachedPool::Checkout& h, std::size_t server,
                            memcached_return_t rc, std::string_view operation) {
         Server& s = *servers_[server];
         if (memcached_fatal(rc))
@@ -729,7 +729,7 @@ class MemcachedBackend {
         throw error;
     }
 
-    void check(const detail::MemcachedPool::Lease& h, std::size_t server, memcached_return_t rc,
+    void check(const detail::MemcachedPool::Checkout& h, std::size_t server, memcached_return_t rc,
                std::string_view operation) {
         if (memcached_failed(rc))
             fail(h, server, rc, operation);
@@ -1001,16 +1001,16 @@ class MemcachedBackend {
 
     /// A counter that is missing (never written, evicted, server restarted) starts from the
     /// clock, so it never repeats a value some old entry was stored under.
-    std::int64_t create_counter(const detail::MemcachedPool::Lease& h, std::size_t server,
+    std::int64_t create_counter(const detail::MemcachedPool::Checkout& h, std::size_t server,
                                 const std::string& wire) {
         for (int attempt = 0; attempt < 3; ++attempt) {
-            const std::int64_t seed = detail::counter_seed();
-            const std::string text = std::to_string(seed);
+            const std::int64_t start = detail::counter_start();
+            const std::string text = std::to_string(start);
             const auto rc =
                 memcached_add(h.get(), wire.data(), wire.size(), text.data(), text.size(), 0, 0);
             if (rc != MEMCACHED_NOTSTORED) {
                 check(h, server, rc, "read");
-                return seed;
+                return start;
             }
             // Created by someone else in between: read theirs.
             const auto again = multi_get(h, {wire}, {server}, "read");
@@ -1024,7 +1024,7 @@ class MemcachedBackend {
     }
 
     /// Stores `value` at `key` unconditionally (0 ttl: deletes it).
-    void store(const detail::MemcachedPool::Lease& h, std::size_t server,
+    void store(const detail::MemcachedPool::Checkout& h, std::size_t server,
                const detail::MemcachedKey& wire, std::string_view key, std::string_view value,
                Ttl ttl) {
         prepare(server);
@@ -1039,7 +1039,7 @@ class MemcachedBackend {
               "set");
     }
 
-    void remove_key(const detail::MemcachedPool::Lease& h, std::size_t server,
+    void remove_key(const detail::MemcachedPool::Checkout& h, std::size_t server,
                     const std::string& wire) {
         const auto rc = memcached_delete(h.get(), wire.data(), wire.size(), 0);
         if (rc != MEMCACHED_NOTFOUND)
@@ -1109,7 +1109,7 @@ class MemcachedBackend {
     void repair_counters(std::size_t server, const std::vector<std::string>& missing,
                          const std::vector<std::string>& garbage) {
         std::string request;
-        const std::string created = std::to_string(detail::counter_seed() + 1);
+        const std::string created = std::to_string(detail::counter_start() + 1);
         for (const auto& wire : missing) {
             request.append("add ").append(wire).append(" 0 0 ");
             request.append(std::to_string(created.size())).append("\r\n");
@@ -1163,7 +1163,7 @@ class MemcachedBackend {
 
     /// One multi-get (gets) of `keys`, all servers at once; `servers[i]` holds keys[i].
     /// Returns the items in the same order (nothing for a miss).
-    std::vector<std::optional<Item>> multi_get(const detail::MemcachedPool::Lease& h,
+    std::vector<std::optional<Item>> multi_get(const detail::MemcachedPool::Checkout& h,
                                                const std::vector<std::string>& keys,
                                                const std::vector<std::size_t>& servers,
                                                std::string_view operation) {
@@ -1210,7 +1210,7 @@ class MemcachedBackend {
 
     /// mget + fetch every result (always to the end, so the handle is left clean). With a
     /// group key, every key is asked of that key's server. Returns the first failure, if any.
-    static memcached_return_t fetch_into(const detail::MemcachedPool::Lease& h,
+    static memcached_return_t fetch_into(const detail::MemcachedPool::Checkout& h,
                                          const std::vector<std::string>& keys,
                                          std::string_view group,
                                          std::vector<std::optional<Item>>& items) {

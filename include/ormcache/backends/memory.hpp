@@ -226,12 +226,8 @@ class MemoryBackend {
         CounterShard& shard = counter_shards_[index_of(key)];
         std::lock_guard lock(shard.mutex);
         auto it = shard.values.find(key);
-        if (it == shard.values.end()) {
-            const auto seed = std::chrono::duration_cast<std::chrono::microseconds>(
-                                  std::chrono::system_clock::now().time_since_epoch())
-                                  .count();
-            it = shard.values.emplace(key, seed).first;
-        }
+        if (it == shard.values.end())
+            it = shard.values.emplace(key, detail::counter_start()).first;
         it->second += delta;
         return it->second;
     }

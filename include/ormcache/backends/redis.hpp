@@ -330,16 +330,16 @@ class RedisPool {
         : options_(std::move(options)), endpoint_(redis_endpoint(options_)) {}
 
     /// A connection checked out of the pool; given back (or dropped if broken) on destruction.
-    class Lease {
+    class Checkout {
       public:
-        Lease(RedisPool& pool, std::unique_ptr<RedisConnection> c)
+        Checkout(RedisPool& pool, std::unique_ptr<RedisConnection> c)
             : pool_(&pool), c_(std::move(c)) {}
-        // Not defaulted: the moved-from lease must not give anything back (a null connection
+        // Not defaulted: the moved-from checkout must not give anything back (a null connection
         // handed back counts as a closed one, and the pool would open one too many).
-        Lease(Lease&& other) noexcept
+        Checkout(Checkout&& other) noexcept
             : pool_(std::exchange(other.pool_, nullptr)), c_(std::move(other.c_)) {}
-        Lease& operator=(Lease&&) = delete;
-        ~Lease() {
+        Checkout& operator=(Checkout&&) = delete;
+        ~Checkout() {
             if (pool_ != nullptr)
                 pool_->give_back(std::move(c_));
         }
@@ -350,7 +350,7 @@ class RedisPool {
         std::unique_ptr<RedisConnection> c_;
     };
 
-    Lease acquire() {
+    Checkout acquire() {
         std::unique_lock lock(mutex_);
         if (Clock::now() < open_until_)
             throw_redis(endpoint_, "connect", "server unavailable (circuit open, retrying later)");
@@ -365,7 +365,7 @@ class RedisPool {
         if (!idle_.empty()) {
             auto c = std::move(idle_.back());
             idle_.pop_back();
-            return Lease(*this, std::move(c));
+            return Checkout(*this, std::move(c));
         }
         ++open_;
         lock.unlock();
@@ -373,7 +373,7 @@ class RedisPool {
             auto c = std::make_unique<RedisConnection>(options_);
             std::lock_guard relock(mutex_);
             open_until_ = {};
-            return Lease(*this, std::move(c));
+            return Checkout(*this, std::move(c));
         } catch (...) {
             std::lock_guard relock(mutex_);
             --open_;
@@ -513,7 +513,7 @@ class RedisBackend {
 
   private:
     // KEYS[1] entry (ARGV[4] = "0": none), KEYS[2..] counters.
-    // ARGV: lease ttl ms (0 = none), lease token, counter seed, has-entry flag, stamp prefix.
+    // ARGV: lease ttl ms (0 = none), lease token, counter start, has-entry flag, stamp prefix.
     // Returns {entry, lease taken, locked elsewhere (0/1), counters...}. An entry that does not
     // carry the current counters[0] stamp (when a stamp prefix is given) is stale: it is not
     // returned, and a lease asked for is taken over it.
@@ -527,16 +527,16 @@ local function get(k)
   if type(v) == 'table' then redis.call('DEL', k) return false end
   return v
 end
-local function counter(k, seed)
+local function counter(k, start)
   local v = get(k)
-  if not v or not string.match(v, '^%-?%d+$') then redis.call('SET', k, seed) return seed end
+  if not v or not string.match(v, '^%-?%d+$') then redis.call('SET', k, start) return start end
   return v
 end
 local n = #KEYS
-local ttl, token, seed, has_entry, stamp = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local ttl, token, start, has_entry, stamp = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local out = {false, false, 0}
 for i = 2, n do
-  out[i + 2] = counter(KEYS[i], seed)
+  out[i + 2] = counter(KEYS[i], start)
 end
 if has_entry == '1' then
   local e = get(KEYS[1])
@@ -588,20 +588,20 @@ end
 return 1
 )lua";
 
-    // KEYS: entries to delete, then counters to bump. ARGV: number of entries, counter seed.
+    // KEYS: entries to delete, then counters to bump. ARGV: number of entries, counter start.
     static constexpr std::string_view invalidate_script = R"lua(
 local function get(k)
   local v = redis.pcall('GET', k)
   if type(v) == 'table' then redis.call('DEL', k) return false end
   return v
 end
-local removes, seed = tonumber(ARGV[1]), ARGV[2]
+local removes, start = tonumber(ARGV[1]), ARGV[2]
 for i = 1, #KEYS do
   if i <= removes then
     redis.call('DEL', KEYS[i])
   else
     local v = get(KEYS[i])
-    if not v or not string.match(v, '^%-?%d+$') then redis.call('SET', KEYS[i], seed) end
+    if not v or not string.match(v, '^%-?%d+$') then redis.call('SET', KEYS[i], start) end
     redis.call('INCR', KEYS[i])
   end
 end
@@ -634,7 +634,7 @@ return 1
         args.push_back(lease_ttl ? std::to_string(std::max<std::int64_t>(1, lease_ttl->count()))
                                  : "0");
         args.push_back(token);
-        args.push_back(std::to_string(detail::counter_seed()));
+        args.push_back(std::to_string(detail::counter_start()));
         args.push_back(request.key.empty() ? "0" : "1");
         args.emplace_back(request.stamp_prefix);
         auto reply = run_script(read_script, 1 + request.counters.size(), std::move(args));
@@ -717,7 +717,7 @@ return 1
     }
 
     /// A pooled connection on which every undelivered invalidation has been replayed first.
-    detail::RedisPool::Lease connect() {
+    detail::RedisPool::Checkout connect() {
         auto c = pool_.acquire();
         if (!pending_.empty())
             replay(c);
@@ -726,7 +726,8 @@ return 1
 
     /// Runs `op` on `c`; an I/O failure trips the circuit breaker before rethrowing.
     template <class Op>
-    detail::RedisReply checked(detail::RedisPool::Lease& c, Op&& op, std::string_view operation) {
+    detail::RedisReply checked(detail::RedisPool::Checkout& c, Op&& op,
+                               std::string_view operation) {
         try {
             auto reply = op();
             if (reply->type == REDIS_REPLY_ERROR)
@@ -748,8 +749,8 @@ return 1
 
     /// `args`: any range of string-likes (the keys, then the script's arguments).
     template <class Args>
-    detail::RedisReply eval(detail::RedisPool::Lease& c, std::string_view script, std::size_t keys,
-                            const Args& args) {
+    detail::RedisReply eval(detail::RedisPool::Checkout& c, std::string_view script,
+                            std::size_t keys, const Args& args) {
         const std::string sha = sha_of(c, script);
         const std::string key_count = std::to_string(keys);
         std::vector<std::string_view> command{"EVALSHA", sha, key_count};
@@ -771,7 +772,7 @@ return 1
             c, [&] { return c->command(command); }, "script");
     }
 
-    std::string sha_of(detail::RedisPool::Lease& c, std::string_view script) {
+    std::string sha_of(detail::RedisPool::Checkout& c, std::string_view script) {
         {
             std::lock_guard lock(sha_mutex_);
             for (const auto& [text, sha] : shas_) {
@@ -799,22 +800,22 @@ return 1
     }
 
     /// Delivers the invalidations that failed earlier, oldest first.
-    void replay(detail::RedisPool::Lease& c) {
+    void replay(detail::RedisPool::Checkout& c) {
         pending_.replay([&](const InvalidationBatch& batch) {
             // Views of the batch's keys, not copies: a commit's batch may hold any number.
             const std::string removes = std::to_string(batch.remove.size());
-            const std::string seed = std::to_string(detail::counter_seed());
+            const std::string start = std::to_string(detail::counter_start());
             std::vector<std::string_view> args;
             args.reserve(batch.remove.size() + batch.bump.size() + 2);
             args.insert(args.end(), batch.remove.begin(), batch.remove.end());
             args.insert(args.end(), batch.bump.begin(), batch.bump.end());
             args.push_back(removes);
-            args.push_back(seed);
+            args.push_back(start);
             eval(c, invalidate_script, batch.remove.size() + batch.bump.size(), args);
         });
     }
 
-    void clear_on(detail::RedisPool::Lease& c) {
+    void clear_on(detail::RedisPool::Checkout& c) {
         std::string cursor = "0";
         do {
             auto reply = checked(

@@ -298,7 +298,7 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
         // The lease is taken in this same round trip unless singleflight will decide who
         // fills (then the leader takes it, see below). Query keys take one too: it is what a
         // distributed lock waits on (an unleased query fill is still safe, see store()).
-        const bool lease_now = context.mode == FillMode::fill;
+        const TakeLease lease_now = context.mode == FillMode::fill ? TakeLease::yes : TakeLease::no;
         auto first = lookup<R>(key, target.check, target.counter, lease_now);
         if (!first) {  // backend down: the database answers
             misses_.fetch_add(1, std::memory_order_relaxed);
@@ -326,7 +326,7 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
                 // The leader re-checks: the key may have been filled since our first read, by
                 // a flight that landed in between (a miss concurrent with it must not run a
                 // second query). This read also takes the lease.
-                if (auto second = lookup<R>(key, target.check, target.counter, true)) {
+                if (auto second = lookup<R>(key, target.check, target.counter, TakeLease::yes)) {
                     if (second->hit)
                         return std::make_shared<const R>(std::move(*second->hit));
                     stamp = second->stamp;
@@ -358,7 +358,7 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
         // Region values have no counter (only a delete or their TTL ends them), but they go
         // through read and fill like every other entry: the fill lease is what a
         // distributed lock waits on, as dogpile's lock guards its creation functions.
-        auto first = lookup<V>(key, {}, {}, false);
+        auto first = lookup<V>(key, {}, {}, TakeLease::no);
         if (first && first->hit) {
             hits_.fetch_add(1, std::memory_order_relaxed);
             return std::move(*first->hit);
@@ -371,7 +371,7 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
             [&]() -> Singleflight::Result {
                 std::string lease;
                 // Re-check (a flight may have landed since the first read) and take the lease.
-                if (auto second = lookup<V>(key, {}, {}, true)) {
+                if (auto second = lookup<V>(key, {}, {}, TakeLease::yes)) {
                     if (second->hit)
                         return std::make_shared<const V>(std::move(*second->hit));
                     lease = std::move(second->lease);
@@ -764,9 +764,13 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
     /// (empty) for region values. An entry that is stale (older counter) is removed, so that
     /// the lease can be taken on the key: left in place it would block every fill until it
     /// expired (byte backends that honour ReadRequest::stamp_prefix never return one then).
+    /// Whether a lookup that misses also takes the fill lease on the key.
+    enum class TakeLease : bool { no, yes };
+
     template <class R>
     std::optional<Lookup<R>> lookup(const std::string& key, std::string_view check,
-                                    std::string_view counter, bool lease) {
+                                    std::string_view counter, TakeLease take_lease) {
+        const bool lease = take_lease == TakeLease::yes;
         const auto request = [&] {
             return backend_->read(
                 ReadRequest{key,

@@ -31,7 +31,7 @@ inline constexpr std::string_view lease_marker{"\0lease:", 7};
 /// The value a missing counter (never written, evicted, server restarted) is created with:
 /// wall-clock microseconds, so a re-created counter never equals a value some old entry was
 /// stored under (counters only grow, by one per commit).
-inline std::int64_t counter_seed() {
+inline std::int64_t counter_start() {
     return std::chrono::duration_cast<std::chrono::microseconds>(
                std::chrono::system_clock::now().time_since_epoch())
         .count();

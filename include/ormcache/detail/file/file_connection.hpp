@@ -67,39 +67,40 @@ CREATE TABLE IF NOT EXISTS ormcache_counters (
 /// outlive the statement, which they do: every statement lives within one backend call.
 class FileStatement {
   public:
-    FileStatement(sqlite3* db, StatementCache::Lease lease) : db_(db), lease_(std::move(lease)) {}
+    FileStatement(sqlite3* db, StatementCache::Checkout checkout)
+        : db_(db), checkout_(std::move(checkout)) {}
 
     FileStatement& bind(int index, std::string_view text) {
         check(db_,
-              sqlite3_bind_text(lease_.get(), index, text.data(), static_cast<int>(text.size()),
+              sqlite3_bind_text(checkout_.get(), index, text.data(), static_cast<int>(text.size()),
                                 SQLITE_STATIC),
-              lease_.sql());
+              checkout_.sql());
         return *this;
     }
     FileStatement& bind_blob(int index, std::string_view bytes) {
         check(db_,
-              sqlite3_bind_blob(lease_.get(), index, bytes.data(), static_cast<int>(bytes.size()),
-                                SQLITE_STATIC),
-              lease_.sql());
+              sqlite3_bind_blob(checkout_.get(), index, bytes.data(),
+                                static_cast<int>(bytes.size()), SQLITE_STATIC),
+              checkout_.sql());
         return *this;
     }
     FileStatement& bind(int index, std::int64_t value) {
-        check(db_, sqlite3_bind_int64(lease_.get(), index, value), lease_.sql());
+        check(db_, sqlite3_bind_int64(checkout_.get(), index, value), checkout_.sql());
         return *this;
     }
     FileStatement& bind_null(int index) {
-        check(db_, sqlite3_bind_null(lease_.get(), index), lease_.sql());
+        check(db_, sqlite3_bind_null(checkout_.get(), index), checkout_.sql());
         return *this;
     }
 
     /// true: a row is ready; false: done.
     bool step() {
-        const int rc = sqlite3_step(lease_.get());
+        const int rc = sqlite3_step(checkout_.get());
         if (rc == SQLITE_ROW)
             return true;
         if (rc == SQLITE_DONE)
             return false;
-        throw_from_handle(db_, rc, lease_.sql());
+        throw_from_handle(db_, rc, checkout_.sql());
     }
 
     /// Runs a statement that returns no rows; returns the rows it changed.
@@ -109,12 +110,12 @@ class FileStatement {
     }
 
     bool is_null(int column) const {
-        return sqlite3_column_type(lease_.get(), column) == SQLITE_NULL;
+        return sqlite3_column_type(checkout_.get(), column) == SQLITE_NULL;
     }
-    std::int64_t integer(int column) const { return sqlite3_column_int64(lease_.get(), column); }
+    std::int64_t integer(int column) const { return sqlite3_column_int64(checkout_.get(), column); }
     std::string bytes(int column) const {
-        const void* data = sqlite3_column_blob(lease_.get(), column);
-        const int size = sqlite3_column_bytes(lease_.get(), column);
+        const void* data = sqlite3_column_blob(checkout_.get(), column);
+        const int size = sqlite3_column_bytes(checkout_.get(), column);
         return data == nullptr
                    ? std::string()
                    : std::string(static_cast<const char*>(data), static_cast<std::size_t>(size));
@@ -122,7 +123,7 @@ class FileStatement {
 
   private:
     sqlite3* db_;
-    StatementCache::Lease lease_;
+    StatementCache::Checkout checkout_;
 };
 
 /// One connection to the cache file, with the schema in place and its statements cached.
@@ -180,15 +181,15 @@ class FileConnectionPool {
     ~FileConnectionPool() { abandon_inherited(); }
 
     /// A connection checked out of the pool: given back on destruction unless discarded.
-    class Lease {
+    class Checkout {
       public:
-        Lease(FileConnectionPool& pool, std::unique_ptr<FileConnection> c)
+        Checkout(FileConnectionPool& pool, std::unique_ptr<FileConnection> c)
             : pool_(&pool), connection_(std::move(c)) {}
-        Lease(Lease&& other) noexcept
+        Checkout(Checkout&& other) noexcept
             : pool_(std::exchange(other.pool_, nullptr)),
               connection_(std::move(other.connection_)) {}
-        Lease& operator=(Lease&&) = delete;
-        ~Lease() {
+        Checkout& operator=(Checkout&&) = delete;
+        ~Checkout() {
             if (pool_ != nullptr && connection_)
                 pool_->give_back(std::move(connection_));
         }
@@ -207,7 +208,7 @@ class FileConnectionPool {
 
     /// Throws CacheError("file", "open") when the file cannot be opened (or while waiting to
     /// retry after such a failure).
-    Lease acquire() {
+    Checkout acquire() {
         const std::uint64_t generation = fork_generation();
         {
             std::unique_lock lock(mutex_);
@@ -216,7 +217,7 @@ class FileConnectionPool {
             if (!idle_.empty()) {
                 auto c = std::move(idle_.back());
                 idle_.pop_back();
-                return Lease(*this, std::move(c));
+                return Checkout(*this, std::move(c));
             }
             if (Clock::now() < retry_at_) {
                 throw CacheError("file open: cannot open " + filename_ + " (" + last_failure_ +
@@ -226,7 +227,7 @@ class FileConnectionPool {
         }
         try {
             auto c = std::make_unique<FileConnection>(filename_, busy_timeout_);
-            return Lease(*this, std::move(c));
+            return Checkout(*this, std::move(c));
         } catch (const std::exception& e) {
             std::lock_guard lock(mutex_);
             last_failure_ = e.what();

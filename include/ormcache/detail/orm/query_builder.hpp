@@ -109,8 +109,12 @@ struct QueryParts {
         return out;
     }
 
-    /// Binds the WHERE values, then LIMIT/OFFSET when `paged`.
-    void bind(Query& q, bool paged) const {
+    /// Whether a statement has the LIMIT/OFFSET placeholders (a list does, a count does not).
+    enum class Paging : bool { without_page, with_page };
+
+    /// Binds the WHERE values, then LIMIT/OFFSET when the statement has them.
+    void bind(Query& q, Paging paging) const {
+        const bool paged = paging == Paging::with_page;
         int index = 0;
         for (const auto& v : params)
             bind_sql_value(q, ++index, v);

@@ -40,20 +40,20 @@ namespace ormcache::detail {
 
 class SessionState;
 
-/// A leased statement being bound and stepped; reports itself to on_query on its first step.
+/// A checked-out statement being bound and stepped; reports itself to on_query on its first step.
 class Query {
   public:
-    Query(StatementCache::Lease lease, SessionState& session)
-        : lease_(std::move(lease)), session_(&session) {}
+    Query(StatementCache::Checkout checkout, SessionState& session)
+        : checkout_(std::move(checkout)), session_(&session) {}
 
-    sqlite3_stmt* stmt() const noexcept { return lease_.get(); }
-    std::string_view sql() const noexcept { return lease_.sql(); }
+    sqlite3_stmt* stmt() const noexcept { return checkout_.get(); }
+    std::string_view sql() const noexcept { return checkout_.sql(); }
 
     template <ColumnType V>
     void bind(int index, const V& value) {
-        check_bind(bind_value(lease_.get(), index, value));
+        check_bind(bind_value(checkout_.get(), index, value));
     }
-    void bind_null(int index) { check_bind(sqlite3_bind_null(lease_.get(), index)); }
+    void bind_null(int index) { check_bind(sqlite3_bind_null(checkout_.get(), index)); }
 
     /// true: a row is ready; false: done. Throws the mapped error.
     bool step();
@@ -67,7 +67,7 @@ class Query {
   private:
     void check_bind(int rc);
 
-    StatementCache::Lease lease_;
+    StatementCache::Checkout checkout_;
     SessionState* session_;
     bool started_ = false;
 };
@@ -414,19 +414,19 @@ class SessionState {
 inline bool Query::step() {
     if (!started_) {
         started_ = true;
-        session_->database().report_query(lease_.sql());
+        session_->database().report_query(checkout_.sql());
     }
-    const int rc = sqlite3_step(lease_.get());
+    const int rc = sqlite3_step(checkout_.get());
     if (rc == SQLITE_ROW)
         return true;
     if (rc == SQLITE_DONE)
         return false;
-    throw_from_handle(session_->handle(), rc, lease_.sql());
+    throw_from_handle(session_->handle(), rc, checkout_.sql());
 }
 
 inline void Query::check_bind(int rc) {
     if (rc != SQLITE_OK)
-        throw_from_handle(session_->handle(), rc, lease_.sql());
+        throw_from_handle(session_->handle(), rc, checkout_.sql());
 }
 
 }  // namespace ormcache::detail

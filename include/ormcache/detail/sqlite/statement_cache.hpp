@@ -1,7 +1,7 @@
 #pragma once
 // Prepared statements of one connection, keyed by SQL text and reused across calls.
-// Not thread-safe (one per session). A statement that is already leased (re-entrant use) is
-// prepared afresh for the second lease, so a lease never sees another's bindings.
+// Not thread-safe (one per session). A statement that is already checked out (re-entrant use) is
+// prepared afresh for the second checkout, so a checkout never sees another's bindings.
 
 #include <cstddef>
 #include <cstdint>
@@ -25,17 +25,17 @@ class StatementCache {
     };
 
   public:
-    /// A statement checked out of the cache; reset (bindings cleared) when the lease ends.
-    class Lease {
+    /// A statement checked out of the cache; reset (bindings cleared) when the checkout ends.
+    class Checkout {
       public:
-        Lease(const Lease&) = delete;
-        Lease& operator=(const Lease&) = delete;
-        Lease(Lease&& other) noexcept
+        Checkout(const Checkout&) = delete;
+        Checkout& operator=(const Checkout&) = delete;
+        Checkout(Checkout&& other) noexcept
             : stmt_(std::exchange(other.stmt_, nullptr)),
               entry_(std::exchange(other.entry_, nullptr)),
               sql_(other.sql_) {}
-        Lease& operator=(Lease&&) = delete;
-        ~Lease() {
+        Checkout& operator=(Checkout&&) = delete;
+        ~Checkout() {
             if (stmt_ == nullptr)
                 return;
             sqlite3_reset(stmt_);
@@ -52,10 +52,10 @@ class StatementCache {
 
       private:
         friend class StatementCache;
-        Lease(sqlite3_stmt* stmt, Entry* entry, std::string_view sql)
+        Checkout(sqlite3_stmt* stmt, Entry* entry, std::string_view sql)
             : stmt_(stmt), entry_(entry), sql_(sql) {}
         sqlite3_stmt* stmt_;
-        Entry* entry_;  // null for a one-off statement, finalized at the end of the lease
+        Entry* entry_;  // null for a one-off statement, finalized at the end of the checkout
         std::string_view sql_;
     };
 
@@ -65,29 +65,29 @@ class StatementCache {
     StatementCache& operator=(const StatementCache&) = delete;
     ~StatementCache() { clear(); }
 
-    /// Finalizes every cached statement (none may be leased).
+    /// Finalizes every cached statement (none may be checked out).
     void clear() noexcept {
         for (auto& [sql, entry] : entries_)
             sqlite3_finalize(entry.stmt);
         entries_.clear();
     }
 
-    Lease acquire(std::string_view sql) {
+    Checkout acquire(std::string_view sql) {
         auto it = entries_.find(sql);
         if (it != entries_.end()) {
             Entry& entry = it->second;
             if (!entry.in_use) {
                 entry.in_use = true;
                 entry.last_used = ++tick_;
-                return Lease(entry.stmt, &entry, it->first);
+                return Checkout(entry.stmt, &entry, it->first);
             }
-            return Lease(prepare(sql), nullptr, it->first);
+            return Checkout(prepare(sql), nullptr, it->first);
         }
         sqlite3_stmt* stmt = prepare(sql);
         if (entries_.size() >= capacity_)
             evict_one();
         auto [pos, inserted] = entries_.emplace(std::string(sql), Entry{stmt, ++tick_, true});
-        return Lease(stmt, &pos->second, pos->first);
+        return Checkout(stmt, &pos->second, pos->first);
     }
 
   private:
@@ -140,7 +140,7 @@ class StatementCache {
     sqlite3* db_;
     std::size_t capacity_;
     std::uint64_t tick_ = 0;
-    // Node-based: Entry addresses stay valid while leased, whatever is inserted.
+    // Node-based: Entry addresses stay valid while checked out, whatever is inserted.
     std::unordered_map<std::string, Entry, StringHash, std::equal_to<>> entries_;
 };
 
