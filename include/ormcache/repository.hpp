@@ -138,7 +138,7 @@ class Repository {
         if (!options.use_cache)
             return load_by_pk(id);
         return cache_->template read<std::optional<T>>(
-            cache_->template entity_target<T>(space_, detail::to_primary_key(id)), context(),
+            cache_->keys().template entity_target<T>(space_, detail::to_primary_key(id)), context(),
             options.expiration_time, [&] { return load_by_pk(id); });
     }
 
@@ -220,8 +220,8 @@ class Repository {
         if (guard == nullptr)
             return {FillMode::read_only, {}};
         detail::ReadContext ctx{FillMode::fill, {}};
-        for (const auto& counter : {cache_->version_key(space_, Info::table),
-                                    cache_->generation_key(space_, Info::table)}) {
+        for (const auto& counter : {cache_->keys().version_key(space_, Info::table),
+                                    cache_->keys().generation_key(space_, Info::table)}) {
             const auto it = guard->find(counter);
             if (it == guard->end())
                 return {FillMode::read_only, {}};
@@ -237,9 +237,9 @@ class Repository {
             return load();
         const std::string canonical =
             std::string(kind) + '\n' + sql + '\n' + parts.canonical_values();
-        return cache_->template read<R>(cache_->template query_target<T>(space_, kind, canonical),
-                                        context(), parts.options.expiration_time,
-                                        std::forward<Load>(load));
+        return cache_->template read<R>(
+            cache_->keys().template query_target<T>(space_, kind, canonical), context(),
+            parts.options.expiration_time, std::forward<Load>(load));
     }
 
     std::string count_sql(const detail::QueryParts& parts) const {

@@ -1,22 +1,10 @@
 #pragma once
-// The shared state behind a CacheManager: the backend, the key layout, the fill protocol,
-// singleflight, stats and the commit listener. Thread-safe.
-//
-// Keys (every one starts with key_prefix; a database's keys with its key space,
-// key_prefix + <database identity> + ":", see detail/sqlite/database_identity.hpp):
-//   <space>e:<table>:<digest>:<serializer>:<i|s><key>   one entity (or its absence)
-//   <space>q:<table>:<digest>:<serializer>:<kind>:<hash> one list/count/exists result
-//   <space>v:<table>                        list version, bumped by every committed change
-//   <space>g:<table>                        entity generation, bumped when changed rows
-//                                           cannot be named (whole-table changes)
-//   <key_prefix>r:<user key>                get_or_create values (the application's keys,
-//                                           not a database's)
-// An entity entry stores the generation it was read under, a query entry the list version and
-// its canonical query text; a read whose counter differs, or whose text differs (a hash
-// collision), is a miss. So bumping a counter makes every older entry unreachable at once.
+// The shared state behind a CacheManager: the backend, the fill protocol (docs/caching.md,
+// "Correctness"), singleflight, stats and the commit listener. Thread-safe. What it is built
+// from: the key layout (key_layout.hpp), the entry envelope (envelope.hpp), the payloads
+// (payload.hpp) and what a read is asked to do (read_target.hpp).
 
 #include <atomic>
-#include <charconv>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -33,8 +21,6 @@
 #include <variant>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "../../backend.hpp"
 #include "../../backends/memory.hpp"
 #include "../../cache_config.hpp"
@@ -43,129 +29,14 @@
 #include "../../codec.hpp"
 #include "../../errors.hpp"
 #include "../../model.hpp"
-#include "../../model_json.hpp"
 #include "../sqlite/database_state.hpp"
-#include "../util/base64.hpp"
+#include "envelope.hpp"
+#include "key_layout.hpp"
+#include "payload.hpp"
+#include "read_target.hpp"
 #include "singleflight.hpp"
 
 namespace ormcache::detail {
-
-// ---- payloads: a cached result's JSON form (for byte backends) ----
-
-template <class R>
-struct is_model_vector : std::false_type {};
-template <Model T>
-struct is_model_vector<std::vector<T>> : std::true_type {};
-
-template <class R>
-struct is_pair : std::false_type {};
-template <class A, class B>
-struct is_pair<std::pair<A, B>> : std::true_type {};
-
-template <class R>
-nlohmann::json to_payload(const R& value) {
-    if constexpr (HasCodec<R>) {
-        const std::string bytes = codec<R>::encode(value);
-        return base64_encode(std::vector<std::uint8_t>(bytes.begin(), bytes.end()));
-    } else if constexpr (Model<R>) {
-        return ormcache::to_json(value);
-    } else if constexpr (is_optional_v<R>) {
-        return value ? to_payload(*value) : nlohmann::json(nullptr);
-    } else if constexpr (is_model_vector<R>::value) {
-        nlohmann::json out = nlohmann::json::array();
-        for (const auto& item : value)
-            out.push_back(to_payload(item));
-        return out;
-    } else if constexpr (is_pair<R>::value) {
-        return nlohmann::json{{"items", to_payload(value.first)}, {"total", value.second}};
-    } else {
-        return nlohmann::json(value);  // nlohmann's own conversions (ADL to_json)
-    }
-}
-
-template <class R>
-R from_payload(const nlohmann::json& j) {
-    if constexpr (HasCodec<R>) {
-        if (!j.is_string())
-            throw SerializationError("codec payload must be base64 text");
-        auto bytes = base64_decode(j.get_ref<const std::string&>());
-        if (!bytes)
-            throw SerializationError("codec payload is not valid base64");
-        return codec<R>::decode(
-            std::string_view(reinterpret_cast<const char*>(bytes->data()), bytes->size()));
-    } else if constexpr (Model<R>) {
-        return ormcache::from_json<R>(j);
-    } else if constexpr (is_optional_v<R>) {
-        if (j.is_null())
-            return std::nullopt;
-        return from_payload<typename R::value_type>(j);
-    } else if constexpr (is_model_vector<R>::value) {
-        if (!j.is_array())
-            throw SerializationError("cached list payload is not an array");
-        R out;
-        out.reserve(j.size());
-        for (const auto& item : j)
-            out.push_back(from_payload<typename R::value_type>(item));
-        return out;
-    } else if constexpr (is_pair<R>::value) {
-        return R{from_payload<typename R::first_type>(j.at("items")),
-                 j.at("total").template get<typename R::second_type>()};
-    } else {
-        return j.template get<R>();
-    }
-}
-
-template <class K>
-PrimaryKey to_primary_key(const K& key) {
-    if constexpr (std::is_same_v<K, std::string>) {
-        return key;
-    } else {
-        return to_int64(key);
-    }
-}
-
-/// What an object-storing backend holds: the result plus its validity stamp and check text.
-struct CachedObjectBase {
-    const std::type_info* type;
-    std::int64_t stamp;
-    std::string check;
-};
-template <class R>
-struct CachedObject : CachedObjectBase {
-    CachedObject(std::int64_t s, std::string c, R v)
-        : CachedObjectBase{&typeid(R), s, std::move(c)}, value(std::move(v)) {}
-    R value;
-};
-
-/// How a read may use the cache, decided per call from the session's state.
-enum class FillMode {
-    bypass,     ///< uncommitted changes to the model in this session: database only
-    read_only,  ///< read hits, never fill (a transaction whose snapshot is not guarded)
-    fill,       ///< fill under a lease (and guards), no singleflight
-    shared,     ///< autocommit: singleflight, fill under a lease
-};
-
-struct ReadContext {
-    FillMode mode = FillMode::shared;
-    /// Counter values the fill must still see (the snapshot guard of an explicit transaction).
-    std::vector<std::pair<std::string, std::int64_t>> guards;
-    /// The commits of this process's Database that changed the table so far
-    /// (DatabaseState::table_commits): the singleflight tag of a shared read that has no
-    /// cache counter (null backend, backend down).
-    std::uint64_t table_commits = 0;
-};
-
-/// What one read looks up: the entry and the counter it is valid under.
-struct ReadTarget {
-    std::string key;
-    /// The table's entity generation (entities) or list version (query results).
-    std::string counter;
-    /// Stored with a query entry and compared on read, so that a hash collision is a miss
-    /// (empty for entities, whose key is the whole identity).
-    std::string_view check;
-    /// Entity entries are never filled without the fill lease (see store()).
-    bool entity = false;
-};
 
 class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCore> {
   public:
@@ -195,10 +66,9 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
         return s;
     }
 
-    // ---- keys ----
+    // ---- keys (key_layout.hpp) ----
 
-    // Every read builds its key and counter name, so they are built in place, in one buffer
-    // of the right size (no temporaries, no digest string).
+    const KeyLayout& keys() const noexcept { return keys_; }
 
     /// The key space of `database` in this cache: key_prefix + its identity + ":". Remembers
     /// the database, so that invalidate<T>() and invalidate_all<T>() reach it. A cache that
@@ -211,54 +81,11 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
         {
             std::shared_lock lock(databases_mutex_);
             if (databases_.contains(id))
-                return config_.key_prefix + id + ':';
+                return keys_.space(id);
         }
         std::unique_lock lock(databases_mutex_);
         databases_.emplace(id);
-        return config_.key_prefix + id + ':';
-    }
-
-    std::string version_key(std::string_view space, std::string_view table) const {
-        return counter_key(space, "v:", table);
-    }
-    std::string generation_key(std::string_view space, std::string_view table) const {
-        return counter_key(space, "g:", table);
-    }
-
-    template <Model T>
-    std::string entity_key(std::string_view space, const PrimaryKey& key) const {
-        const auto* text = std::get_if<std::string>(&key);
-        std::string out = model_key_head<T>(space, "e:", 1 + (text != nullptr ? text->size() : 20));
-        append_key(out, key);
-        return out;
-    }
-
-    template <Model T>
-    std::string query_key(std::string_view space, std::string_view kind,
-                          std::string_view canonical) const {
-        std::string out = model_key_head<T>(space, "q:", kind.size() + 1 + 32);
-        out += kind;
-        out += ':';
-        append_hash_hex(out, canonical);
-        return out;
-    }
-
-    template <Model T>
-    ReadTarget entity_target(std::string_view space, const PrimaryKey& key) const {
-        return ReadTarget{
-            entity_key<T>(space, key), generation_key(space, ModelInfo<T>::table), {}, true};
-    }
-
-    /// `canonical` (the full query text) must outlive the read.
-    template <Model T>
-    ReadTarget query_target(std::string_view space, std::string_view kind,
-                            std::string_view canonical) const {
-        return ReadTarget{query_key<T>(space, kind, canonical),
-                          version_key(space, ModelInfo<T>::table), canonical, false};
-    }
-
-    std::string region_key(std::string_view key) const {
-        return config_.key_prefix + "r:" + std::string(key);
+        return keys_.space(id);
     }
 
     // ---- models ----
@@ -344,7 +171,7 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
     template <class V, class Create>
     V get_or_create(const std::string& user_key, Create&& create,
                     std::optional<std::chrono::seconds> ttl) {
-        const std::string key = region_key(user_key);
+        const std::string key = keys_.region_key(user_key);
         if (!active()) {
             // No cache, but concurrent callers still share one creation, as on every backend.
             bool waited = false;
@@ -394,7 +221,7 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
         InvalidationBatch batch;
         std::shared_lock lock(models_mutex_);
         for (const auto& table : changes.tables()) {
-            batch.bump.push_back(version_key(space, table));
+            batch.bump.push_back(keys_.version_key(space, table));
             version_bumps_.fetch_add(1, std::memory_order_relaxed);
             const auto it = models_.find(table);
             bool whole = it == models_.end() || changes.whole_table(table);
@@ -410,18 +237,14 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
                 }
             }
             if (whole) {
-                batch.bump.push_back(generation_key(space, table));
+                batch.bump.push_back(keys_.generation_key(space, table));
                 continue;
             }
             if (!keys.empty())
-                batch.fallback_bump.push_back(generation_key(space, table));
+                batch.fallback_bump.push_back(keys_.generation_key(space, table));
             for (const auto& k : keys) {
-                for (const auto& model : it->second) {
-                    std::string key = std::string(space) + "e:" + table + ":" + model.digest + ":" +
-                                      config_.serializer.name + ":";
-                    append_key(key, k);
-                    batch.remove.push_back(std::move(key));
-                }
+                for (const auto& model : it->second)
+                    batch.remove.push_back(keys_.entity_key(space, table, model.digest, k));
             }
         }
         lock.unlock();
@@ -435,9 +258,9 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
             return;  // null backend: nothing to drop, nothing to count
         InvalidationBatch batch;
         for (const auto& space : key_spaces()) {
-            batch.remove.push_back(entity_key<T>(space, key));
-            batch.bump.push_back(version_key(space, ModelInfo<T>::table));
-            batch.fallback_bump.push_back(generation_key(space, ModelInfo<T>::table));
+            batch.remove.push_back(keys_.entity_key<T>(space, key));
+            batch.bump.push_back(keys_.version_key(space, ModelInfo<T>::table));
+            batch.fallback_bump.push_back(keys_.generation_key(space, ModelInfo<T>::table));
             version_bumps_.fetch_add(1, std::memory_order_relaxed);
         }
         apply(batch);
@@ -450,8 +273,8 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
             return;
         InvalidationBatch batch;
         for (const auto& space : key_spaces()) {
-            batch.bump.push_back(version_key(space, ModelInfo<T>::table));
-            batch.bump.push_back(generation_key(space, ModelInfo<T>::table));
+            batch.bump.push_back(keys_.version_key(space, ModelInfo<T>::table));
+            batch.bump.push_back(keys_.generation_key(space, ModelInfo<T>::table));
             version_bumps_.fetch_add(1, std::memory_order_relaxed);
         }
         apply(batch);
@@ -477,8 +300,8 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
             const std::string space = key_space(database);
             std::shared_lock lock(models_mutex_);
             for (const auto& [table, entries] : models_) {
-                counters.push_back(version_key(space, table));
-                counters.push_back(generation_key(space, table));
+                counters.push_back(keys_.version_key(space, table));
+                counters.push_back(keys_.generation_key(space, table));
             }
         } catch (...) {
             // No identity (ConfigError) or no memory: the transaction reads without filling.
@@ -510,9 +333,6 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
     /// Leases outlive the slowest query we expect; a dead holder's lease only delays fills.
     static constexpr Ttl lease_ttl{30000};
 
-    /// How a byte entry starts: "oc1 <stamp> <check size>\n<check><payload>".
-    static constexpr std::string_view envelope_tag{"oc1 "};
-
   private:
     /// Counts a singleflight wait when the call leaves, whether the flight it waited on
     /// returned or threw.
@@ -530,7 +350,7 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
         std::vector<std::string> out;
         out.reserve(databases_.size());
         for (const auto& database : databases_)
-            out.push_back(config_.key_prefix + database + ':');
+            out.push_back(keys_.space(database));
         return out;
     }
 
@@ -561,65 +381,6 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
         }
     }
 
-    static std::string counter_key(std::string_view space, std::string_view kind,
-                                   std::string_view table) {
-        std::string out;
-        out.reserve(space.size() + kind.size() + table.size());
-        out += space;
-        out += kind;
-        out += table;
-        return out;
-    }
-
-    /// "<space><kind><table>:<model digest>:<serializer>:", with room for `extra` more.
-    template <Model T>
-    std::string model_key_head(std::string_view space, std::string_view kind,
-                               std::size_t extra) const {
-        constexpr std::string_view table = ModelInfo<T>::table;
-        std::string out;
-        out.reserve(space.size() + kind.size() + table.size() + 1 + 16 + 1 +
-                    config_.serializer.name.size() + 1 + extra);
-        out += space;
-        out += kind;
-        out += table;
-        out += ':';
-        append_hex(out, ModelInfo<T>::digest);  // == model_digest<T>()
-        out += ':';
-        out += config_.serializer.name;
-        out += ':';
-        return out;
-    }
-
-    /// 16 lowercase hex digits, most significant first.
-    static void append_hex(std::string& out, std::uint64_t value) {
-        static constexpr char hex[] = "0123456789abcdef";
-        char digits[16];
-        for (int i = 15; i >= 0; --i, value >>= 4)
-            digits[i] = hex[value & 15];
-        out.append(digits, sizeof digits);
-    }
-
-    static void append_key(std::string& out, const PrimaryKey& key) {
-        if (const auto* i = std::get_if<std::int64_t>(&key)) {
-            out += 'i';
-            char digits[24];
-            const auto end = std::to_chars(digits, digits + sizeof digits, *i).ptr;
-            out.append(digits, static_cast<std::size_t>(end - digits));
-        } else if (const auto* s = std::get_if<std::string>(&key)) {
-            out += 's';
-            out += *s;
-        } else {
-            out += 'n';
-        }
-    }
-
-    /// 128 bits from two independent 64-bit FNV-1a variants; the entry also stores the full
-    /// text, so a collision is a miss, never a wrong answer.
-    static void append_hash_hex(std::string& out, std::string_view text) {
-        append_hex(out, fnv1a(0xcbf29ce484222325ULL, text));
-        append_hex(out, fnv1a(0x84222325cbf29ce4ULL, text) ^ (text.size() * 0x9e3779b97f4a7c15ULL));
-    }
-
     Ttl ttl_of(std::optional<std::chrono::seconds> ttl) const {
         const auto seconds = ttl.value_or(config_.expiration_time);
         if (seconds.count() < 0)
@@ -645,41 +406,6 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
                            std::string(backend_->name()), operation));
         }
         return std::nullopt;
-    }
-
-    /// A byte entry: the envelope (see envelope_tag) around `payload`.
-    static std::string seal_envelope(std::int64_t stamp, std::string_view check,
-                                     std::string_view payload) {
-        std::string out = std::string(envelope_tag) + std::to_string(stamp) + " " +
-                          std::to_string(check.size()) + "\n";
-        out.append(check);
-        out.append(payload);
-        return out;
-    }
-
-    /// The payload of a byte entry, or nullopt when it is stale (another stamp or check);
-    /// throws SerializationError (or std::stoll's errors) when the envelope is corrupt.
-    static std::optional<std::string_view> open_envelope(std::string_view bytes, std::int64_t stamp,
-                                                         std::string_view check) {
-        if (!bytes.starts_with(envelope_tag))
-            throw SerializationError("unknown envelope");
-        bytes.remove_prefix(envelope_tag.size());
-        const auto space = bytes.find(' ');
-        const auto newline = bytes.find('\n');
-        if (space == std::string_view::npos || newline == std::string_view::npos ||
-            newline < space) {
-            throw SerializationError("truncated envelope");
-        }
-        const std::int64_t stored = std::stoll(std::string(bytes.substr(0, space)));
-        const std::size_t check_size =
-            std::stoull(std::string(bytes.substr(space + 1, newline - space - 1)));
-        bytes.remove_prefix(newline + 1);
-        if (bytes.size() < check_size)
-            throw SerializationError("truncated envelope");
-        if (stored != stamp || bytes.substr(0, check_size) != check)
-            return std::nullopt;
-        bytes.remove_prefix(check_size);
-        return bytes;
     }
 
     template <class R>
@@ -872,6 +598,7 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
     }
 
     CacheConfig config_;
+    KeyLayout keys_{config_.key_prefix, config_.serializer.name};
     std::unique_ptr<AnyBackend> backend_;
     bool null_ = false;
     Singleflight flights_;           // reads with a cache counter, tagged with its value
