@@ -127,29 +127,33 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
         // distributed lock waits on (an unleased query fill is still safe, see store()).
         const TakeLease lease_now = context.mode == FillMode::fill ? TakeLease::yes : TakeLease::no;
         auto first = lookup<R>(key, target.check, target.counter, lease_now);
-        if (!first) {  // backend down: the database answers
-            misses_.fetch_add(1, std::memory_order_relaxed);
-            return context.mode == FillMode::shared ? uncached_flight<R>(target, context, load)
-                                                    : load();
-        }
-        if (first->hit) {
+        if (first && first->hit) {
             hits_.fetch_add(1, std::memory_order_relaxed);
             return std::move(*first->hit);
         }
         misses_.fetch_add(1, std::memory_order_relaxed);
+        // Backend down: the database answers. An entry under a counter cannot be filled
+        // without having read the counter; a region value (get_or_create) has none, so its
+        // flight's leader reads again below and fills if the backend answers by then.
+        if (!first && !target.counter.empty()) {
+            return context.mode == FillMode::shared ? uncached_flight<R>(target, context, load)
+                                                    : load();
+        }
+        const std::int64_t first_stamp = first ? first->stamp : 0;
         if (context.mode == FillMode::read_only)
             return load();
         if (context.mode == FillMode::fill) {
-            return load_and_store<R>(target, first->stamp, first->lease, context.guards, ttl, load);
+            return load_and_store<R>(target, first_stamp, first ? first->lease : std::string(),
+                                     context.guards, ttl, load);
         }
         // Shared: one load per key and counter value in this process.
         bool waited = false;
         const CountWait count_wait{waited, singleflight_waits_};
         auto result = flights_.run(
-            key, first->stamp,
+            key, first_stamp,
             [&]() -> Singleflight::Result {
                 std::string lease;
-                std::int64_t stamp = first->stamp;
+                std::int64_t stamp = first_stamp;
                 // The leader re-checks: the key may have been filled since our first read, by
                 // a flight that landed in between (a miss concurrent with it must not run a
                 // second query). This read also takes the lease.
@@ -168,46 +172,15 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
 
     // ---- region-style get_or_create ----
 
+    /// Region values have no counter (only a delete or their TTL ends them) and belong to
+    /// no table, but they take the read path of every other entry: one creation per key
+    /// among concurrent callers (with or without a cache), and the fill lease, which is what
+    /// a distributed lock waits on, as dogpile's lock guards its creation functions.
     template <class V, class Create>
     V get_or_create(const std::string& user_key, Create&& create,
                     std::optional<std::chrono::seconds> ttl) {
-        const std::string key = keys_.region_key(user_key);
-        if (!active()) {
-            // No cache, but concurrent callers still share one creation, as on every backend.
-            bool waited = false;
-            const CountWait count_wait{waited, singleflight_waits_};
-            auto result = uncached_flights_.run(
-                key, 0,
-                [&]() -> Singleflight::Result { return std::make_shared<const V>(create()); },
-                waited);
-            return *std::static_pointer_cast<const V>(result);
-        }
-        // Region values have no counter (only a delete or their TTL ends them), but they go
-        // through read and fill like every other entry: the fill lease is what a
-        // distributed lock waits on, as dogpile's lock guards its creation functions.
-        auto first = lookup<V>(key, {}, {}, TakeLease::no);
-        if (first && first->hit) {
-            hits_.fetch_add(1, std::memory_order_relaxed);
-            return std::move(*first->hit);
-        }
-        misses_.fetch_add(1, std::memory_order_relaxed);
-        bool waited = false;
-        const CountWait count_wait{waited, singleflight_waits_};
-        auto result = flights_.run(
-            key, 0,
-            [&]() -> Singleflight::Result {
-                std::string lease;
-                // Re-check (a flight may have landed since the first read) and take the lease.
-                if (auto second = lookup<V>(key, {}, {}, TakeLease::yes)) {
-                    if (second->hit)
-                        return std::make_shared<const V>(std::move(*second->hit));
-                    lease = std::move(second->lease);
-                }
-                return std::make_shared<const V>(load_and_store<V>(
-                    ReadTarget{key, {}, {}, false}, 0, lease, {}, ttl, LoadRef<V>(create)));
-            },
-            waited);
-        return *std::static_pointer_cast<const V>(result);
+        return read_ref<V>(ReadTarget{keys_.region_key(user_key), {}, {}, false},
+                           ReadContext{FillMode::shared, {}, 0}, ttl, LoadRef<V>(create));
     }
 
     // ---- invalidation ----
