@@ -20,7 +20,9 @@
 #      appear somewhere in docs/reference.md. A header that specializes OptionTable but whose
 #      entries the check cannot find fails too (the check's parser needs updating);
 #  (e) one of the anchors <a id="rule-1"> ... <a id="rule-9"> (the cache rules that tests and
-#      docs cite by number) is missing from docs/reference.md.
+#      docs cite by number) is missing from docs/reference.md;
+#  (f) a header named in docs/*.md as `detail/...hpp` or `backends/...hpp` (the architecture
+#      map names files) does not exist under include/ormcache/.
 
 cmake_minimum_required(VERSION 3.21)
 
@@ -234,6 +236,23 @@ foreach(n RANGE 1 9)
   if(at EQUAL -1)
     problem("docs/reference.md: no anchor <a id=\"rule-${n}\"> for cache rule ${n}")
   endif()
+endforeach()
+
+# ---- (f) the headers the docs name exist ---------------------------------------------------
+
+file(GLOB pages "${SOURCE_DIR}/docs/*.md")
+list(SORT pages)
+foreach(page IN LISTS pages)
+  file(RELATIVE_PATH rel "${SOURCE_DIR}" "${page}")
+  file(READ "${page}" text)
+  string(REGEX MATCHALL "`(detail|backends)/[a-z0-9_/]+\\.hpp" named "${text}")
+  list(REMOVE_DUPLICATES named)
+  foreach(item IN LISTS named)
+    string(SUBSTRING "${item}" 1 -1 header)
+    if(NOT EXISTS "${SOURCE_DIR}/include/ormcache/${header}")
+      problem("${rel}: names `${header}`, which is not a file under include/ormcache/")
+    endif()
+  endforeach()
 endforeach()
 
 # ---- report --------------------------------------------------------------------------------
