@@ -30,6 +30,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cache_config.hpp"
+#include "detail/util/linkage.hpp"
 #include "errors.hpp"
 
 namespace ormcache {
@@ -172,7 +173,9 @@ struct BackendRegistry {
 };
 
 /// The seed's dogpile.cache spellings, mapped onto ormcache's names.
-inline std::string canonical_backend_name(std::string_view name) {
+ORMCACHE_INLINE std::string canonical_backend_name(std::string_view name);
+#if ORMCACHE_DEFINITIONS
+ORMCACHE_INLINE std::string canonical_backend_name(std::string_view name) {
     static constexpr std::pair<std::string_view, std::string_view> aliases[] = {
         {"dogpile.cache.memory", "memory"},
         {"dogpile.cache.memory_pickle", "memory"},
@@ -191,8 +194,11 @@ inline std::string canonical_backend_name(std::string_view name) {
     }
     return std::string(name);
 }
+#endif
 
-inline std::unique_ptr<AnyBackend> make_backend(const CacheConfig& config) {
+ORMCACHE_INLINE std::unique_ptr<AnyBackend> make_backend(const CacheConfig& config);
+#if ORMCACHE_DEFINITIONS
+ORMCACHE_INLINE std::unique_ptr<AnyBackend> make_backend(const CacheConfig& config) {
     const std::string name = canonical_backend_name(config.backend);
     BackendFactory factory;
     {
@@ -221,15 +227,19 @@ inline std::unique_ptr<AnyBackend> make_backend(const CacheConfig& config) {
         throw ConfigError("the factory of backend '" + name + "' returned no backend");
     return backend;
 }
+#endif
 
 }  // namespace detail
 
 /// Makes `name` usable as CacheConfig::backend. Registering a name again replaces its factory.
-inline void register_backend(std::string name, BackendFactory factory) {
+ORMCACHE_INLINE void register_backend(std::string name, BackendFactory factory);
+#if ORMCACHE_DEFINITIONS
+ORMCACHE_INLINE void register_backend(std::string name, BackendFactory factory) {
     auto& registry = detail::BackendRegistry::instance();
     std::lock_guard lock(registry.mutex);
     registry.factories[std::move(name)] = std::move(factory);
 }
+#endif
 
 /// Registers a Backend type under `name`, built by `make(const CacheConfig&)`.
 template <Backend B, class Make>

@@ -13,6 +13,8 @@
 #include <variant>
 #include <vector>
 
+#include "detail/util/linkage.hpp"
+
 namespace ormcache {
 
 enum class Operation {
@@ -58,37 +60,16 @@ class ChangeSet {
     std::size_t size() const noexcept { return changes_.size(); }
 
     /// Distinct table names, in first-seen order.
-    std::vector<std::string> tables() const {
-        const Index& all = index();
-        std::vector<std::string> out;
-        out.reserve(all.tables.size());
-        for (const auto& t : all.tables)
-            out.push_back(changes_[t.first_change].table);
-        return out;
-    }
+    std::vector<std::string> tables() const;
 
     bool touches(std::string_view table) const { return index().find(table) != nullptr; }
 
     /// True when some change to `table` names no rows (Operation::whole_table).
-    bool whole_table(std::string_view table) const {
-        const TableIndex* t = index().find(table);
-        return t != nullptr && t->whole;
-    }
+    bool whole_table(std::string_view table) const;
 
     /// Distinct old and new keys of `table`'s changed rows, in first-seen order (a change's
     /// old key before its new key).
-    std::vector<PrimaryKey> keys(std::string_view table) const {
-        std::vector<PrimaryKey> out;
-        const TableIndex* t = index().find(table);
-        if (t == nullptr)
-            return out;
-        out.reserve(t->keys.size());
-        for (const auto& ref : t->keys) {
-            const Change& c = changes_[ref.change];
-            out.push_back(ref.is_new ? c.new_key : c.old_key);
-        }
-        return out;
-    }
+    std::vector<PrimaryKey> keys(std::string_view table) const;
 
   private:
     /// Where a distinct key was first seen: changes_[change], its new or its old key.
@@ -129,58 +110,92 @@ class ChangeSet {
     // The one pass over the changes that every query reads from: a hash lookup per table name
     // and per key, so that a commit of n rows costs O(n), not the O(n^2) of searching the keys
     // seen so far (issue 10, item 5).
-    static Index build(const std::vector<Change>& changes) {
-        // One set for every table's keys: a key is distinct within its table (slot).
-        struct Seen {
-            std::size_t slot;
-            const PrimaryKey* key;
-        };
-        struct SeenHash {
-            std::size_t operator()(const Seen& s) const noexcept {
-                return std::hash<PrimaryKey>{}(*s.key) ^ (s.slot * 0x9e3779b97f4a7c15ULL);
-            }
-        };
-        struct SeenEqual {
-            bool operator()(const Seen& a, const Seen& b) const noexcept {
-                return a.slot == b.slot && *a.key == *b.key;
-            }
-        };
-        Index out;
-        std::unordered_set<Seen, SeenHash, SeenEqual> seen;
-        seen.reserve(changes.size());
-        std::size_t slot = 0;
-        for (std::size_t i = 0; i < changes.size(); ++i) {
-            const Change& c = changes[i];
-            // Changes come in runs of one table: only a new name costs a lookup.
-            if (out.tables.empty() || changes[out.tables[slot].first_change].table != c.table) {
-                const auto [it, inserted] = out.by_name.try_emplace(c.table, out.tables.size());
-                slot = it->second;
-                if (inserted)
-                    out.tables.push_back(TableIndex{i, false, {}});
-            }
-            TableIndex& t = out.tables[slot];
-            if (c.operation == Operation::whole_table)
-                t.whole = true;
-            for (const bool is_new : {false, true}) {
-                const PrimaryKey& k = is_new ? c.new_key : c.old_key;
-                if (!std::holds_alternative<std::monostate>(k) &&
-                    seen.insert(Seen{slot, &k}).second)
-                    t.keys.push_back(KeyRef{i, is_new});
-            }
-        }
-        return out;
-    }
+    static Index build(const std::vector<Change>& changes);
 
-    const Index& index() const {
-        static const Index none;
-        if (!lazy_)
-            return none;  // empty, or moved from
-        std::call_once(lazy_->once, [this] { lazy_->index = build(changes_); });
-        return lazy_->index;
-    }
+    const Index& index() const;
 
     std::vector<Change> changes_;
     std::shared_ptr<Lazy> lazy_;  // null when changes_ is empty
 };
+
+#if ORMCACHE_DEFINITIONS
+
+ORMCACHE_INLINE std::vector<std::string> ChangeSet::tables() const {
+    const Index& all = index();
+    std::vector<std::string> out;
+    out.reserve(all.tables.size());
+    for (const auto& t : all.tables)
+        out.push_back(changes_[t.first_change].table);
+    return out;
+}
+
+ORMCACHE_INLINE bool ChangeSet::whole_table(std::string_view table) const {
+    const TableIndex* t = index().find(table);
+    return t != nullptr && t->whole;
+}
+
+ORMCACHE_INLINE std::vector<PrimaryKey> ChangeSet::keys(std::string_view table) const {
+    std::vector<PrimaryKey> out;
+    const TableIndex* t = index().find(table);
+    if (t == nullptr)
+        return out;
+    out.reserve(t->keys.size());
+    for (const auto& ref : t->keys) {
+        const Change& c = changes_[ref.change];
+        out.push_back(ref.is_new ? c.new_key : c.old_key);
+    }
+    return out;
+}
+
+ORMCACHE_INLINE ChangeSet::Index ChangeSet::build(const std::vector<Change>& changes) {
+    // One set for every table's keys: a key is distinct within its table (slot).
+    struct Seen {
+        std::size_t slot;
+        const PrimaryKey* key;
+    };
+    struct SeenHash {
+        std::size_t operator()(const Seen& s) const noexcept {
+            return std::hash<PrimaryKey>{}(*s.key) ^ (s.slot * 0x9e3779b97f4a7c15ULL);
+        }
+    };
+    struct SeenEqual {
+        bool operator()(const Seen& a, const Seen& b) const noexcept {
+            return a.slot == b.slot && *a.key == *b.key;
+        }
+    };
+    Index out;
+    std::unordered_set<Seen, SeenHash, SeenEqual> seen;
+    seen.reserve(changes.size());
+    std::size_t slot = 0;
+    for (std::size_t i = 0; i < changes.size(); ++i) {
+        const Change& c = changes[i];
+        // Changes come in runs of one table: only a new name costs a lookup.
+        if (out.tables.empty() || changes[out.tables[slot].first_change].table != c.table) {
+            const auto [it, inserted] = out.by_name.try_emplace(c.table, out.tables.size());
+            slot = it->second;
+            if (inserted)
+                out.tables.push_back(TableIndex{i, false, {}});
+        }
+        TableIndex& t = out.tables[slot];
+        if (c.operation == Operation::whole_table)
+            t.whole = true;
+        for (const bool is_new : {false, true}) {
+            const PrimaryKey& k = is_new ? c.new_key : c.old_key;
+            if (!std::holds_alternative<std::monostate>(k) && seen.insert(Seen{slot, &k}).second)
+                t.keys.push_back(KeyRef{i, is_new});
+        }
+    }
+    return out;
+}
+
+ORMCACHE_INLINE const ChangeSet::Index& ChangeSet::index() const {
+    static const Index none;
+    if (!lazy_)
+        return none;  // empty, or moved from
+    std::call_once(lazy_->once, [this] { lazy_->index = build(changes_); });
+    return lazy_->index;
+}
+
+#endif  // ORMCACHE_DEFINITIONS
 
 }  // namespace ormcache

@@ -12,6 +12,7 @@
 #include "database_config.hpp"
 #include "detail/orm/model_sql.hpp"
 #include "detail/sqlite/database_state.hpp"
+#include "detail/util/linkage.hpp"
 #include "model.hpp"
 #include "session.hpp"
 
@@ -34,18 +35,7 @@ inline CacheConfig config_or_null(const DatabaseConfig& config) {
 /// Configuration (cache_config included) is validated here; a bad config throws ConfigError.
 class Database {
   public:
-    explicit Database(DatabaseConfig config)
-        : state_(std::make_shared<detail::DatabaseState>(config)),
-          cache_(std::make_shared<detail::CacheCore>(detail::config_or_null(config))) {
-        state_->set_default_cache(cache_.core_);
-        if (config.cache_config) {
-            // The key space needs the database's identity: settle it here, so that a database
-            // whose identity can be neither read nor recorded fails now, with a ConfigError.
-            cache_.core_->key_space(*state_);
-            if (config.enable_cache_listener)
-                setup_cache_listeners(*this, cache_);
-        }
-    }
+    explicit Database(DatabaseConfig config);
 
     Database(const Database&) = delete;
     Database& operator=(const Database&) = delete;
@@ -94,10 +84,29 @@ class Database {
     CacheManager cache_;
 };
 
+#if ORMCACHE_DEFINITIONS
+
+ORMCACHE_INLINE Database::Database(DatabaseConfig config)
+    : state_(std::make_shared<detail::DatabaseState>(config)),
+      cache_(std::make_shared<detail::CacheCore>(detail::config_or_null(config))) {
+    state_->set_default_cache(cache_.core_);
+    if (config.cache_config) {
+        // The key space needs the database's identity: settle it here, so that a database
+        // whose identity can be neither read nor recorded fails now, with a ConfigError.
+        cache_.core_->key_space(*state_);
+        if (config.enable_cache_listener)
+            setup_cache_listeners(*this, cache_);
+    }
+}
+
+#endif  // ORMCACHE_DEFINITIONS
+
 /// Manual setup, as in the seed: every commit on `db` invalidates `manager`'s cache, and
 /// explicit transactions on `db` guard their fills against `manager`'s counters. The listener
 /// holds the manager weakly: it stops when the manager is destroyed.
-inline void setup_cache_listeners(Database& db, CacheManager& manager) {
+ORMCACHE_INLINE void setup_cache_listeners(Database& db, CacheManager& manager);
+#if ORMCACHE_DEFINITIONS
+ORMCACHE_INLINE void setup_cache_listeners(Database& db, CacheManager& manager) {
     std::weak_ptr<detail::CacheCore> weak = manager.core_;
     db.state_->add_listener(
         [weak, space = manager.core_->key_space(*db.state_)](const ChangeSet& changes) {
@@ -106,5 +115,6 @@ inline void setup_cache_listeners(Database& db, CacheManager& manager) {
         });
     db.state_->attach_cache(manager.core_);
 }
+#endif
 
 }  // namespace ormcache

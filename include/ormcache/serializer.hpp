@@ -10,6 +10,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "detail/util/linkage.hpp"
+
 namespace ormcache {
 
 /// A pair of functions between a JSON value and bytes. `name` is part of every cache key, so
@@ -22,12 +24,17 @@ struct Serializer {
 
 namespace serializers {
 
-inline Serializer json() {
+ORMCACHE_INLINE Serializer json();
+#if ORMCACHE_DEFINITIONS
+ORMCACHE_INLINE Serializer json() {
     return Serializer{[](const nlohmann::json& j) { return j.dump(); },
                       [](std::string_view bytes) { return nlohmann::json::parse(bytes); }, "json"};
 }
+#endif
 
-inline Serializer msgpack() {
+ORMCACHE_INLINE Serializer msgpack();
+#if ORMCACHE_DEFINITIONS
+ORMCACHE_INLINE Serializer msgpack() {
     return Serializer{[](const nlohmann::json& j) {
                           const std::vector<std::uint8_t> out = nlohmann::json::to_msgpack(j);
                           return std::string(out.begin(), out.end());
@@ -37,8 +44,11 @@ inline Serializer msgpack() {
                       },
                       "msgpack"};
 }
+#endif
 
-inline Serializer cbor() {
+ORMCACHE_INLINE Serializer cbor();
+#if ORMCACHE_DEFINITIONS
+ORMCACHE_INLINE Serializer cbor() {
     return Serializer{[](const nlohmann::json& j) {
                           const std::vector<std::uint8_t> out = nlohmann::json::to_cbor(j);
                           return std::string(out.begin(), out.end());
@@ -48,6 +58,7 @@ inline Serializer cbor() {
                       },
                       "cbor"};
 }
+#endif
 
 }  // namespace serializers
 }  // namespace ormcache

@@ -25,6 +25,7 @@
 #include <nlohmann/json.hpp>
 
 #include "../../errors.hpp"
+#include "../util/linkage.hpp"
 
 namespace ormcache::detail {
 
@@ -85,13 +86,21 @@ concept HasOptionCheck = requires(const O& o) {
     OptionTable<O>::check(o);
 };
 
-inline std::string argument_path(std::string_view name) {
+ORMCACHE_INLINE std::string argument_path(std::string_view name);
+#if ORMCACHE_DEFINITIONS
+ORMCACHE_INLINE std::string argument_path(std::string_view name) {
     return "CacheConfig::arguments." + std::string(name);
 }
+#endif
 
 /// "CacheConfig::arguments.<name> must be <expected>[ (<hint>)], got <value>".
-[[noreturn]] inline void bad_argument(std::string_view name, const FieldRules& rules,
-                                      const std::string& expected, const nlohmann::json& v) {
+[[noreturn]] ORMCACHE_INLINE void bad_argument(std::string_view name, const FieldRules& rules,
+                                               const std::string& expected,
+                                               const nlohmann::json& v);
+#if ORMCACHE_DEFINITIONS
+[[noreturn]] ORMCACHE_INLINE void bad_argument(std::string_view name, const FieldRules& rules,
+                                               const std::string& expected,
+                                               const nlohmann::json& v) {
     std::string message = argument_path(name) + " must be " + expected;
     if (!rules.hint.empty())
         message += " (" + std::string(rules.hint) + ")";
@@ -99,16 +108,25 @@ inline std::string argument_path(std::string_view name) {
     message += rules.secret ? "a " + std::string(v.type_name()) : v.dump();
     throw ConfigError(message);
 }
+#endif
 
-inline std::string read_string_argument(std::string_view name, const nlohmann::json& v,
-                                        const FieldRules& rules = {}) {
+ORMCACHE_INLINE std::string read_string_argument(std::string_view name, const nlohmann::json& v,
+                                                 const FieldRules& rules = {});
+#if ORMCACHE_DEFINITIONS
+ORMCACHE_INLINE std::string read_string_argument(std::string_view name, const nlohmann::json& v,
+                                                 const FieldRules& rules) {
     if (!v.is_string() || (rules.non_empty && v.get_ref<const std::string&>().empty()))
         bad_argument(name, rules, rules.non_empty ? "a non-empty string" : "a string", v);
     return v.get<std::string>();
 }
+#endif
 
-inline std::int64_t read_integer_argument(std::string_view name, const nlohmann::json& v,
-                                          const FieldRules& rules, bool milliseconds = false) {
+ORMCACHE_INLINE std::int64_t read_integer_argument(std::string_view name, const nlohmann::json& v,
+                                                   const FieldRules& rules,
+                                                   bool milliseconds = false);
+#if ORMCACHE_DEFINITIONS
+ORMCACHE_INLINE std::int64_t read_integer_argument(std::string_view name, const nlohmann::json& v,
+                                                   const FieldRules& rules, bool milliseconds) {
     const bool fits = v.is_number_integer() &&
                       !(v.is_number_unsigned() &&
                         v.get<std::uint64_t>() > std::uint64_t(rules.max < 0 ? 0 : rules.max));
@@ -122,6 +140,7 @@ inline std::int64_t read_integer_argument(std::string_view name, const nlohmann:
     }
     return v.get<std::int64_t>();
 }
+#endif
 
 template <class O, class T>
 void read_field(O& o, const Field<O, T>& f, const nlohmann::json& v) {

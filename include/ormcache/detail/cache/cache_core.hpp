@@ -30,6 +30,7 @@
 #include "../../errors.hpp"
 #include "../../model.hpp"
 #include "../sqlite/database_state.hpp"
+#include "../util/linkage.hpp"
 #include "envelope.hpp"
 #include "key_layout.hpp"
 #include "payload.hpp"
@@ -40,31 +41,13 @@ namespace ormcache::detail {
 
 class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCore> {
   public:
-    explicit CacheCore(CacheConfig config) : config_(std::move(config)) {
-        validate();
-        if (!config_.enabled) {
-            backend_ = std::make_unique<AnyBackend>(std::make_unique<NullBackend>());
-        } else {
-            backend_ = make_backend(config_);
-        }
-        null_ = backend_->name() == "null";
-    }
+    explicit CacheCore(CacheConfig config);
 
     const CacheConfig& config() const noexcept { return config_; }
     bool active() const noexcept { return !null_; }
     AnyBackend& backend() noexcept { return *backend_; }
 
-    CacheStats stats() const {
-        CacheStats s;
-        s.hits = hits_.load(std::memory_order_relaxed);
-        s.misses = misses_.load(std::memory_order_relaxed);
-        s.sets = sets_.load(std::memory_order_relaxed);
-        s.invalidations = invalidations_.load(std::memory_order_relaxed);
-        s.version_bumps = version_bumps_.load(std::memory_order_relaxed);
-        s.singleflight_waits = singleflight_waits_.load(std::memory_order_relaxed);
-        s.errors = errors_.load(std::memory_order_relaxed);
-        return s;
-    }
+    CacheStats stats() const;
 
     // ---- keys (key_layout.hpp) ----
 
@@ -74,19 +57,7 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
     /// the database, so that invalidate<T>() and invalidate_all<T>() reach it. A cache that
     /// is off gets a space no other Database of the process has (only its singleflight uses
     /// keys) and never asks for the identity, which may write to the database.
-    std::string key_space(const DatabaseState& database) {
-        if (!active())
-            return "#" + std::to_string(database.serial()) + ':';
-        const std::string& id = database.cache_identity();
-        {
-            std::shared_lock lock(databases_mutex_);
-            if (databases_.contains(id))
-                return keys_.space(id);
-        }
-        std::unique_lock lock(databases_mutex_);
-        databases_.emplace(id);
-        return keys_.space(id);
-    }
+    std::string key_space(const DatabaseState& database);
 
     // ---- models ----
 
@@ -188,41 +159,7 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
     /// The commit listener of the database whose key space is `space`: after a successful
     /// commit, drop the changed entities and bump the list version of every changed table, in
     /// one backend batch.
-    void on_commit(std::string_view space, const ChangeSet& changes) {
-        if (!active() || changes.empty())
-            return;
-        InvalidationBatch batch;
-        std::shared_lock lock(models_mutex_);
-        for (const auto& table : changes.tables()) {
-            batch.bump.push_back(keys_.version_key(space, table));
-            version_bumps_.fetch_add(1, std::memory_order_relaxed);
-            const auto it = models_.find(table);
-            bool whole = it == models_.end() || changes.whole_table(table);
-            std::vector<PrimaryKey> keys;
-            if (!whole) {
-                keys = changes.keys(table);
-                for (const auto& k : keys) {
-                    for (const auto& model : it->second) {
-                        // A text-keyed model that got rowids cannot name its rows.
-                        if (model.text_pk && !std::holds_alternative<std::string>(k))
-                            whole = true;
-                    }
-                }
-            }
-            if (whole) {
-                batch.bump.push_back(keys_.generation_key(space, table));
-                continue;
-            }
-            if (!keys.empty())
-                batch.fallback_bump.push_back(keys_.generation_key(space, table));
-            for (const auto& k : keys) {
-                for (const auto& model : it->second)
-                    batch.remove.push_back(keys_.entity_key(space, table, model.digest, k));
-            }
-        }
-        lock.unlock();
-        apply(batch);
-    }
+    void on_commit(std::string_view space, const ChangeSet& changes);
 
     /// Drops one entity of every database this cache serves (key_space()).
     template <Model T>
@@ -253,55 +190,15 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
         apply(batch);
     }
 
-    void clear() {
-        if (!active())
-            return;
-        guarded("clear", [&] {
-            backend_->clear();
-            return true;
-        });
-    }
+    void clear();
 
     /// CacheHook: the counters of every registered table of `database`, read before an
     /// explicit transaction takes its snapshot (the snapshot guard).
     std::optional<CounterSnapshot> snapshot_counters(
-        const DatabaseState& database) noexcept override {
-        if (!active())
-            return std::nullopt;
-        std::vector<std::string> counters;
-        try {
-            const std::string space = key_space(database);
-            std::shared_lock lock(models_mutex_);
-            for (const auto& [table, entries] : models_) {
-                counters.push_back(keys_.version_key(space, table));
-                counters.push_back(keys_.generation_key(space, table));
-            }
-        } catch (...) {
-            // No identity (ConfigError) or no memory: the transaction reads without filling.
-            return std::nullopt;
-        }
-        auto result = guarded("read", [&] {
-            return backend_->read(ReadRequest{{}, counters, std::nullopt, {}});
-        });
-        if (!result || result->counters.size() != counters.size())
-            return std::nullopt;
-        CounterSnapshot snapshot;
-        for (std::size_t i = 0; i < counters.size(); ++i)
-            snapshot.emplace(counters[i], result->counters[i]);
-        return snapshot;
-    }
+        const DatabaseState& database) noexcept override;
 
     /// Counts every failure; on_error hears of an outage once (see CacheError::continues_incident).
-    void report(const CacheError& error) noexcept {
-        errors_.fetch_add(1, std::memory_order_relaxed);
-        if (config_.on_error && !error.continues_incident()) {
-            try {
-                config_.on_error(error);
-            } catch (...) {
-                // The callback is for reporting; its own failure must not fail the call.
-            }
-        }
-    }
+    void report(const CacheError& error) noexcept;
 
     /// Leases outlive the slowest query we expect; a dead holder's lease only delays fills.
     static constexpr Ttl lease_ttl{30000};
@@ -318,48 +215,16 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
         }
     };
 
-    std::vector<std::string> key_spaces() const {
-        std::shared_lock lock(databases_mutex_);
-        std::vector<std::string> out;
-        out.reserve(databases_.size());
-        for (const auto& database : databases_)
-            out.push_back(keys_.space(database));
-        return out;
-    }
+    std::vector<std::string> key_spaces() const;
 
     struct ModelEntry {
         std::string digest;
         bool text_pk;
     };
 
-    void validate() {
-        // `.arguments = {}` in a designated initializer makes a JSON null: it means "none".
-        if (config_.arguments.is_null())
-            config_.arguments = nlohmann::json::object();
-        if (config_.expiration_time.count() < -1) {
-            throw ConfigError(
-                "CacheConfig::expiration_time must be >= 0 s, or -1 s for never, got " +
-                std::to_string(config_.expiration_time.count()) + " s");
-        }
-        if (!config_.arguments.is_object()) {
-            throw ConfigError("CacheConfig::arguments must be a JSON object, got " +
-                              std::string(config_.arguments.type_name()));
-        }
-        if (!config_.serializer.encode || !config_.serializer.decode) {
-            throw ConfigError("CacheConfig::serializer needs both encode and decode functions");
-        }
-        if (config_.serializer.name.empty() ||
-            config_.serializer.name.find(':') != std::string::npos) {
-            throw ConfigError("CacheConfig::serializer.name must be non-empty and contain no ':'");
-        }
-    }
+    void validate();
 
-    Ttl ttl_of(std::optional<std::chrono::seconds> ttl) const {
-        const auto seconds = ttl.value_or(config_.expiration_time);
-        if (seconds.count() < 0)
-            return Ttl{-1};
-        return std::chrono::duration_cast<Ttl>(seconds);
-    }
+    Ttl ttl_of(std::optional<std::chrono::seconds> ttl) const;
 
     /// Runs a backend operation; a failure is counted, reported and turned into nullopt.
     template <class Op>
@@ -557,18 +422,7 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
         return *std::static_pointer_cast<const R>(result);
     }
 
-    void apply(const InvalidationBatch& batch) {
-        if (batch.empty())
-            return;
-        for (const auto& key : batch.remove)
-            flights_.forget(key);
-        if (guarded("invalidate", [&] {
-                backend_->invalidate(batch);
-                return true;
-            })) {
-            invalidations_.fetch_add(batch.remove.size(), std::memory_order_relaxed);
-        }
-    }
+    void apply(const InvalidationBatch& batch);
 
     CacheConfig config_;
     KeyLayout keys_{config_.key_prefix, config_.serializer.name};
@@ -587,5 +441,177 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
     std::atomic<std::uint64_t> hits_{0}, misses_{0}, sets_{0}, invalidations_{0}, version_bumps_{0},
         singleflight_waits_{0}, errors_{0};
 };
+
+#if ORMCACHE_DEFINITIONS
+
+ORMCACHE_INLINE CacheCore::CacheCore(CacheConfig config) : config_(std::move(config)) {
+    validate();
+    if (!config_.enabled) {
+        backend_ = std::make_unique<AnyBackend>(std::make_unique<NullBackend>());
+    } else {
+        backend_ = make_backend(config_);
+    }
+    null_ = backend_->name() == "null";
+}
+
+ORMCACHE_INLINE CacheStats CacheCore::stats() const {
+    CacheStats s;
+    s.hits = hits_.load(std::memory_order_relaxed);
+    s.misses = misses_.load(std::memory_order_relaxed);
+    s.sets = sets_.load(std::memory_order_relaxed);
+    s.invalidations = invalidations_.load(std::memory_order_relaxed);
+    s.version_bumps = version_bumps_.load(std::memory_order_relaxed);
+    s.singleflight_waits = singleflight_waits_.load(std::memory_order_relaxed);
+    s.errors = errors_.load(std::memory_order_relaxed);
+    return s;
+}
+
+ORMCACHE_INLINE std::string CacheCore::key_space(const DatabaseState& database) {
+    if (!active())
+        return "#" + std::to_string(database.serial()) + ':';
+    const std::string& id = database.cache_identity();
+    {
+        std::shared_lock lock(databases_mutex_);
+        if (databases_.contains(id))
+            return keys_.space(id);
+    }
+    std::unique_lock lock(databases_mutex_);
+    databases_.emplace(id);
+    return keys_.space(id);
+}
+
+ORMCACHE_INLINE void CacheCore::on_commit(std::string_view space, const ChangeSet& changes) {
+    if (!active() || changes.empty())
+        return;
+    InvalidationBatch batch;
+    std::shared_lock lock(models_mutex_);
+    for (const auto& table : changes.tables()) {
+        batch.bump.push_back(keys_.version_key(space, table));
+        version_bumps_.fetch_add(1, std::memory_order_relaxed);
+        const auto it = models_.find(table);
+        bool whole = it == models_.end() || changes.whole_table(table);
+        std::vector<PrimaryKey> keys;
+        if (!whole) {
+            keys = changes.keys(table);
+            for (const auto& k : keys) {
+                for (const auto& model : it->second) {
+                    // A text-keyed model that got rowids cannot name its rows.
+                    if (model.text_pk && !std::holds_alternative<std::string>(k))
+                        whole = true;
+                }
+            }
+        }
+        if (whole) {
+            batch.bump.push_back(keys_.generation_key(space, table));
+            continue;
+        }
+        if (!keys.empty())
+            batch.fallback_bump.push_back(keys_.generation_key(space, table));
+        for (const auto& k : keys) {
+            for (const auto& model : it->second)
+                batch.remove.push_back(keys_.entity_key(space, table, model.digest, k));
+        }
+    }
+    lock.unlock();
+    apply(batch);
+}
+
+ORMCACHE_INLINE void CacheCore::clear() {
+    if (!active())
+        return;
+    guarded("clear", [&] {
+        backend_->clear();
+        return true;
+    });
+}
+
+ORMCACHE_INLINE std::optional<CounterSnapshot> CacheCore::snapshot_counters(
+    const DatabaseState& database) noexcept {
+    if (!active())
+        return std::nullopt;
+    std::vector<std::string> counters;
+    try {
+        const std::string space = key_space(database);
+        std::shared_lock lock(models_mutex_);
+        for (const auto& [table, entries] : models_) {
+            counters.push_back(keys_.version_key(space, table));
+            counters.push_back(keys_.generation_key(space, table));
+        }
+    } catch (...) {
+        // No identity (ConfigError) or no memory: the transaction reads without filling.
+        return std::nullopt;
+    }
+    auto result = guarded("read", [&] {
+        return backend_->read(ReadRequest{{}, counters, std::nullopt, {}});
+    });
+    if (!result || result->counters.size() != counters.size())
+        return std::nullopt;
+    CounterSnapshot snapshot;
+    for (std::size_t i = 0; i < counters.size(); ++i)
+        snapshot.emplace(counters[i], result->counters[i]);
+    return snapshot;
+}
+
+ORMCACHE_INLINE void CacheCore::report(const CacheError& error) noexcept {
+    errors_.fetch_add(1, std::memory_order_relaxed);
+    if (config_.on_error && !error.continues_incident()) {
+        try {
+            config_.on_error(error);
+        } catch (...) {
+            // The callback is for reporting; its own failure must not fail the call.
+        }
+    }
+}
+
+ORMCACHE_INLINE std::vector<std::string> CacheCore::key_spaces() const {
+    std::shared_lock lock(databases_mutex_);
+    std::vector<std::string> out;
+    out.reserve(databases_.size());
+    for (const auto& database : databases_)
+        out.push_back(keys_.space(database));
+    return out;
+}
+
+ORMCACHE_INLINE void CacheCore::validate() {
+    // `.arguments = {}` in a designated initializer makes a JSON null: it means "none".
+    if (config_.arguments.is_null())
+        config_.arguments = nlohmann::json::object();
+    if (config_.expiration_time.count() < -1) {
+        throw ConfigError("CacheConfig::expiration_time must be >= 0 s, or -1 s for never, got " +
+                          std::to_string(config_.expiration_time.count()) + " s");
+    }
+    if (!config_.arguments.is_object()) {
+        throw ConfigError("CacheConfig::arguments must be a JSON object, got " +
+                          std::string(config_.arguments.type_name()));
+    }
+    if (!config_.serializer.encode || !config_.serializer.decode) {
+        throw ConfigError("CacheConfig::serializer needs both encode and decode functions");
+    }
+    if (config_.serializer.name.empty() || config_.serializer.name.find(':') != std::string::npos) {
+        throw ConfigError("CacheConfig::serializer.name must be non-empty and contain no ':'");
+    }
+}
+
+ORMCACHE_INLINE Ttl CacheCore::ttl_of(std::optional<std::chrono::seconds> ttl) const {
+    const auto seconds = ttl.value_or(config_.expiration_time);
+    if (seconds.count() < 0)
+        return Ttl{-1};
+    return std::chrono::duration_cast<Ttl>(seconds);
+}
+
+ORMCACHE_INLINE void CacheCore::apply(const InvalidationBatch& batch) {
+    if (batch.empty())
+        return;
+    for (const auto& key : batch.remove)
+        flights_.forget(key);
+    if (guarded("invalidate", [&] {
+            backend_->invalidate(batch);
+            return true;
+        })) {
+        invalidations_.fetch_add(batch.remove.size(), std::memory_order_relaxed);
+    }
+}
+
+#endif  // ORMCACHE_DEFINITIONS
 
 }  // namespace ormcache::detail

@@ -11,6 +11,7 @@
 #include <string_view>
 
 #include "../../errors.hpp"
+#include "../util/linkage.hpp"
 
 namespace ormcache::detail {
 
@@ -18,19 +19,28 @@ namespace ormcache::detail {
 inline constexpr std::string_view envelope_tag{"oc1 "};
 
 /// A byte entry: the envelope (see envelope_tag) around `payload`.
-inline std::string seal_envelope(std::int64_t stamp, std::string_view check,
-                                 std::string_view payload) {
+ORMCACHE_INLINE std::string seal_envelope(std::int64_t stamp, std::string_view check,
+                                          std::string_view payload);
+#if ORMCACHE_DEFINITIONS
+ORMCACHE_INLINE std::string seal_envelope(std::int64_t stamp, std::string_view check,
+                                          std::string_view payload) {
     std::string out = std::string(envelope_tag) + std::to_string(stamp) + " " +
                       std::to_string(check.size()) + "\n";
     out.append(check);
     out.append(payload);
     return out;
 }
+#endif
 
 /// The payload of a byte entry, or nullopt when it is stale (another stamp or check);
 /// throws SerializationError (or std::stoll's errors) when the envelope is corrupt.
-inline std::optional<std::string_view> open_envelope(std::string_view bytes, std::int64_t stamp,
-                                                     std::string_view check) {
+ORMCACHE_INLINE std::optional<std::string_view> open_envelope(std::string_view bytes,
+                                                              std::int64_t stamp,
+                                                              std::string_view check);
+#if ORMCACHE_DEFINITIONS
+ORMCACHE_INLINE std::optional<std::string_view> open_envelope(std::string_view bytes,
+                                                              std::int64_t stamp,
+                                                              std::string_view check) {
     if (!bytes.starts_with(envelope_tag))
         throw SerializationError("unknown envelope");
     bytes.remove_prefix(envelope_tag.size());
@@ -50,5 +60,6 @@ inline std::optional<std::string_view> open_envelope(std::string_view bytes, std
     bytes.remove_prefix(check_size);
     return bytes;
 }
+#endif
 
 }  // namespace ormcache::detail

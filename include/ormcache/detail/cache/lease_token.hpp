@@ -12,17 +12,22 @@
 #include <string>
 #include <string_view>
 
+#include "../util/linkage.hpp"
+
 namespace ormcache::detail {
 
 /// A fill lease token unique across threads, processes and machines: random bits, the
 /// process id (a fork copies the generator's state, so without it a child would draw its
 /// parent's next tokens) and a per-process sequence number.
-inline std::string new_lease_token() {
+ORMCACHE_INLINE std::string new_lease_token();
+#if ORMCACHE_DEFINITIONS
+ORMCACHE_INLINE std::string new_lease_token() {
     thread_local std::mt19937_64 rng{std::random_device{}()};
     static std::atomic<std::uint64_t> sequence{0};
     return std::to_string(::getpid()) + "-" + std::to_string(rng()) + "-" +
            std::to_string(sequence.fetch_add(1, std::memory_order_relaxed));
 }
+#endif
 
 /// What a byte store holds in a key while a reader's fill lease is on it: the marker, then
 /// the token. No envelope starts with a NUL byte, so a lease is never taken for a value.

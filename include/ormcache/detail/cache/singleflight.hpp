@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "../util/linkage.hpp"
 #include "../util/string_hash.hpp"
 
 namespace ormcache::detail {
@@ -52,49 +53,11 @@ class Singleflight {
     }
 
     /// run() for a type-erased load: compiled once, whatever the caller's lambda.
-    Result run_ref(const std::string& key, std::int64_t tag, LoadRef<Result> load, bool& waited) {
-        Stripe& stripe = stripe_for(key);
-        std::promise<Result> promise;
-        std::shared_future<Result> flight;
-        std::uint64_t id = 0;
-        {
-            std::lock_guard lock(stripe.mutex);
-            auto& flights = stripe.flights[key];
-            for (const auto& f : flights) {
-                if (f.tag == tag)
-                    flight = f.future;
-            }
-            if (!flight.valid()) {
-                id = ++stripe.last_id;
-                flights.push_back(Flight{tag, id, promise.get_future().share()});
-            }
-        }
-        if (flight.valid()) {
-            waited = true;
-            return flight.get();
-        }
-        waited = false;
-        Result result;
-        try {
-            result = load();
-        } catch (...) {
-            // Land the flight before publishing, so an error is never served to a later caller.
-            land(stripe, key, id);
-            promise.set_exception(std::current_exception());
-            throw;
-        }
-        land(stripe, key, id);
-        promise.set_value(result);
-        return result;
-    }
+    Result run_ref(const std::string& key, std::int64_t tag, LoadRef<Result> load, bool& waited);
 
     /// Ends every flight of `key` for newcomers (the loads in progress still answer their
     /// waiters).
-    void forget(const std::string& key) {
-        Stripe& stripe = stripe_for(key);
-        std::lock_guard lock(stripe.mutex);
-        stripe.flights.erase(key);
-    }
+    void forget(const std::string& key);
 
   private:
     struct Flight {
@@ -110,15 +73,7 @@ class Singleflight {
     };
 
     /// Removes flight `id` only: after forget(), a newer flight of the key may be under way.
-    static void land(Stripe& stripe, const std::string& key, std::uint64_t id) {
-        std::lock_guard lock(stripe.mutex);
-        const auto it = stripe.flights.find(key);
-        if (it == stripe.flights.end())
-            return;
-        std::erase_if(it->second, [&](const Flight& f) { return f.id == id; });
-        if (it->second.empty())
-            stripe.flights.erase(it);
-    }
+    static void land(Stripe& stripe, const std::string& key, std::uint64_t id);
 
     Stripe& stripe_for(std::string_view key) {
         return stripes_[std::hash<std::string_view>{}(key) % stripes_.size()];
@@ -126,5 +81,62 @@ class Singleflight {
 
     std::array<Stripe, 16> stripes_;
 };
+
+#if ORMCACHE_DEFINITIONS
+
+ORMCACHE_INLINE Singleflight::Result Singleflight::run_ref(const std::string& key, std::int64_t tag,
+                                                           LoadRef<Result> load, bool& waited) {
+    Stripe& stripe = stripe_for(key);
+    std::promise<Result> promise;
+    std::shared_future<Result> flight;
+    std::uint64_t id = 0;
+    {
+        std::lock_guard lock(stripe.mutex);
+        auto& flights = stripe.flights[key];
+        for (const auto& f : flights) {
+            if (f.tag == tag)
+                flight = f.future;
+        }
+        if (!flight.valid()) {
+            id = ++stripe.last_id;
+            flights.push_back(Flight{tag, id, promise.get_future().share()});
+        }
+    }
+    if (flight.valid()) {
+        waited = true;
+        return flight.get();
+    }
+    waited = false;
+    Result result;
+    try {
+        result = load();
+    } catch (...) {
+        // Land the flight before publishing, so an error is never served to a later caller.
+        land(stripe, key, id);
+        promise.set_exception(std::current_exception());
+        throw;
+    }
+    land(stripe, key, id);
+    promise.set_value(result);
+    return result;
+}
+
+ORMCACHE_INLINE void Singleflight::forget(const std::string& key) {
+    Stripe& stripe = stripe_for(key);
+    std::lock_guard lock(stripe.mutex);
+    stripe.flights.erase(key);
+}
+
+ORMCACHE_INLINE void Singleflight::land(Stripe& stripe, const std::string& key, std::uint64_t id) {
+    std::lock_guard lock(stripe.mutex);
+    const auto it = stripe.flights.find(key);
+    if (it == stripe.flights.end())
+        return;
+    std::erase_if(it->second, [&](const Flight& f) { return f.id == id; });
+    if (it->second.empty())
+        stripe.flights.erase(it);
+}
+
+#endif  // ORMCACHE_DEFINITIONS
 
 }  // namespace ormcache::detail

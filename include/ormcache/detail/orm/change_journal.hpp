@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "../../change_set.hpp"
+#include "../util/linkage.hpp"
 #include "../util/string_hash.hpp"
 #include "sql_text.hpp"
 
@@ -30,39 +31,14 @@ class ChangeJournal {
 
     void record(Change change) { add(frames_.back(), std::move(change)); }
 
-    void savepoint(std::string name) {
-        frames_.emplace_back();
-        frames_.back().name = std::move(name);
-    }
+    void savepoint(std::string name);
 
     /// RELEASE name: merges the frames from the most recent `name` upwards into its parent.
     /// Unknown names are ignored (SQLite rejects the statement itself).
-    void release(std::string_view name) {
-        const auto index = find(name);
-        if (index == 0)
-            return;
-        Frame& parent = frames_[index - 1];
-        for (std::size_t i = index; i < frames_.size(); ++i) {
-            Frame& child = frames_[i];
-            for (auto& c : child.changes) {
-                if (live(child, c))
-                    add(parent, std::move(c));
-            }
-        }
-        frames_.resize(index);
-    }
+    void release(std::string_view name);
 
     /// ROLLBACK TO name: discards what was recorded since SAVEPOINT name; `name` stays open.
-    void rollback_to(std::string_view name) {
-        const auto index = find(name);
-        if (index == 0)
-            return;
-        frames_.resize(index + 1);
-        Frame& frame = frames_[index];
-        frame.changes.clear();
-        frame.rows_per_table.clear();
-        frame.superseded = 0;
-    }
+    void rollback_to(std::string_view name);
 
     /// The transaction ended without committing: forget everything.
     void clear() {
@@ -71,21 +47,7 @@ class ChangeJournal {
     }
 
     /// Removes and returns everything recorded (the transaction committed).
-    ChangeSet take() {
-        std::vector<Change> all;
-        std::size_t total = 0;
-        for (const auto& f : frames_)
-            total += f.changes.size() - f.superseded;
-        all.reserve(total);
-        for (auto& f : frames_) {
-            for (auto& c : f.changes) {
-                if (live(f, c))
-                    all.push_back(std::move(c));
-            }
-        }
-        clear();
-        return ChangeSet(std::move(all));
-    }
+    ChangeSet take();
 
     bool empty() const {
         return std::all_of(frames_.begin(), frames_.end(),
@@ -93,12 +55,7 @@ class ChangeJournal {
     }
 
     /// Has anything been recorded for `table` in the open transaction?
-    bool touches(std::string_view table) const {
-        // On every cached read: no allocation (heterogeneous lookup).
-        return std::any_of(frames_.begin(), frames_.end(), [&](const Frame& f) {
-            return f.rows_per_table.find(table) != f.rows_per_table.end();
-        });
-    }
+    bool touches(std::string_view table) const;
 
     std::size_t depth() const { return frames_.size() - 1; }
 
@@ -115,43 +72,106 @@ class ChangeJournal {
     static constexpr std::size_t collapsed = static_cast<std::size_t>(-1);
 
     // Index of the most recent frame named `name`, or 0 when none (frame 0 has no name).
-    std::size_t find(std::string_view name) const {
-        for (std::size_t i = frames_.size() - 1; i > 0; --i) {
-            if (iequals(frames_[i].name, name))
-                return i;
-        }
-        return 0;
-    }
+    std::size_t find(std::string_view name) const;
 
     /// Whether `c`, a record of `frame`, still counts: not a row record of a table that has
     /// collapsed to whole_table since.
-    static bool live(const Frame& frame, const Change& c) {
-        if (frame.superseded == 0 || c.operation == Operation::whole_table)
-            return true;
-        const auto it = frame.rows_per_table.find(c.table);
-        return it == frame.rows_per_table.end() || it->second != collapsed;
-    }
+    static bool live(const Frame& frame, const Change& c);
 
-    static void add(Frame& frame, Change change) {
-        auto [it, inserted] = frame.rows_per_table.try_emplace(change.table, 0);
-        std::size_t& count = it->second;
-        if (count == collapsed)
-            return;  // the whole table is already recorded
-        if (change.operation == Operation::whole_table || count + 1 > max_rows_per_table) {
-            // The table's row records stay where they are, superseded, until the frame is read
-            // (take, release): erasing them now would cost a pass over the whole frame for
-            // each table that collapses. They are at most max_rows_per_table per table.
-            frame.superseded += count;
-            frame.changes.push_back(
-                Change{std::move(change.table), Operation::whole_table, {}, {}});
-            count = collapsed;
-            return;
-        }
-        ++count;
-        frame.changes.push_back(std::move(change));
-    }
+    static void add(Frame& frame, Change change);
 
     std::vector<Frame> frames_;
 };
+
+#if ORMCACHE_DEFINITIONS
+
+ORMCACHE_INLINE void ChangeJournal::savepoint(std::string name) {
+    frames_.emplace_back();
+    frames_.back().name = std::move(name);
+}
+
+ORMCACHE_INLINE void ChangeJournal::release(std::string_view name) {
+    const auto index = find(name);
+    if (index == 0)
+        return;
+    Frame& parent = frames_[index - 1];
+    for (std::size_t i = index; i < frames_.size(); ++i) {
+        Frame& child = frames_[i];
+        for (auto& c : child.changes) {
+            if (live(child, c))
+                add(parent, std::move(c));
+        }
+    }
+    frames_.resize(index);
+}
+
+ORMCACHE_INLINE void ChangeJournal::rollback_to(std::string_view name) {
+    const auto index = find(name);
+    if (index == 0)
+        return;
+    frames_.resize(index + 1);
+    Frame& frame = frames_[index];
+    frame.changes.clear();
+    frame.rows_per_table.clear();
+    frame.superseded = 0;
+}
+
+ORMCACHE_INLINE ChangeSet ChangeJournal::take() {
+    std::vector<Change> all;
+    std::size_t total = 0;
+    for (const auto& f : frames_)
+        total += f.changes.size() - f.superseded;
+    all.reserve(total);
+    for (auto& f : frames_) {
+        for (auto& c : f.changes) {
+            if (live(f, c))
+                all.push_back(std::move(c));
+        }
+    }
+    clear();
+    return ChangeSet(std::move(all));
+}
+
+ORMCACHE_INLINE bool ChangeJournal::touches(std::string_view table) const {
+    // On every cached read: no allocation (heterogeneous lookup).
+    return std::any_of(frames_.begin(), frames_.end(), [&](const Frame& f) {
+        return f.rows_per_table.find(table) != f.rows_per_table.end();
+    });
+}
+
+ORMCACHE_INLINE std::size_t ChangeJournal::find(std::string_view name) const {
+    for (std::size_t i = frames_.size() - 1; i > 0; --i) {
+        if (iequals(frames_[i].name, name))
+            return i;
+    }
+    return 0;
+}
+
+ORMCACHE_INLINE bool ChangeJournal::live(const Frame& frame, const Change& c) {
+    if (frame.superseded == 0 || c.operation == Operation::whole_table)
+        return true;
+    const auto it = frame.rows_per_table.find(c.table);
+    return it == frame.rows_per_table.end() || it->second != collapsed;
+}
+
+ORMCACHE_INLINE void ChangeJournal::add(Frame& frame, Change change) {
+    auto [it, inserted] = frame.rows_per_table.try_emplace(change.table, 0);
+    std::size_t& count = it->second;
+    if (count == collapsed)
+        return;  // the whole table is already recorded
+    if (change.operation == Operation::whole_table || count + 1 > max_rows_per_table) {
+        // The table's row records stay where they are, superseded, until the frame is read
+        // (take, release): erasing them now would cost a pass over the whole frame for
+        // each table that collapses. They are at most max_rows_per_table per table.
+        frame.superseded += count;
+        frame.changes.push_back(Change{std::move(change.table), Operation::whole_table, {}, {}});
+        count = collapsed;
+        return;
+    }
+    ++count;
+    frame.changes.push_back(std::move(change));
+}
+
+#endif  // ORMCACHE_DEFINITIONS
 
 }  // namespace ormcache::detail

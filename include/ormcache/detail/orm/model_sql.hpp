@@ -12,6 +12,7 @@
 
 #include "../../model.hpp"
 #include "../sqlite/session_state.hpp"
+#include "../util/linkage.hpp"
 #include "column_traits.hpp"
 #include "sql_text.hpp"
 
@@ -42,7 +43,9 @@ struct ModelSqlText {
 };
 
 /// The parts, joined: one out-of-line loop instead of a chain of inlined operator+ temporaries.
-inline std::string concat_sql(std::initializer_list<std::string_view> parts) {
+ORMCACHE_INLINE std::string concat_sql(std::initializer_list<std::string_view> parts);
+#if ORMCACHE_DEFINITIONS
+ORMCACHE_INLINE std::string concat_sql(std::initializer_list<std::string_view> parts) {
     std::size_t size = 0;
     for (const std::string_view part : parts)
         size += part.size();
@@ -52,10 +55,14 @@ inline std::string concat_sql(std::initializer_list<std::string_view> parts) {
         out.append(part);
     return out;
 }
+#endif
 
 /// `cols` in mapping order, the primary key first.
-inline void build_model_sql(ModelSqlText& s, std::string_view table, bool integer_pk,
-                            std::span<const ColumnSpec> cols) {
+ORMCACHE_INLINE void build_model_sql(ModelSqlText& s, std::string_view table, bool integer_pk,
+                                     std::span<const ColumnSpec> cols);
+#if ORMCACHE_DEFINITIONS
+ORMCACHE_INLINE void build_model_sql(ModelSqlText& s, std::string_view table, bool integer_pk,
+                                     std::span<const ColumnSpec> cols) {
     s.table = quote_identifier(table);
     const std::string pk = quote_identifier(cols[0].name);
     std::string defs, non_pk_cols, non_pk_marks, assignments, excluded;
@@ -101,6 +108,7 @@ inline void build_model_sql(ModelSqlText& s, std::string_view table, bool intege
     s.delete_by_pk = concat_sql({"DELETE FROM ", s.table, " WHERE ", pk, " = ?", s.returning});
     s.delete_in_prefix = concat_sql({"DELETE FROM ", s.table, " WHERE ", pk, " IN ("});
 }
+#endif
 
 template <Model T>
 struct ModelSql : ModelSqlText {

@@ -18,6 +18,7 @@
 #include "../../model.hpp"
 #include "../../options.hpp"
 #include "../sqlite/session_state.hpp"
+#include "../util/linkage.hpp"
 #include "../util/type_name.hpp"
 #include "column_traits.hpp"
 #include "sql_text.hpp"
@@ -46,7 +47,9 @@ SqlValue to_sql_value(const V& v) {
     }
 }
 
-inline void bind_sql_value(Query& q, int index, const SqlValue& v) {
+ORMCACHE_INLINE void bind_sql_value(Query& q, int index, const SqlValue& v);
+#if ORMCACHE_DEFINITIONS
+ORMCACHE_INLINE void bind_sql_value(Query& q, int index, const SqlValue& v) {
     std::visit(
         [&](const auto& x) {
             if constexpr (std::is_same_v<std::decay_t<decltype(x)>, std::monostate>) {
@@ -57,6 +60,7 @@ inline void bind_sql_value(Query& q, int index, const SqlValue& v) {
         },
         v);
 }
+#endif
 
 /// Everything a list/count/exists call asked for, in SQL form.
 struct QueryParts {
@@ -77,53 +81,61 @@ struct QueryParts {
 
     /// Every bound value, typed and length-prefixed: with the SQL text, it identifies the
     /// query's result exactly (the cache's list key digests it and the entry stores it).
-    std::string canonical_values() const {
-        std::string out;
-        auto add = [&](const SqlValue& v) {
-            std::visit(
-                [&](const auto& x) {
-                    using X = std::decay_t<decltype(x)>;
-                    if constexpr (std::is_same_v<X, std::monostate>) {
-                        out += "n;";
-                    } else if constexpr (std::is_same_v<X, std::int64_t>) {
-                        out += "i" + std::to_string(x) + ";";
-                    } else if constexpr (std::is_same_v<X, double>) {
-                        std::uint64_t bits;
-                        std::memcpy(&bits, &x, sizeof bits);
-                        out += "d" + std::to_string(bits) + ";";
-                    } else {
-                        out += (std::is_same_v<X, std::string> ? "s" : "b") +
-                               std::to_string(x.size()) + ":";
-                        out.append(reinterpret_cast<const char*>(x.data()), x.size());
-                        out += ';';
-                    }
-                },
-                v);
-        };
-        for (const auto& v : params)
-            add(v);
-        if (page) {
-            add(page->limit);
-            add(page->offset);
-        }
-        return out;
-    }
+    std::string canonical_values() const;
 
     /// Whether a statement has the LIMIT/OFFSET placeholders (a list does, a count does not).
     enum class Paging : bool { without_page, with_page };
 
     /// Binds the WHERE values, then LIMIT/OFFSET when the statement has them.
-    void bind(Query& q, Paging paging) const {
-        const bool paged = paging == Paging::with_page;
-        int index = 0;
-        for (const auto& v : params)
-            bind_sql_value(q, ++index, v);
-        if (paged && page) {
-            q.bind(++index, page->limit);
-            q.bind(++index, page->offset);
-        }
-    }
+    void bind(Query& q, Paging paging) const;
 };
+
+#if ORMCACHE_DEFINITIONS
+
+ORMCACHE_INLINE std::string QueryParts::canonical_values() const {
+    std::string out;
+    auto add = [&](const SqlValue& v) {
+        std::visit(
+            [&](const auto& x) {
+                using X = std::decay_t<decltype(x)>;
+                if constexpr (std::is_same_v<X, std::monostate>) {
+                    out += "n;";
+                } else if constexpr (std::is_same_v<X, std::int64_t>) {
+                    out += "i" + std::to_string(x) + ";";
+                } else if constexpr (std::is_same_v<X, double>) {
+                    std::uint64_t bits;
+                    std::memcpy(&bits, &x, sizeof bits);
+                    out += "d" + std::to_string(bits) + ";";
+                } else {
+                    out += (std::is_same_v<X, std::string> ? "s" : "b") + std::to_string(x.size()) +
+                           ":";
+                    out.append(reinterpret_cast<const char*>(x.data()), x.size());
+                    out += ';';
+                }
+            },
+            v);
+    };
+    for (const auto& v : params)
+        add(v);
+    if (page) {
+        add(page->limit);
+        add(page->offset);
+    }
+    return out;
+}
+
+ORMCACHE_INLINE void QueryParts::bind(Query& q, Paging paging) const {
+    const bool paged = paging == Paging::with_page;
+    int index = 0;
+    for (const auto& v : params)
+        bind_sql_value(q, ++index, v);
+    if (paged && page) {
+        q.bind(++index, page->limit);
+        q.bind(++index, page->offset);
+    }
+}
+
+#endif  // ORMCACHE_DEFINITIONS
 
 template <class F>
 inline constexpr std::string_view filter_name = "filter";
@@ -148,11 +160,17 @@ struct FilterSite {
     std::size_t argument = 0;
 
     /// "ComparisonFilter (argument 2 of list())".
-    std::string describe(std::string_view kind) const {
-        return std::string(kind) + " (argument " + std::to_string(argument) + " of " +
-               std::string(call) + "())";
-    }
+    std::string describe(std::string_view kind) const;
 };
+
+#if ORMCACHE_DEFINITIONS
+
+ORMCACHE_INLINE std::string FilterSite::describe(std::string_view kind) const {
+    return std::string(kind) + " (argument " + std::to_string(argument) + " of " +
+           std::string(call) + "())";
+}
+
+#endif  // ORMCACHE_DEFINITIONS
 
 /// "app::User (table 'users')".
 template <Model T>

@@ -8,6 +8,8 @@
 #include <string>
 #include <string_view>
 
+#include "../util/linkage.hpp"
+
 namespace ormcache::detail {
 
 inline char ascii_lower(char c) {
@@ -21,7 +23,9 @@ inline bool iequals(std::string_view a, std::string_view b) {
 }
 
 /// "name" with embedded quotes doubled: safe in any identifier position.
-inline std::string quote_identifier(std::string_view name) {
+ORMCACHE_INLINE std::string quote_identifier(std::string_view name);
+#if ORMCACHE_DEFINITIONS
+ORMCACHE_INLINE std::string quote_identifier(std::string_view name) {
     std::string out;
     out.reserve(name.size() + 2);
     out += '"';
@@ -33,6 +37,7 @@ inline std::string quote_identifier(std::string_view name) {
     out += '"';
     return out;
 }
+#endif
 
 /// A forward-only reader over one SQL statement.
 class SqlCursor {
@@ -144,7 +149,9 @@ struct StatementEffect {
     std::string second_name;  // ALTER TABLE ... RENAME TO: the new table name
 };
 
-inline StatementEffect classify_statement(std::string_view sql) {
+ORMCACHE_INLINE StatementEffect classify_statement(std::string_view sql);
+#if ORMCACHE_DEFINITIONS
+ORMCACHE_INLINE StatementEffect classify_statement(std::string_view sql) {
     using Kind = StatementEffect::Kind;
     SqlCursor c(sql);
     StatementEffect effect;
@@ -182,13 +189,17 @@ inline StatementEffect classify_statement(std::string_view sql) {
     }
     return effect;
 }
+#endif
 
 /// Statements that must not be wrapped in an implicit BEGIN by Session::execute.
-inline bool is_connection_statement(std::string_view sql) {
+ORMCACHE_INLINE bool is_connection_statement(std::string_view sql);
+#if ORMCACHE_DEFINITIONS
+ORMCACHE_INLINE bool is_connection_statement(std::string_view sql) {
     SqlCursor c(sql);
     return c.keyword("PRAGMA") || c.keyword("VACUUM") || c.keyword("ATTACH") ||
            c.keyword("DETACH") || c.keyword("BEGIN") || c.keyword("COMMIT") || c.keyword("END") ||
            c.keyword("ROLLBACK") || c.keyword("SAVEPOINT") || c.keyword("RELEASE");
 }
+#endif
 
 }  // namespace ormcache::detail

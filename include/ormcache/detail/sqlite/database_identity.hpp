@@ -25,6 +25,7 @@
 #include <string_view>
 
 #include "../../errors.hpp"
+#include "../util/linkage.hpp"
 #include "../util/sha256.hpp"
 #include "sqlite_api.hpp"
 #include "sqlite_error.hpp"
@@ -36,7 +37,9 @@ inline constexpr std::string_view identity_table{"ormcache_meta"};
 
 /// What a user-chosen identity (DatabaseConfig::cache_identity) may contain: it becomes part
 /// of every key, and every backend accepts these characters in a key.
-inline bool valid_cache_identity(std::string_view id) {
+ORMCACHE_INLINE bool valid_cache_identity(std::string_view id);
+#if ORMCACHE_DEFINITIONS
+ORMCACHE_INLINE bool valid_cache_identity(std::string_view id) {
     if (id.empty() || id.size() > 64)
         return false;
     for (const char c : id) {
@@ -47,8 +50,11 @@ inline bool valid_cache_identity(std::string_view id) {
     }
     return true;
 }
+#endif
 
-inline std::string hex_of(const std::uint8_t* bytes, std::size_t size) {
+ORMCACHE_INLINE std::string hex_of(const std::uint8_t* bytes, std::size_t size);
+#if ORMCACHE_DEFINITIONS
+ORMCACHE_INLINE std::string hex_of(const std::uint8_t* bytes, std::size_t size) {
     static constexpr char digits[] = "0123456789abcdef";
     std::string out;
     out.reserve(size * 2);
@@ -58,9 +64,12 @@ inline std::string hex_of(const std::uint8_t* bytes, std::size_t size) {
     }
     return out;
 }
+#endif
 
 /// 128 random bits as 32 hex digits.
-inline std::string random_database_id() {
+ORMCACHE_INLINE std::string random_database_id();
+#if ORMCACHE_DEFINITIONS
+ORMCACHE_INLINE std::string random_database_id() {
     std::random_device device;
     std::array<std::uint8_t, 16> bytes{};
     for (std::size_t i = 0; i < bytes.size(); i += 4) {
@@ -70,9 +79,12 @@ inline std::string random_database_id() {
     }
     return hex_of(bytes.data(), bytes.size());
 }
+#endif
 
 /// The stored id of the database on `conn`, or an empty string when it has none yet.
-inline std::string read_stored_database_id(sqlite3* conn) {
+ORMCACHE_INLINE std::string read_stored_database_id(sqlite3* conn);
+#if ORMCACHE_DEFINITIONS
+ORMCACHE_INLINE std::string read_stored_database_id(sqlite3* conn) {
     const std::string sql =
         "SELECT value FROM " + std::string(identity_table) + " WHERE key = 'database_id'";
     sqlite3_stmt* raw = nullptr;
@@ -93,10 +105,13 @@ inline std::string read_stored_database_id(sqlite3* conn) {
         check(conn, rc, sql);
     return {};
 }
+#endif
 
 /// Reads the stored id, recording a new random one first if there is none. Two processes
 /// opening a new database at once agree: the insert is conditional, and both read the winner.
-inline std::string stored_database_id(SQLite::Database& conn) {
+ORMCACHE_INLINE std::string stored_database_id(SQLite::Database& conn);
+#if ORMCACHE_DEFINITIONS
+ORMCACHE_INLINE std::string stored_database_id(SQLite::Database& conn) {
     if (auto id = read_stored_database_id(conn.getHandle()); !id.empty())
         return id;
     const std::string table(identity_table);
@@ -117,12 +132,16 @@ inline std::string stored_database_id(SQLite::Database& conn) {
     }
     return read_stored_database_id(conn.getHandle());
 }
+#endif
 
 /// The identity of the SQLite database open on `conn` (see the top of this file). Throws
 /// ConfigError naming `display` (the connection string) when it can be neither read nor
 /// recorded, e.g. a read-only file that has never been opened writable with a cache.
-inline std::string sqlite_database_identity(SQLite::Database& conn, bool in_memory,
-                                            const std::string& display) {
+ORMCACHE_INLINE std::string sqlite_database_identity(SQLite::Database& conn, bool in_memory,
+                                                     const std::string& display);
+#if ORMCACHE_DEFINITIONS
+ORMCACHE_INLINE std::string sqlite_database_identity(SQLite::Database& conn, bool in_memory,
+                                                     const std::string& display) {
     std::string material;
     try {
         material = stored_database_id(conn);
@@ -147,5 +166,6 @@ inline std::string sqlite_database_identity(SQLite::Database& conn, bool in_memo
     const auto digest = sha256(material);
     return hex_of(digest.data(), 8);
 }
+#endif
 
 }  // namespace ormcache::detail

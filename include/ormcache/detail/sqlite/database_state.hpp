@@ -21,6 +21,7 @@
 #include "../../database_config.hpp"
 #include "../../errors.hpp"
 #include "../orm/sql_text.hpp"
+#include "../util/linkage.hpp"
 #include "database_identity.hpp"
 #include "sqlite_error.hpp"
 #include "statement_cache.hpp"
@@ -54,41 +55,7 @@ class CacheHook {
 
 class DatabaseState {
   public:
-    explicit DatabaseState(DatabaseConfig config) : config_(std::move(config)) {
-        if (config_.connection_string.empty()) {
-            throw ConfigError(
-                "DatabaseConfig::connection_string is empty; use a file path, "
-                "\":memory:\" or a \"file:\" URI");
-        }
-        if (config_.busy_timeout.count() < 0) {
-            throw ConfigError("DatabaseConfig::busy_timeout must be >= 0 ms, got " +
-                              std::to_string(config_.busy_timeout.count()) + " ms");
-        }
-        if (!config_.cache_identity.empty() && !valid_cache_identity(config_.cache_identity)) {
-            throw ConfigError("DatabaseConfig::cache_identity '" + config_.cache_identity +
-                              "' must be 1-64 characters of A-Z a-z 0-9 . _ -");
-        }
-        static std::atomic<std::uint64_t> memory_counter{0};
-        if (config_.connection_string == ":memory:") {
-            // One in-memory database for every session: a named memdb, kept alive by keeper_.
-            // Unlike shared-cache mode it uses ordinary file locking, so busy_timeout applies.
-            path_ = "file:/ormcache-memdb-" + std::to_string(++memory_counter) + "?vfs=memdb";
-            in_memory_ = true;
-        } else {
-            path_ = config_.connection_string;
-            in_memory_ = path_.find("mode=memory") != std::string::npos;
-        }
-        try {
-            keeper_ = open_raw();
-            if (!in_memory_) {
-                // WAL is persistent in the file: set it once, here, before any session exists.
-                keeper_->exec("PRAGMA journal_mode = WAL");
-            }
-        } catch (const SQLite::Exception& e) {
-            throw ConfigError("DatabaseConfig::connection_string '" + config_.connection_string +
-                              "' cannot be opened: " + e.what());
-        }
-    }
+    explicit DatabaseState(DatabaseConfig config);
 
     DatabaseState(const DatabaseState&) = delete;
     DatabaseState& operator=(const DatabaseState&) = delete;
@@ -103,15 +70,7 @@ class DatabaseState {
     /// The database's identity in cache keys (see detail/sqlite/database_identity.hpp), computed at
     /// the first call, which may record an id in the database: only databases a cache is
     /// attached to pay for it. Throws ConfigError when it can be neither read nor recorded.
-    const std::string& cache_identity() const {
-        std::call_once(identity_once_, [&] {
-            identity_ =
-                !config_.cache_identity.empty()
-                    ? config_.cache_identity
-                    : sqlite_database_identity(*keeper_, in_memory_, config_.connection_string);
-        });
-        return identity_;
-    }
+    const std::string& cache_identity() const;
 
     /// How many commits of this Database's sessions changed `table`: what a read that has no
     /// cache counter to go by (the null backend, a backend that is down) keys its
@@ -121,138 +80,38 @@ class DatabaseState {
     /// Unique among the DatabaseStates of this process, for the whole process's life.
     std::uint64_t serial() const noexcept { return serial_; }
 
-    const std::atomic<std::uint64_t>& table_commits(std::string_view table) {
-        {
-            std::shared_lock lock(commits_mutex_);
-            if (const auto it = commits_.find(table); it != commits_.end())
-                return *it->second;
-        }
-        std::unique_lock lock(commits_mutex_);
-        auto& slot = commits_[std::string(table)];
-        if (!slot)
-            slot = std::make_unique<std::atomic<std::uint64_t>>(0);
-        return *slot;
-    }
+    const std::atomic<std::uint64_t>& table_commits(std::string_view table);
 
     void report_query(std::string_view sql) const {
         if (config_.on_query)
             config_.on_query(sql);
     }
 
-    std::uint64_t add_listener(CommitListener listener) {
-        std::lock_guard lock(listeners_mutex_);
-        const std::uint64_t id = ++next_listener_id_;
-        auto next = std::make_shared<Listeners>(*listeners_);
-        next->emplace_back(id, std::make_shared<const CommitListener>(std::move(listener)));
-        listeners_ = std::move(next);
-        return id;
-    }
+    std::uint64_t add_listener(CommitListener listener);
 
-    bool remove_listener(std::uint64_t id) {
-        std::lock_guard lock(listeners_mutex_);
-        auto next = std::make_shared<Listeners>(*listeners_);
-        const auto removed = std::erase_if(*next, [&](const auto& p) { return p.first == id; });
-        listeners_ = std::move(next);
-        return removed > 0;
-    }
+    bool remove_listener(std::uint64_t id);
 
     /// Hands a committed change set to every listener. Runs without holding any lock (the list
     /// is copy-on-write), so a listener may do I/O or register listeners. A listener that
     /// throws does not keep the others from running: the commit has already happened and
     /// cannot be reported as failed, so the exception is dropped here.
-    void publish(const ChangeSet& changes) noexcept {
-        {
-            // Before the listeners: a read that starts once commit() has returned must not
-            // join a load that started before it, whether or not a cache listens.
-            std::shared_lock lock(commits_mutex_);
-            for (const auto& table : changes.tables()) {
-                if (const auto it = commits_.find(table); it != commits_.end())
-                    it->second->fetch_add(1, std::memory_order_release);
-            }
-        }
-        std::shared_ptr<const Listeners> current;
-        {
-            std::lock_guard lock(listeners_mutex_);
-            current = listeners_;
-        }
-        for (const auto& [id, listener] : *current) {
-            try {
-                (*listener)(changes);
-            } catch (...) {
-            }
-        }
-    }
+    void publish(const ChangeSet& changes) noexcept;
 
     /// Caches whose snapshot guard sessions take at begin() (held weakly: a manual
     /// CacheManager may go away first).
-    void attach_cache(const std::shared_ptr<CacheHook>& hook) {
-        std::lock_guard lock(caches_mutex_);
-        std::erase_if(caches_, [](const auto& w) { return w.expired(); });
-        caches_.push_back(hook);
-    }
+    void attach_cache(const std::shared_ptr<CacheHook>& hook);
 
     /// The Database's own cache (its cache_manager()), set once by the Database.
     void set_default_cache(std::shared_ptr<CacheHook> hook) { default_cache_ = std::move(hook); }
     const std::shared_ptr<CacheHook>& default_cache() const noexcept { return default_cache_; }
 
-    std::vector<std::shared_ptr<CacheHook>> caches() const {
-        std::lock_guard lock(caches_mutex_);
-        std::vector<std::shared_ptr<CacheHook>> out;
-        for (const auto& w : caches_) {
-            if (auto hook = w.lock())
-                out.push_back(std::move(hook));
-        }
-        return out;
-    }
+    std::vector<std::shared_ptr<CacheHook>> caches() const;
 
     /// Learns where `table`'s primary key is from the schema (not from the C++ mapping: an
     /// existing table may order its columns differently). No-op when the table does not exist.
-    void register_table(sqlite3* conn, std::string_view table) {
-        {
-            std::shared_lock lock(registry_mutex_);
-            if (registry_.find(table) != registry_.end())
-                return;
-        }
-        static constexpr std::string_view sql = "SELECT cid, type, pk FROM pragma_table_info(?)";
-        const auto guard = prepare_for_table(conn, sql, table);
-        sqlite3_stmt* stmt = guard.get();
-        int pk_columns = 0;
-        TableInfo info;
-        int rc;
-        while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-            if (sqlite3_column_int(stmt, 2) > 0) {
-                ++pk_columns;
-                info.pk_column = sqlite3_column_int(stmt, 0);
-                const auto* type = reinterpret_cast<const char*>(sqlite3_column_text(stmt, 1));
-                info.rowid_alias = type != nullptr && iequals(type, "INTEGER");
-            }
-        }
-        check(conn, rc, sql);
-        if (pk_columns != 1)
-            return;  // missing table, or no single-column key to name rows by
-        if (info.rowid_alias) {
-            // An INTEGER key is the rowid unless SQLite gave it an index of its own: WITHOUT
-            // ROWID tables (whose preupdate rowids are undefined) and INTEGER PRIMARY KEY DESC.
-            static constexpr std::string_view pk_index =
-                "SELECT 1 FROM pragma_index_list(?) WHERE origin = 'pk'";
-            const auto ix_guard = prepare_for_table(conn, pk_index, table);
-            sqlite3_stmt* ix = ix_guard.get();
-            rc = sqlite3_step(ix);
-            check(conn, rc, pk_index);
-            info.rowid_alias = rc != SQLITE_ROW;
-        }
-        std::unique_lock lock(registry_mutex_);
-        registry_.emplace(std::string(table), info);
-        registry_version_.fetch_add(1, std::memory_order_release);
-    }
+    void register_table(sqlite3* conn, std::string_view table);
 
-    std::optional<TableInfo> table_info(std::string_view table) const {
-        std::shared_lock lock(registry_mutex_);
-        const auto it = registry_.find(table);
-        if (it == registry_.end())
-            return std::nullopt;
-        return it->second;
-    }
+    std::optional<TableInfo> table_info(std::string_view table) const;
 
     std::uint64_t registry_version() const noexcept {
         return registry_version_.load(std::memory_order_acquire);
@@ -263,23 +122,9 @@ class DatabaseState {
 
     /// A one-off statement (not reported to on_query) with the table name bound to ?1.
     static OwnedStatement prepare_for_table(sqlite3* conn, std::string_view sql,
-                                            std::string_view table) {
-        sqlite3_stmt* stmt = nullptr;
-        const int rc = sqlite3_prepare_v2(conn, sql.data(), int(sql.size()), &stmt, nullptr);
-        OwnedStatement owned(stmt, sqlite3_finalize);
-        check(conn, rc, sql);
-        sqlite3_bind_text(stmt, 1, table.data(), int(table.size()), SQLITE_TRANSIENT);
-        return owned;
-    }
+                                            std::string_view table);
 
-    std::unique_ptr<SQLite::Database> open_raw() const {
-        const int flags =
-            SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE | SQLite::OPEN_URI | SQLite::OPEN_NOMUTEX;
-        auto db = std::make_unique<SQLite::Database>(
-            path_, flags, static_cast<int>(config_.busy_timeout.count()));
-        db->exec("PRAGMA foreign_keys = ON");
-        return db;
-    }
+    std::unique_ptr<SQLite::Database> open_raw() const;
 
     using Listeners = std::vector<std::pair<std::uint64_t, std::shared_ptr<const CommitListener>>>;
 
@@ -314,5 +159,190 @@ class DatabaseState {
     std::unordered_map<std::string, TableInfo, StringHash, std::equal_to<>> registry_;
     std::atomic<std::uint64_t> registry_version_{0};
 };
+
+#if ORMCACHE_DEFINITIONS
+
+ORMCACHE_INLINE DatabaseState::DatabaseState(DatabaseConfig config) : config_(std::move(config)) {
+    if (config_.connection_string.empty()) {
+        throw ConfigError(
+            "DatabaseConfig::connection_string is empty; use a file path, "
+            "\":memory:\" or a \"file:\" URI");
+    }
+    if (config_.busy_timeout.count() < 0) {
+        throw ConfigError("DatabaseConfig::busy_timeout must be >= 0 ms, got " +
+                          std::to_string(config_.busy_timeout.count()) + " ms");
+    }
+    if (!config_.cache_identity.empty() && !valid_cache_identity(config_.cache_identity)) {
+        throw ConfigError("DatabaseConfig::cache_identity '" + config_.cache_identity +
+                          "' must be 1-64 characters of A-Z a-z 0-9 . _ -");
+    }
+    static std::atomic<std::uint64_t> memory_counter{0};
+    if (config_.connection_string == ":memory:") {
+        // One in-memory database for every session: a named memdb, kept alive by keeper_.
+        // Unlike shared-cache mode it uses ordinary file locking, so busy_timeout applies.
+        path_ = "file:/ormcache-memdb-" + std::to_string(++memory_counter) + "?vfs=memdb";
+        in_memory_ = true;
+    } else {
+        path_ = config_.connection_string;
+        in_memory_ = path_.find("mode=memory") != std::string::npos;
+    }
+    try {
+        keeper_ = open_raw();
+        if (!in_memory_) {
+            // WAL is persistent in the file: set it once, here, before any session exists.
+            keeper_->exec("PRAGMA journal_mode = WAL");
+        }
+    } catch (const SQLite::Exception& e) {
+        throw ConfigError("DatabaseConfig::connection_string '" + config_.connection_string +
+                          "' cannot be opened: " + e.what());
+    }
+}
+
+ORMCACHE_INLINE const std::string& DatabaseState::cache_identity() const {
+    std::call_once(identity_once_, [&] {
+        identity_ = !config_.cache_identity.empty()
+                        ? config_.cache_identity
+                        : sqlite_database_identity(*keeper_, in_memory_, config_.connection_string);
+    });
+    return identity_;
+}
+
+ORMCACHE_INLINE const std::atomic<std::uint64_t>& DatabaseState::table_commits(
+    std::string_view table) {
+    {
+        std::shared_lock lock(commits_mutex_);
+        if (const auto it = commits_.find(table); it != commits_.end())
+            return *it->second;
+    }
+    std::unique_lock lock(commits_mutex_);
+    auto& slot = commits_[std::string(table)];
+    if (!slot)
+        slot = std::make_unique<std::atomic<std::uint64_t>>(0);
+    return *slot;
+}
+
+ORMCACHE_INLINE std::uint64_t DatabaseState::add_listener(CommitListener listener) {
+    std::lock_guard lock(listeners_mutex_);
+    const std::uint64_t id = ++next_listener_id_;
+    auto next = std::make_shared<Listeners>(*listeners_);
+    next->emplace_back(id, std::make_shared<const CommitListener>(std::move(listener)));
+    listeners_ = std::move(next);
+    return id;
+}
+
+ORMCACHE_INLINE bool DatabaseState::remove_listener(std::uint64_t id) {
+    std::lock_guard lock(listeners_mutex_);
+    auto next = std::make_shared<Listeners>(*listeners_);
+    const auto removed = std::erase_if(*next, [&](const auto& p) { return p.first == id; });
+    listeners_ = std::move(next);
+    return removed > 0;
+}
+
+ORMCACHE_INLINE void DatabaseState::publish(const ChangeSet& changes) noexcept {
+    {
+        // Before the listeners: a read that starts once commit() has returned must not
+        // join a load that started before it, whether or not a cache listens.
+        std::shared_lock lock(commits_mutex_);
+        for (const auto& table : changes.tables()) {
+            if (const auto it = commits_.find(table); it != commits_.end())
+                it->second->fetch_add(1, std::memory_order_release);
+        }
+    }
+    std::shared_ptr<const Listeners> current;
+    {
+        std::lock_guard lock(listeners_mutex_);
+        current = listeners_;
+    }
+    for (const auto& [id, listener] : *current) {
+        try {
+            (*listener)(changes);
+        } catch (...) {
+        }
+    }
+}
+
+ORMCACHE_INLINE void DatabaseState::attach_cache(const std::shared_ptr<CacheHook>& hook) {
+    std::lock_guard lock(caches_mutex_);
+    std::erase_if(caches_, [](const auto& w) { return w.expired(); });
+    caches_.push_back(hook);
+}
+
+ORMCACHE_INLINE std::vector<std::shared_ptr<CacheHook>> DatabaseState::caches() const {
+    std::lock_guard lock(caches_mutex_);
+    std::vector<std::shared_ptr<CacheHook>> out;
+    for (const auto& w : caches_) {
+        if (auto hook = w.lock())
+            out.push_back(std::move(hook));
+    }
+    return out;
+}
+
+ORMCACHE_INLINE void DatabaseState::register_table(sqlite3* conn, std::string_view table) {
+    {
+        std::shared_lock lock(registry_mutex_);
+        if (registry_.find(table) != registry_.end())
+            return;
+    }
+    static constexpr std::string_view sql = "SELECT cid, type, pk FROM pragma_table_info(?)";
+    const auto guard = prepare_for_table(conn, sql, table);
+    sqlite3_stmt* stmt = guard.get();
+    int pk_columns = 0;
+    TableInfo info;
+    int rc;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        if (sqlite3_column_int(stmt, 2) > 0) {
+            ++pk_columns;
+            info.pk_column = sqlite3_column_int(stmt, 0);
+            const auto* type = reinterpret_cast<const char*>(sqlite3_column_text(stmt, 1));
+            info.rowid_alias = type != nullptr && iequals(type, "INTEGER");
+        }
+    }
+    check(conn, rc, sql);
+    if (pk_columns != 1)
+        return;  // missing table, or no single-column key to name rows by
+    if (info.rowid_alias) {
+        // An INTEGER key is the rowid unless SQLite gave it an index of its own: WITHOUT
+        // ROWID tables (whose preupdate rowids are undefined) and INTEGER PRIMARY KEY DESC.
+        static constexpr std::string_view pk_index =
+            "SELECT 1 FROM pragma_index_list(?) WHERE origin = 'pk'";
+        const auto ix_guard = prepare_for_table(conn, pk_index, table);
+        sqlite3_stmt* ix = ix_guard.get();
+        rc = sqlite3_step(ix);
+        check(conn, rc, pk_index);
+        info.rowid_alias = rc != SQLITE_ROW;
+    }
+    std::unique_lock lock(registry_mutex_);
+    registry_.emplace(std::string(table), info);
+    registry_version_.fetch_add(1, std::memory_order_release);
+}
+
+ORMCACHE_INLINE std::optional<TableInfo> DatabaseState::table_info(std::string_view table) const {
+    std::shared_lock lock(registry_mutex_);
+    const auto it = registry_.find(table);
+    if (it == registry_.end())
+        return std::nullopt;
+    return it->second;
+}
+
+ORMCACHE_INLINE DatabaseState::OwnedStatement DatabaseState::prepare_for_table(
+    sqlite3* conn, std::string_view sql, std::string_view table) {
+    sqlite3_stmt* stmt = nullptr;
+    const int rc = sqlite3_prepare_v2(conn, sql.data(), int(sql.size()), &stmt, nullptr);
+    OwnedStatement owned(stmt, sqlite3_finalize);
+    check(conn, rc, sql);
+    sqlite3_bind_text(stmt, 1, table.data(), int(table.size()), SQLITE_TRANSIENT);
+    return owned;
+}
+
+ORMCACHE_INLINE std::unique_ptr<SQLite::Database> DatabaseState::open_raw() const {
+    const int flags =
+        SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE | SQLite::OPEN_URI | SQLite::OPEN_NOMUTEX;
+    auto db = std::make_unique<SQLite::Database>(path_, flags,
+                                                 static_cast<int>(config_.busy_timeout.count()));
+    db->exec("PRAGMA foreign_keys = ON");
+    return db;
+}
+
+#endif  // ORMCACHE_DEFINITIONS
 
 }  // namespace ormcache::detail

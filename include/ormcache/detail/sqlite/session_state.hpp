@@ -32,6 +32,7 @@
 #include "../orm/change_journal.hpp"
 #include "../orm/column_traits.hpp"
 #include "../orm/sql_text.hpp"
+#include "../util/linkage.hpp"
 #include "database_state.hpp"
 #include "sqlite_error.hpp"
 #include "statement_cache.hpp"
@@ -74,57 +75,20 @@ class Query {
 
 class SessionState {
   public:
-    explicit SessionState(std::shared_ptr<DatabaseState> db)
-        : db_(std::move(db)),
-          conn_(db_->open_connection()),
-          handle_(conn_->getHandle()),
-          statements_(std::make_unique<StatementCache>(handle_)) {
-        sqlite3_preupdate_hook(handle_, &on_preupdate, this);
-        sqlite3_commit_hook(handle_, &on_commit, this);
-        sqlite3_rollback_hook(handle_, &on_rollback, this);
-        sqlite3_wal_hook(handle_, &on_wal, this);
-        sqlite3_trace_v2(handle_, SQLITE_TRACE_STMT, &on_trace, this);
-        sqlite3_set_authorizer(handle_, &on_authorize, this);
-    }
+    explicit SessionState(std::shared_ptr<DatabaseState> db);
 
     SessionState(const SessionState&) = delete;
     SessionState& operator=(const SessionState&) = delete;
     ~SessionState() { close(); }
 
     /// Rolls back an open transaction, delivers a commit still pending, closes the connection.
-    void close() noexcept {
-        if (conn_ == nullptr)
-            return;
-        settle();
-        if (in_transaction()) {
-            try {
-                run("ROLLBACK");
-            } catch (...) {
-                // Closing must not throw; SQLite rolls back on close anyway.
-            }
-        }
-        settle();
-        journal_.clear();
-        statements_.reset();
-        sqlite3_preupdate_hook(handle_, nullptr, nullptr);
-        sqlite3_commit_hook(handle_, nullptr, nullptr);
-        sqlite3_rollback_hook(handle_, nullptr, nullptr);
-        sqlite3_wal_hook(handle_, nullptr, nullptr);
-        sqlite3_trace_v2(handle_, 0, nullptr, nullptr);
-        sqlite3_set_authorizer(handle_, nullptr, nullptr);
-        conn_.reset();
-        handle_ = nullptr;
-    }
+    void close() noexcept;
 
     bool is_open() const noexcept { return conn_ != nullptr; }
 
     /// Every public entry point starts here: fails on a closed session and settles a commit
     /// that raw SQL left pending.
-    void enter() {
-        if (conn_ == nullptr)
-            throw Error("the session is closed");
-        settle();
-    }
+    void enter();
 
     sqlite3* handle() const noexcept { return handle_; }
     SQLite::Database& connection() { return *conn_; }
@@ -167,60 +131,18 @@ class SessionState {
 
     /// Lazy transaction start before a write. IMMEDIATE takes the write lock now, so two
     /// writers never deadlock upgrading a read lock (one waits up to busy_timeout instead).
-    void begin_write() {
-        if (in_transaction())
-            return;
-        run("BEGIN IMMEDIATE");
-        txn_kind_ = TxnKind::immediate;
-        guards_.clear();
-    }
+    void begin_write();
 
     /// Explicit transaction: reads until commit/rollback see one snapshot, taken here.
-    void begin() {
-        // The caches' counters are read before the snapshot exists, so a commit landing
-        // between the two only makes the guard stricter (docs/reference.md, cache rule 6).
-        std::vector<std::pair<const CacheHook*, std::optional<CounterSnapshot>>> guards;
-        for (const auto& hook : db_->caches())
-            guards.emplace_back(hook.get(), hook->snapshot_counters(*db_));
-        run("BEGIN");
-        // BEGIN is deferred: SQLite takes the read snapshot at the first read. Read now so
-        // the snapshot is the one of begin(), not of some later statement.
-        run("PRAGMA schema_version");
-        txn_kind_ = TxnKind::snapshot;
-        guards_ = std::move(guards);
-    }
+    void begin();
 
-    void commit() {
-        if (!in_transaction())
-            return;
-        try {
-            run("COMMIT");
-        } catch (...) {
-            // COMMIT failed. If SQLite rolled back, the rollback hook already cleared the
-            // journal; if the transaction is still open (SQLITE_BUSY), its records stay.
-            commit_pending_ = false;
-            throw;
-        }
-        end_transaction();
-        settle();
-    }
+    void commit();
 
-    void rollback() {
-        if (!in_transaction())
-            return;
-        run("ROLLBACK");
-        journal_.clear();
-        end_transaction();
-    }
+    void rollback();
 
     /// SAVEPOINT inside the current transaction (a write transaction is begun first, so that
     /// releasing the savepoint never commits by itself). Returns its name.
-    std::string savepoint() {
-        begin_write();
-        std::string name = "ormcache_sp_" + std::to_string(++savepoint_counter_);
-        run("SAVEPOINT " + name);
-        return name;
-    }
+    std::string savepoint();
     void release(const std::string& name) { run("RELEASE SAVEPOINT " + name); }
     void rollback_to(const std::string& name) {
         run("ROLLBACK TO SAVEPOINT " + name);
@@ -240,16 +162,7 @@ class SessionState {
 
     /// Delivers a commit that has happened; forgets one that failed with the transaction
     /// still open. Called wherever the outcome has become known.
-    void settle() noexcept {
-        if (!commit_pending_)
-            return;
-        commit_pending_ = false;
-        if (in_transaction())
-            return;  // the commit failed (SQLITE_BUSY): records stay
-        ChangeSet changes = journal_.take();
-        if (!changes.empty())
-            db_->publish(changes);
-    }
+    void settle() noexcept;
 
   private:
     /// How the hook names `name`'s rows: the registry's answer for model tables; for other
@@ -257,65 +170,12 @@ class SessionState {
     /// are undefined), which is told by asking SQLite's C API for its "rowid" column (no SQL
     /// runs, so the statement executing the hook is undisturbed). Cached per session.
     std::optional<TableInfo> table_info(const char* schema, const char* table,
-                                        const std::string& name) {
-        const auto version = db_->registry_version();
-        if (version != table_cache_version_) {
-            table_cache_.clear();
-            table_cache_version_ = version;
-        }
-        auto it = table_cache_.find(name);
-        if (it == table_cache_.end()) {
-            std::optional<TableInfo> info = db_->table_info(name);
-            if (!info &&
-                sqlite3_table_column_metadata(handle_, schema, table, "rowid", nullptr, nullptr,
-                                              nullptr, nullptr, nullptr) != SQLITE_OK) {
-                info = TableInfo{-1, false};  // no rowid and no registered key: whole table
-            }
-            it = table_cache_.emplace(name, info).first;
-        }
-        return it->second;
-    }
+                                        const std::string& name);
 
-    static PrimaryKey key_of(sqlite3_value* v) {
-        switch (sqlite3_value_type(v)) {
-            case SQLITE_INTEGER:
-                return sqlite3_value_int64(v);
-            case SQLITE_NULL:
-                return std::monostate{};
-            default: {
-                const auto* text = reinterpret_cast<const char*>(sqlite3_value_text(v));
-                return std::string(text != nullptr ? text : "",
-                                   static_cast<std::size_t>(sqlite3_value_bytes(v)));
-            }
-        }
-    }
+    static PrimaryKey key_of(sqlite3_value* v);
 
     static void on_preupdate(void* ctx, sqlite3* db, int op, const char* schema, const char* table,
-                             sqlite3_int64 old_rowid, sqlite3_int64 new_rowid) noexcept {
-        auto* self = static_cast<SessionState*>(ctx);
-        Change change;
-        change.table = std::string_view(schema) == "main" ? std::string(table)
-                                                          : std::string(schema) + "." + table;
-        change.operation = op == SQLITE_INSERT   ? Operation::insert
-                           : op == SQLITE_DELETE ? Operation::remove
-                                                 : Operation::update;
-        const auto info = self->table_info(schema, table, change.table);
-        if (info && info->pk_column < 0) {
-            change.operation = Operation::whole_table;
-        } else if (!info || info->rowid_alias) {
-            if (op != SQLITE_INSERT)
-                change.old_key = old_rowid;
-            if (op != SQLITE_DELETE)
-                change.new_key = new_rowid;
-        } else {
-            sqlite3_value* v = nullptr;
-            if (op != SQLITE_INSERT && sqlite3_preupdate_old(db, info->pk_column, &v) == SQLITE_OK)
-                change.old_key = key_of(v);
-            if (op != SQLITE_DELETE && sqlite3_preupdate_new(db, info->pk_column, &v) == SQLITE_OK)
-                change.new_key = key_of(v);
-        }
-        self->journal_.record(std::move(change));
-    }
+                             sqlite3_int64 old_rowid, sqlite3_int64 new_rowid) noexcept;
 
     void end_transaction() noexcept {
         txn_kind_ = TxnKind::none;
@@ -346,56 +206,10 @@ class SessionState {
         return SQLITE_OK;
     }
 
-    static int on_trace(unsigned type, void* ctx, void* /*stmt*/, void* sql_text) noexcept {
-        if (type != SQLITE_TRACE_STMT)
-            return 0;
-        auto* self = static_cast<SessionState*>(ctx);
-        self->settle();
-        const char* sql = static_cast<const char*>(sql_text);
-        if (sql == nullptr)
-            return 0;
-        using Kind = StatementEffect::Kind;
-        auto effect = classify_statement(sql);
-        switch (effect.kind) {
-            case Kind::none:
-                break;
-            case Kind::savepoint:
-                self->journal_.savepoint(std::move(effect.name));
-                break;
-            case Kind::release:
-                self->journal_.release(effect.name);
-                break;
-            case Kind::rollback_to:
-                self->journal_.rollback_to(effect.name);
-                break;
-            case Kind::whole_table:
-                self->journal_.record(Change{effect.name, Operation::whole_table, {}, {}});
-                if (!effect.second_name.empty()) {
-                    self->journal_.record(
-                        Change{effect.second_name, Operation::whole_table, {}, {}});
-                }
-                break;
-        }
-        return 0;
-    }
+    static int on_trace(unsigned type, void* ctx, void* /*stmt*/, void* sql_text) noexcept;
 
     static int on_authorize(void* ctx, int action, const char* table, const char*, const char*,
-                            const char*) noexcept {
-        auto* self = static_cast<SessionState*>(ctx);
-        const int previous = std::exchange(self->last_auth_action_, action);
-        // SQLITE_IGNORE on SQLITE_DELETE keeps the DELETE but disables the truncate
-        // optimisation, so every deleted row passes the preupdate hook.
-        // DROP TABLE/VIEW also asks for SQLITE_DELETE on the dropped object, right after its
-        // SQLITE_DROP_* code, and silently skips the drop on anything but SQLITE_OK.
-        const bool dropping = previous == SQLITE_DROP_TABLE || previous == SQLITE_DROP_TEMP_TABLE ||
-                              previous == SQLITE_DROP_VIEW || previous == SQLITE_DROP_TEMP_VIEW ||
-                              previous == SQLITE_DROP_VTABLE;
-        if (action == SQLITE_DELETE && !dropping && table != nullptr &&
-            std::string_view(table).substr(0, 7) != "sqlite_") {
-            return SQLITE_IGNORE;
-        }
-        return SQLITE_OK;
-    }
+                            const char*) noexcept;
 
     std::shared_ptr<DatabaseState> db_;
     std::unique_ptr<SQLite::Database> conn_;
@@ -410,6 +224,230 @@ class SessionState {
     std::unordered_map<std::string, std::optional<TableInfo>> table_cache_;
     std::uint64_t table_cache_version_ = static_cast<std::uint64_t>(-1);
 };
+
+#if ORMCACHE_DEFINITIONS
+
+ORMCACHE_INLINE SessionState::SessionState(std::shared_ptr<DatabaseState> db)
+    : db_(std::move(db)),
+      conn_(db_->open_connection()),
+      handle_(conn_->getHandle()),
+      statements_(std::make_unique<StatementCache>(handle_)) {
+    sqlite3_preupdate_hook(handle_, &on_preupdate, this);
+    sqlite3_commit_hook(handle_, &on_commit, this);
+    sqlite3_rollback_hook(handle_, &on_rollback, this);
+    sqlite3_wal_hook(handle_, &on_wal, this);
+    sqlite3_trace_v2(handle_, SQLITE_TRACE_STMT, &on_trace, this);
+    sqlite3_set_authorizer(handle_, &on_authorize, this);
+}
+
+ORMCACHE_INLINE void SessionState::close() noexcept {
+    if (conn_ == nullptr)
+        return;
+    settle();
+    if (in_transaction()) {
+        try {
+            run("ROLLBACK");
+        } catch (...) {
+            // Closing must not throw; SQLite rolls back on close anyway.
+        }
+    }
+    settle();
+    journal_.clear();
+    statements_.reset();
+    sqlite3_preupdate_hook(handle_, nullptr, nullptr);
+    sqlite3_commit_hook(handle_, nullptr, nullptr);
+    sqlite3_rollback_hook(handle_, nullptr, nullptr);
+    sqlite3_wal_hook(handle_, nullptr, nullptr);
+    sqlite3_trace_v2(handle_, 0, nullptr, nullptr);
+    sqlite3_set_authorizer(handle_, nullptr, nullptr);
+    conn_.reset();
+    handle_ = nullptr;
+}
+
+ORMCACHE_INLINE void SessionState::enter() {
+    if (conn_ == nullptr)
+        throw Error("the session is closed");
+    settle();
+}
+
+ORMCACHE_INLINE void SessionState::begin_write() {
+    if (in_transaction())
+        return;
+    run("BEGIN IMMEDIATE");
+    txn_kind_ = TxnKind::immediate;
+    guards_.clear();
+}
+
+ORMCACHE_INLINE void SessionState::begin() {
+    // The caches' counters are read before the snapshot exists, so a commit landing
+    // between the two only makes the guard stricter (docs/reference.md, cache rule 6).
+    std::vector<std::pair<const CacheHook*, std::optional<CounterSnapshot>>> guards;
+    for (const auto& hook : db_->caches())
+        guards.emplace_back(hook.get(), hook->snapshot_counters(*db_));
+    run("BEGIN");
+    // BEGIN is deferred: SQLite takes the read snapshot at the first read. Read now so
+    // the snapshot is the one of begin(), not of some later statement.
+    run("PRAGMA schema_version");
+    txn_kind_ = TxnKind::snapshot;
+    guards_ = std::move(guards);
+}
+
+ORMCACHE_INLINE void SessionState::commit() {
+    if (!in_transaction())
+        return;
+    try {
+        run("COMMIT");
+    } catch (...) {
+        // COMMIT failed. If SQLite rolled back, the rollback hook already cleared the
+        // journal; if the transaction is still open (SQLITE_BUSY), its records stay.
+        commit_pending_ = false;
+        throw;
+    }
+    end_transaction();
+    settle();
+}
+
+ORMCACHE_INLINE void SessionState::rollback() {
+    if (!in_transaction())
+        return;
+    run("ROLLBACK");
+    journal_.clear();
+    end_transaction();
+}
+
+ORMCACHE_INLINE std::string SessionState::savepoint() {
+    begin_write();
+    std::string name = "ormcache_sp_" + std::to_string(++savepoint_counter_);
+    run("SAVEPOINT " + name);
+    return name;
+}
+
+ORMCACHE_INLINE void SessionState::settle() noexcept {
+    if (!commit_pending_)
+        return;
+    commit_pending_ = false;
+    if (in_transaction())
+        return;  // the commit failed (SQLITE_BUSY): records stay
+    ChangeSet changes = journal_.take();
+    if (!changes.empty())
+        db_->publish(changes);
+}
+
+ORMCACHE_INLINE std::optional<TableInfo> SessionState::table_info(const char* schema,
+                                                                  const char* table,
+                                                                  const std::string& name) {
+    const auto version = db_->registry_version();
+    if (version != table_cache_version_) {
+        table_cache_.clear();
+        table_cache_version_ = version;
+    }
+    auto it = table_cache_.find(name);
+    if (it == table_cache_.end()) {
+        std::optional<TableInfo> info = db_->table_info(name);
+        if (!info &&
+            sqlite3_table_column_metadata(handle_, schema, table, "rowid", nullptr, nullptr,
+                                          nullptr, nullptr, nullptr) != SQLITE_OK) {
+            info = TableInfo{-1, false};  // no rowid and no registered key: whole table
+        }
+        it = table_cache_.emplace(name, info).first;
+    }
+    return it->second;
+}
+
+ORMCACHE_INLINE PrimaryKey SessionState::key_of(sqlite3_value* v) {
+    switch (sqlite3_value_type(v)) {
+        case SQLITE_INTEGER:
+            return sqlite3_value_int64(v);
+        case SQLITE_NULL:
+            return std::monostate{};
+        default: {
+            const auto* text = reinterpret_cast<const char*>(sqlite3_value_text(v));
+            return std::string(text != nullptr ? text : "",
+                               static_cast<std::size_t>(sqlite3_value_bytes(v)));
+        }
+    }
+}
+
+ORMCACHE_INLINE void SessionState::on_preupdate(void* ctx, sqlite3* db, int op, const char* schema,
+                                                const char* table, sqlite3_int64 old_rowid,
+                                                sqlite3_int64 new_rowid) noexcept {
+    auto* self = static_cast<SessionState*>(ctx);
+    Change change;
+    change.table =
+        std::string_view(schema) == "main" ? std::string(table) : std::string(schema) + "." + table;
+    change.operation = op == SQLITE_INSERT   ? Operation::insert
+                       : op == SQLITE_DELETE ? Operation::remove
+                                             : Operation::update;
+    const auto info = self->table_info(schema, table, change.table);
+    if (info && info->pk_column < 0) {
+        change.operation = Operation::whole_table;
+    } else if (!info || info->rowid_alias) {
+        if (op != SQLITE_INSERT)
+            change.old_key = old_rowid;
+        if (op != SQLITE_DELETE)
+            change.new_key = new_rowid;
+    } else {
+        sqlite3_value* v = nullptr;
+        if (op != SQLITE_INSERT && sqlite3_preupdate_old(db, info->pk_column, &v) == SQLITE_OK)
+            change.old_key = key_of(v);
+        if (op != SQLITE_DELETE && sqlite3_preupdate_new(db, info->pk_column, &v) == SQLITE_OK)
+            change.new_key = key_of(v);
+    }
+    self->journal_.record(std::move(change));
+}
+
+ORMCACHE_INLINE int SessionState::on_trace(unsigned type, void* ctx, void* /*stmt*/,
+                                           void* sql_text) noexcept {
+    if (type != SQLITE_TRACE_STMT)
+        return 0;
+    auto* self = static_cast<SessionState*>(ctx);
+    self->settle();
+    const char* sql = static_cast<const char*>(sql_text);
+    if (sql == nullptr)
+        return 0;
+    using Kind = StatementEffect::Kind;
+    auto effect = classify_statement(sql);
+    switch (effect.kind) {
+        case Kind::none:
+            break;
+        case Kind::savepoint:
+            self->journal_.savepoint(std::move(effect.name));
+            break;
+        case Kind::release:
+            self->journal_.release(effect.name);
+            break;
+        case Kind::rollback_to:
+            self->journal_.rollback_to(effect.name);
+            break;
+        case Kind::whole_table:
+            self->journal_.record(Change{effect.name, Operation::whole_table, {}, {}});
+            if (!effect.second_name.empty()) {
+                self->journal_.record(Change{effect.second_name, Operation::whole_table, {}, {}});
+            }
+            break;
+    }
+    return 0;
+}
+
+ORMCACHE_INLINE int SessionState::on_authorize(void* ctx, int action, const char* table,
+                                               const char*, const char*, const char*) noexcept {
+    auto* self = static_cast<SessionState*>(ctx);
+    const int previous = std::exchange(self->last_auth_action_, action);
+    // SQLITE_IGNORE on SQLITE_DELETE keeps the DELETE but disables the truncate
+    // optimisation, so every deleted row passes the preupdate hook.
+    // DROP TABLE/VIEW also asks for SQLITE_DELETE on the dropped object, right after its
+    // SQLITE_DROP_* code, and silently skips the drop on anything but SQLITE_OK.
+    const bool dropping = previous == SQLITE_DROP_TABLE || previous == SQLITE_DROP_TEMP_TABLE ||
+                          previous == SQLITE_DROP_VIEW || previous == SQLITE_DROP_TEMP_VIEW ||
+                          previous == SQLITE_DROP_VTABLE;
+    if (action == SQLITE_DELETE && !dropping && table != nullptr &&
+        std::string_view(table).substr(0, 7) != "sqlite_") {
+        return SQLITE_IGNORE;
+    }
+    return SQLITE_OK;
+}
+
+#endif  // ORMCACHE_DEFINITIONS
 
 inline bool Query::step() {
     if (!started_) {

@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "../../errors.hpp"
+#include "../util/linkage.hpp"
 #include "../util/string_hash.hpp"
 #include "sqlite_error.hpp"
 
@@ -72,70 +73,12 @@ class StatementCache {
         entries_.clear();
     }
 
-    Checkout acquire(std::string_view sql) {
-        auto it = entries_.find(sql);
-        if (it != entries_.end()) {
-            Entry& entry = it->second;
-            if (!entry.in_use) {
-                entry.in_use = true;
-                entry.last_used = ++tick_;
-                return Checkout(entry.stmt, &entry, it->first);
-            }
-            return Checkout(prepare(sql), nullptr, it->first);
-        }
-        sqlite3_stmt* stmt = prepare(sql);
-        if (entries_.size() >= capacity_)
-            evict_one();
-        auto [pos, inserted] = entries_.emplace(std::string(sql), Entry{stmt, ++tick_, true});
-        return Checkout(stmt, &pos->second, pos->first);
-    }
+    Checkout acquire(std::string_view sql);
 
   private:
-    sqlite3_stmt* prepare(std::string_view sql) {
-        sqlite3_stmt* stmt = nullptr;
-        const char* tail = nullptr;
-        const int rc = sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()),
-                                          SQLITE_PREPARE_PERSISTENT, &stmt, &tail);
-        if (rc != SQLITE_OK) {
-            sqlite3_finalize(stmt);
-            throw_from_handle(db_, rc, sql);
-        }
-        if (stmt == nullptr) {
-            throw QueryError("empty SQL statement: '" + std::string(sql) + "'");
-        }
-        // What follows may only be empty statements: whitespace, ';' and comments, from which
-        // SQLite prepares nothing. Anything else is a second statement.
-        const char* const end = sql.data() + sql.size();
-        for (const char* p = tail; p != nullptr && p < end;) {
-            sqlite3_stmt* next = nullptr;
-            const char* rest = nullptr;
-            const int next_rc = sqlite3_prepare_v2(db_, p, static_cast<int>(end - p), &next, &rest);
-            if (next_rc != SQLITE_OK || next != nullptr || rest == nullptr || rest <= p) {
-                sqlite3_finalize(next);
-                sqlite3_finalize(stmt);
-                throw QueryError(
-                    "execute() runs exactly one statement; use session.connection().exec() for a "
-                    "script: '" +
-                    std::string(sql) + "'");
-            }
-            p = rest;
-        }
-        return stmt;
-    }
+    sqlite3_stmt* prepare(std::string_view sql);
 
-    void evict_one() {
-        auto victim = entries_.end();
-        for (auto it = entries_.begin(); it != entries_.end(); ++it) {
-            if (!it->second.in_use &&
-                (victim == entries_.end() || it->second.last_used < victim->second.last_used)) {
-                victim = it;
-            }
-        }
-        if (victim != entries_.end()) {
-            sqlite3_finalize(victim->second.stmt);
-            entries_.erase(victim);
-        }
-    }
+    void evict_one();
 
     sqlite3* db_;
     std::size_t capacity_;
@@ -143,5 +86,73 @@ class StatementCache {
     // Node-based: Entry addresses stay valid while checked out, whatever is inserted.
     std::unordered_map<std::string, Entry, StringHash, std::equal_to<>> entries_;
 };
+
+#if ORMCACHE_DEFINITIONS
+
+ORMCACHE_INLINE StatementCache::Checkout StatementCache::acquire(std::string_view sql) {
+    auto it = entries_.find(sql);
+    if (it != entries_.end()) {
+        Entry& entry = it->second;
+        if (!entry.in_use) {
+            entry.in_use = true;
+            entry.last_used = ++tick_;
+            return Checkout(entry.stmt, &entry, it->first);
+        }
+        return Checkout(prepare(sql), nullptr, it->first);
+    }
+    sqlite3_stmt* stmt = prepare(sql);
+    if (entries_.size() >= capacity_)
+        evict_one();
+    auto [pos, inserted] = entries_.emplace(std::string(sql), Entry{stmt, ++tick_, true});
+    return Checkout(stmt, &pos->second, pos->first);
+}
+
+ORMCACHE_INLINE sqlite3_stmt* StatementCache::prepare(std::string_view sql) {
+    sqlite3_stmt* stmt = nullptr;
+    const char* tail = nullptr;
+    const int rc = sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()),
+                                      SQLITE_PREPARE_PERSISTENT, &stmt, &tail);
+    if (rc != SQLITE_OK) {
+        sqlite3_finalize(stmt);
+        throw_from_handle(db_, rc, sql);
+    }
+    if (stmt == nullptr) {
+        throw QueryError("empty SQL statement: '" + std::string(sql) + "'");
+    }
+    // What follows may only be empty statements: whitespace, ';' and comments, from which
+    // SQLite prepares nothing. Anything else is a second statement.
+    const char* const end = sql.data() + sql.size();
+    for (const char* p = tail; p != nullptr && p < end;) {
+        sqlite3_stmt* next = nullptr;
+        const char* rest = nullptr;
+        const int next_rc = sqlite3_prepare_v2(db_, p, static_cast<int>(end - p), &next, &rest);
+        if (next_rc != SQLITE_OK || next != nullptr || rest == nullptr || rest <= p) {
+            sqlite3_finalize(next);
+            sqlite3_finalize(stmt);
+            throw QueryError(
+                "execute() runs exactly one statement; use session.connection().exec() for a "
+                "script: '" +
+                std::string(sql) + "'");
+        }
+        p = rest;
+    }
+    return stmt;
+}
+
+ORMCACHE_INLINE void StatementCache::evict_one() {
+    auto victim = entries_.end();
+    for (auto it = entries_.begin(); it != entries_.end(); ++it) {
+        if (!it->second.in_use &&
+            (victim == entries_.end() || it->second.last_used < victim->second.last_used)) {
+            victim = it;
+        }
+    }
+    if (victim != entries_.end()) {
+        sqlite3_finalize(victim->second.stmt);
+        entries_.erase(victim);
+    }
+}
+
+#endif  // ORMCACHE_DEFINITIONS
 
 }  // namespace ormcache::detail

@@ -8,9 +8,13 @@
 #include <string_view>
 #include <vector>
 
+#include "linkage.hpp"
+
 namespace ormcache::detail {
 
-inline std::string base64_encode(const std::vector<std::uint8_t>& bytes) {
+ORMCACHE_INLINE std::string base64_encode(const std::vector<std::uint8_t>& bytes);
+#if ORMCACHE_DEFINITIONS
+ORMCACHE_INLINE std::string base64_encode(const std::vector<std::uint8_t>& bytes) {
     static constexpr char alphabet[] =
         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     std::string out;
@@ -39,9 +43,12 @@ inline std::string base64_encode(const std::vector<std::uint8_t>& bytes) {
     }
     return out;
 }
+#endif
 
 /// Returns nullopt for anything that is not canonical padded base64.
-inline std::optional<std::vector<std::uint8_t>> base64_decode(std::string_view text) {
+ORMCACHE_INLINE std::optional<std::vector<std::uint8_t>> base64_decode(std::string_view text);
+#if ORMCACHE_DEFINITIONS
+ORMCACHE_INLINE std::optional<std::vector<std::uint8_t>> base64_decode(std::string_view text) {
     auto value_of = [](char c) -> int {
         if (c >= 'A' && c <= 'Z')
             return c - 'A';
@@ -89,5 +96,6 @@ inline std::optional<std::vector<std::uint8_t>> base64_decode(std::string_view t
     }
     return out;
 }
+#endif
 
 }  // namespace ormcache::detail

@@ -5,10 +5,14 @@
 #include <string>
 #include <string_view>
 
+#include "linkage.hpp"
+
 namespace ormcache::detail {
 
 /// The decoded bytes, or nothing if a '%' is not followed by two hex digits.
-inline std::optional<std::string> percent_decode(std::string_view text) {
+ORMCACHE_INLINE std::optional<std::string> percent_decode(std::string_view text);
+#if ORMCACHE_DEFINITIONS
+ORMCACHE_INLINE std::optional<std::string> percent_decode(std::string_view text) {
     const auto hex = [](char c) -> int {
         if (c >= '0' && c <= '9')
             return c - '0';
@@ -36,5 +40,6 @@ inline std::optional<std::string> percent_decode(std::string_view text) {
     }
     return out;
 }
+#endif
 
 }  // namespace ormcache::detail

@@ -8,9 +8,13 @@
 #include <string>
 #include <string_view>
 
+#include "linkage.hpp"
+
 namespace ormcache::detail {
 
-inline std::array<std::uint8_t, 32> sha256(std::string_view data) {
+ORMCACHE_INLINE std::array<std::uint8_t, 32> sha256(std::string_view data);
+#if ORMCACHE_DEFINITIONS
+ORMCACHE_INLINE std::array<std::uint8_t, 32> sha256(std::string_view data) {
     static constexpr std::uint32_t k[64] = {
         0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
         0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
@@ -84,9 +88,12 @@ inline std::array<std::uint8_t, 32> sha256(std::string_view data) {
     }
     return digest;
 }
+#endif
 
 /// 64 lowercase hex digits.
-inline std::string sha256_hex(std::string_view data) {
+ORMCACHE_INLINE std::string sha256_hex(std::string_view data);
+#if ORMCACHE_DEFINITIONS
+ORMCACHE_INLINE std::string sha256_hex(std::string_view data) {
     static constexpr char hex[] = "0123456789abcdef";
     std::string out;
     out.reserve(64);
@@ -96,5 +103,6 @@ inline std::string sha256_hex(std::string_view data) {
     }
     return out;
 }
+#endif
 
 }  // namespace ormcache::detail
