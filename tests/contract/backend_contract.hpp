@@ -286,6 +286,51 @@ void hits_and_misses() {
     CHECK(f.errors.count() == 0);
 }
 
+// ---- expiration: Options::expiration_time, CacheConfig::expiration_time ----------------------
+
+template <class Traits>
+void entries_expire() {
+    using app::User;
+    using ormcache::Options;
+    using namespace std::chrono_literals;
+    Users<Traits> u("ttl");
+    auto& f = u.f;
+    auto s = f.db->session();
+    ormcache::Repository<User> users{s};
+
+    // 1 s: the shortest TTL every backend keeps (memcached counts whole seconds).
+    const Options short_lived{.expiration_time = 1s};
+    CHECK(users.get(3, short_lived).name == "Cy");
+    CHECK(users.count(short_lived) == 5);
+    CHECK(users.get(4).name == "Dee");  // the config's expiration_time (an hour)
+    CHECK(users.get(5, Options{.expiration_time = -1s}).name == "Eve");  // never expires
+    CHECK(f.log.count("SELECT") == 4);
+    // Within their TTL, all are hits.
+    CHECK(users.get(3, short_lived).name == "Cy");
+    CHECK(users.count(short_lived) == 5);
+    CHECK(f.log.count("SELECT") == 4);
+
+    // Once the TTL has passed, the entry is gone: the next read runs its SELECT again (polled,
+    // not timed: a backend may drop an expired entry up to its clock's resolution late).
+    const auto expires = [&](auto&& read) {
+        const auto selects_before = f.log.count("SELECT");
+        return ormcache_test::eventually(
+            [&] {
+                read();
+                return f.log.count("SELECT") > selects_before;
+            },
+            10s);
+    };
+    CHECK(expires([&] { users.get(3, short_lived); }));
+    CHECK(expires([&] { users.count(short_lived); }));
+    // The entries with a longer or no TTL are still served.
+    f.log.clear();
+    CHECK(users.get(4).name == "Dee");
+    CHECK(users.get(5).name == "Eve");
+    CHECK(f.log.count("SELECT") == 0);
+    CHECK(f.errors.count() == 0);
+}
+
 // ---- cache rule 3: invalidation across Databases and processes, rollback ---------------------
 
 template <class Traits>
@@ -911,6 +956,9 @@ bool register_suite(std::string_view tags) {
         "hits run no SQL, misses one SELECT; absence is cached; a commit invalidates", "[hits]");
     add(&rollback_discards<Traits>, "a rolled back transaction or savepoint invalidates nothing",
         "[invalidation]");
+    add(&entries_expire<Traits>,
+        "an entry expires after its TTL (Options or CacheConfig::expiration_time); -1 s never",
+        "[ttl]");
     if constexpr (Traits::shared) {
         add(&second_database_invalidates<Traits>, "a commit through a second Database invalidates",
             "[invalidation]");
