@@ -152,30 +152,6 @@ class FileBackend {
         return run("fill", [&](detail::FileConnection& c) { return fill_on(c, request); });
     }
 
-    void set(const std::string& key, CacheValue value, Ttl ttl) {
-        run("set", [&](detail::FileConnection& c) {
-            return fill_on(c, FillRequest{key, std::move(value), ttl, {}, {}});
-        });
-    }
-
-    std::optional<CacheValue> get(const std::string& key) {
-        return run("get", [&](detail::FileConnection& c) {
-            return read_on(c, ReadRequest{key, {}, std::nullopt, {}}, std::nullopt).value;
-        });
-    }
-
-    void remove(const std::vector<std::string>& keys) {
-        if (keys.empty())
-            return;
-        run("remove", [&](detail::FileConnection& c) {
-            SQLite::Transaction transaction(c.database(), SQLite::TransactionBehavior::IMMEDIATE);
-            for (const auto& key : keys)
-                c.prepare(delete_entry_sql).bind(1, key).run();
-            transaction.commit();
-            return true;
-        });
-    }
-
     /// Kept until delivered: if the file cannot be written now (locked past the busy
     /// timeout, unreadable), the batch is replayed before any later read or fill, which would
     /// otherwise find the entries it was meant to remove.

@@ -566,28 +566,6 @@ class MemcachedBackend {
         return true;
     }
 
-    void set(const std::string& key, CacheValue value, Ttl ttl) {
-        fill(FillRequest{key, std::move(value), ttl, {}, {}});
-    }
-
-    std::optional<CacheValue> get(const std::string& key) {
-        auto h = pool_.acquire();
-        const auto wire = keys_.key(key);
-        const auto items = multi_get(h, {wire.wire}, {server_of(wire.wire)}, "get");
-        if (!items.front())
-            return std::nullopt;
-        const auto value = detail::memcached_unwrap(wire, key, items.front()->value);
-        if (!value || value->starts_with(detail::lease_marker))
-            return std::nullopt;
-        return CacheValue{std::string(*value), nullptr};
-    }
-
-    void remove(const std::vector<std::string>& keys) {
-        if (keys.empty())
-            return;
-        invalidate(InvalidationBatch{keys, {}, {}});
-    }
-
     /// Kept per server until delivered: a server that does not answer now gets its part
     /// replayed before anything else once it does.
     void invalidate(const InvalidationBatch& batch) {

@@ -457,36 +457,6 @@ class RedisBackend {
         });
     }
 
-    void set(const std::string& key, CacheValue value, Ttl ttl) {
-        fill(FillRequest{key, std::move(value), ttl, {}, {}});
-    }
-
-    std::optional<CacheValue> get(const std::string& key) {
-        return tracked([&]() -> std::optional<CacheValue> {
-            auto c = connect();
-            auto reply = checked(
-                c,
-                [&] {
-                    return c->command({"GET", key});
-                },
-                "get");
-            if (reply->type == REDIS_REPLY_NIL)
-                return std::nullopt;
-            if (reply->type != REDIS_REPLY_STRING)
-                throw_garbage("get");
-            std::string bytes(reply->str, reply->len);
-            if (bytes.rfind(detail::lease_marker, 0) == 0)
-                return std::nullopt;
-            return CacheValue{std::move(bytes), nullptr};
-        });
-    }
-
-    void remove(const std::vector<std::string>& keys) {
-        if (keys.empty())
-            return;
-        invalidate(InvalidationBatch{keys, {}, {}});
-    }
-
     /// Kept until delivered: if the server does not answer now, the batch is replayed before
     /// anything else once it does.
     void invalidate(const InvalidationBatch& batch) {
