@@ -41,7 +41,6 @@
 #include <atomic>
 #include <charconv>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <ctime>
 #include <memory>
@@ -64,6 +63,7 @@
 #include "../detail/cache/lock_wait.hpp"
 #include "../detail/cache/pending_invalidations.hpp"
 #include "../detail/memcached/memcached_socket.hpp"
+#include "../detail/util/connection_pool.hpp"
 #include "../detail/util/percent_decoding.hpp"
 #include "../detail/util/sha256.hpp"
 #include "../errors.hpp"
@@ -334,14 +334,19 @@ inline time_t memcached_expiration(Ttl ttl, std::time_t now = std::time(nullptr)
 
 // ---- handles -----------------------------------------------------------------------------
 
-/// The one place a libmemcached failure that is no one server's becomes an exception;
-/// `servers` lists them all ("127.0.0.1:11211, 10.0.0.2:11211"), so on_error says which
-/// cache it was. A failure of one server names that server (MemcachedBackend::fail).
+/// The one place a memcached failure becomes an error. `servers` is the server that failed
+/// ("10.0.0.2:11211"), or for a failure that is no one server's the list of them all
+/// ("127.0.0.1:11211, 10.0.0.2:11211"), so that on_error says which cache it was.
+inline CacheError memcached_error(std::string_view servers, std::string_view operation,
+                                  std::string_view what) {
+    return CacheError("memcached " + std::string(operation) + " on " + std::string(servers) + ": " +
+                          std::string(what),
+                      "memcached", std::string(operation));
+}
+
 [[noreturn]] inline void throw_memcached(std::string_view servers, std::string_view operation,
                                          std::string_view what) {
-    throw CacheError("memcached " + std::string(operation) + " on " + std::string(servers) + ": " +
-                         std::string(what),
-                     "memcached", std::string(operation));
+    throw memcached_error(servers, operation, what);
 }
 
 /// "127.0.0.1:11211, 10.0.0.2:11211".
@@ -358,13 +363,21 @@ struct MemcachedDeleter {
 using MemcachedHandle = std::unique_ptr<memcached_st, MemcachedDeleter>;
 
 /// A bounded pool of libmemcached handles, clones of one configured master. A handle knows
-/// every server and reconnects by itself, so none is ever thrown away. (Our own rather than
+/// every server and reconnects by itself, so none is ever thrown away. (Ours rather than
 /// libmemcachedutil's memcached_pool, whose wait has whole-second granularity.)
-class MemcachedPool {
+class MemcachedPool : public ConnectionPool<memcached_st, MemcachedDeleter> {
   public:
     MemcachedPool(const MemcachedOptions& o, const std::vector<MemcachedAddress>& servers)
-        : size_(o.pool_size),
-          wait_(o.socket_timeout),
+        : ConnectionPool(
+              {.max_open = o.pool_size, .max_idle = o.pool_size, .wait = o.socket_timeout},
+              [this] { return clone(); },
+              [this, size = o.pool_size](PoolRefusal refusal, std::string_view why) {
+                  return memcached_error(
+                      servers_, "connect",
+                      refusal == PoolRefusal::busy
+                          ? "all " + std::to_string(size) + " pooled handles are busy"
+                          : std::string(why));
+              }),
           servers_(memcached_server_list(servers)),
           master_(memcached_create(nullptr)) {
         if (!master_)
@@ -408,46 +421,6 @@ class MemcachedPool {
         }
     }
 
-    /// A handle checked out of the pool; given back on destruction.
-    class Checkout {
-      public:
-        Checkout(MemcachedPool& pool, MemcachedHandle h) : pool_(&pool), h_(std::move(h)) {}
-        Checkout(Checkout&& other) noexcept
-            : pool_(std::exchange(other.pool_, nullptr)), h_(std::move(other.h_)) {}
-        Checkout& operator=(Checkout&&) = delete;
-        ~Checkout() {
-            if (pool_ != nullptr)
-                pool_->give_back(std::move(h_));
-        }
-        memcached_st* get() const noexcept { return h_.get(); }
-
-      private:
-        MemcachedPool* pool_;
-        MemcachedHandle h_;
-    };
-
-    Checkout acquire() {
-        std::unique_lock lock(mutex_);
-        const bool free =
-            available_.wait_for(lock, wait_, [&] { return !idle_.empty() || created_ < size_; });
-        if (!free) {
-            throw_memcached(servers_, "connect",
-                            "all " + std::to_string(size_) + " pooled handles are busy");
-        }
-        if (!idle_.empty()) {
-            auto h = std::move(idle_.back());
-            idle_.pop_back();
-            return Checkout(*this, std::move(h));
-        }
-        // Cloning copies the master's settings and server list (no I/O: handles connect on
-        // first use); under the lock, since it reads the master.
-        MemcachedHandle h(memcached_clone(nullptr, master_.get()));
-        if (!h)
-            throw_memcached(servers_, "connect", "cannot allocate a handle");
-        ++created_;
-        return Checkout(*this, std::move(h));
-    }
-
     /// For routing only (no I/O): which server position a wire key maps to.
     std::uint32_t position_of(std::string_view wire) const {
         return memcached_generate_hash(master_.get(), wire.data(), wire.size());
@@ -456,20 +429,18 @@ class MemcachedPool {
     const memcached_st* master() const noexcept { return master_.get(); }
 
   private:
-    void give_back(MemcachedHandle h) {
-        std::lock_guard lock(mutex_);
-        idle_.push_back(std::move(h));
-        available_.notify_one();
+    /// Copies the master's settings and server list (no I/O: handles connect on first use).
+    MemcachedHandle clone() {
+        std::lock_guard lock(master_mutex_);  // memcached_clone reads the master
+        MemcachedHandle h(memcached_clone(nullptr, master_.get()));
+        if (!h)
+            throw_memcached(servers_, "connect", "cannot allocate a handle");
+        return h;
     }
 
-    const std::size_t size_;
-    const std::chrono::milliseconds wait_;
     const std::string servers_;  // memcached_server_list(), for messages
     MemcachedHandle master_;     // configured once, then only cloned and hashed with
-    std::mutex mutex_;           // guards idle_, created_
-    std::condition_variable available_;
-    std::vector<MemcachedHandle> idle_;
-    std::size_t created_ = 0;
+    std::mutex master_mutex_;    // serializes clones of master_
 };
 
 }  // namespace detail
@@ -699,10 +670,9 @@ class MemcachedBackend {
         if (memcached_fatal(rc))
             trip(s);
         const char* why = memcached_last_error_message(h.get());
-        CacheError error(
-            "memcached " + std::string(operation) + " on " + s.address + ": " +
-                (why != nullptr && *why != '\0' ? why : memcached_strerror(h.get(), rc)),
-            "memcached", std::string(operation));
+        CacheError error = detail::memcached_error(
+            s.address, operation,
+            why != nullptr && *why != '\0' ? why : memcached_strerror(h.get(), rc));
         s.incident.failed(error);
         throw error;
     }
@@ -720,8 +690,7 @@ class MemcachedBackend {
                            bool unreachable) {
         if (unreachable)
             trip(s);
-        CacheError error("memcached " + std::string(operation) + " on " + s.address + ": " + why,
-                         "memcached", std::string(operation));
+        CacheError error = detail::memcached_error(s.address, operation, why);
         s.incident.failed(error);
         throw error;
     }

@@ -20,7 +20,6 @@
 #include <array>
 #include <charconv>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <initializer_list>
 #include <iterator>
@@ -43,6 +42,7 @@
 #include "../detail/cache/lease_token.hpp"
 #include "../detail/cache/lock_wait.hpp"
 #include "../detail/cache/pending_invalidations.hpp"
+#include "../detail/util/connection_pool.hpp"
 #include "../detail/util/percent_decoding.hpp"
 #include "../errors.hpp"
 
@@ -230,13 +230,18 @@ inline std::string redis_endpoint(const RedisOptions& o) {
     return server + " (db " + std::to_string(o.db) + ")";
 }
 
-/// The one place a hiredis failure becomes an exception. `endpoint` is redis_endpoint(): an
+/// The one place a hiredis failure becomes an error. `endpoint` is redis_endpoint(): an
 /// on_error message must say which server failed.
+inline CacheError redis_error(std::string_view endpoint, std::string_view operation,
+                              std::string_view what) {
+    return CacheError("redis " + std::string(operation) + " on " + std::string(endpoint) + ": " +
+                          std::string(what),
+                      "redis", std::string(operation));
+}
+
 [[noreturn]] inline void throw_redis(std::string_view endpoint, std::string_view operation,
                                      std::string_view what) {
-    throw CacheError("redis " + std::string(operation) + " on " + std::string(endpoint) + ": " +
-                         std::string(what),
-                     "redis", std::string(operation));
+    throw redis_error(endpoint, operation, what);
 }
 
 /// One connection. Any I/O or protocol error marks it broken (hiredis cannot reuse it).
@@ -323,100 +328,42 @@ class RedisConnection {
     bool broken_ = false;
 };
 
-/// A bounded pool with a circuit breaker. Never connects while holding its lock.
-class RedisPool {
+/// At most pool_size connections to the server; a checkout waits up to socket_timeout for one.
+/// A failed connect, or trip() after an I/O failure, opens the circuit for retry_interval.
+class RedisPool : public ConnectionPool<RedisConnection> {
   public:
     explicit RedisPool(RedisOptions options)
-        : options_(std::move(options)), endpoint_(redis_endpoint(options_)) {}
-
-    /// A connection checked out of the pool; given back (or dropped if broken) on destruction.
-    class Checkout {
-      public:
-        Checkout(RedisPool& pool, std::unique_ptr<RedisConnection> c)
-            : pool_(&pool), c_(std::move(c)) {}
-        // Not defaulted: the moved-from checkout must not give anything back (a null connection
-        // handed back counts as a closed one, and the pool would open one too many).
-        Checkout(Checkout&& other) noexcept
-            : pool_(std::exchange(other.pool_, nullptr)), c_(std::move(other.c_)) {}
-        Checkout& operator=(Checkout&&) = delete;
-        ~Checkout() {
-            if (pool_ != nullptr)
-                pool_->give_back(std::move(c_));
-        }
-        RedisConnection* operator->() const noexcept { return c_.get(); }
-
-      private:
-        RedisPool* pool_;
-        std::unique_ptr<RedisConnection> c_;
-    };
-
-    Checkout acquire() {
-        std::unique_lock lock(mutex_);
-        if (Clock::now() < open_until_)
-            throw_redis(endpoint_, "connect", "server unavailable (circuit open, retrying later)");
-        const auto deadline = Clock::now() + options_.socket_timeout;
-        while (idle_.empty() && open_ >= options_.pool_size) {
-            if (available_.wait_until(lock, deadline) == std::cv_status::timeout) {
-                throw_redis(
-                    endpoint_, "connect",
-                    "all " + std::to_string(options_.pool_size) + " pooled connections are busy");
-            }
-        }
-        if (!idle_.empty()) {
-            auto c = std::move(idle_.back());
-            idle_.pop_back();
-            return Checkout(*this, std::move(c));
-        }
-        ++open_;
-        lock.unlock();
-        try {
-            auto c = std::make_unique<RedisConnection>(options_);
-            std::lock_guard relock(mutex_);
-            open_until_ = {};
-            return Checkout(*this, std::move(c));
-        } catch (...) {
-            std::lock_guard relock(mutex_);
-            --open_;
-            open_until_ =
-                Clock::now() + options_.retry_interval;  // stop paying the connect timeout
-            available_.notify_one();
-            throw;
-        }
-    }
-
-    /// After an I/O failure on a pooled connection: drop the idle ones (the server probably
-    /// went away) and open the circuit.
-    void trip() {
-        std::lock_guard lock(mutex_);
-        open_ -= idle_.size();
-        idle_.clear();
-        open_until_ = Clock::now() + options_.retry_interval;
-    }
+        : ConnectionPool(
+              {.max_open = options.pool_size,
+               .max_idle = options.pool_size,
+               .wait = options.socket_timeout,
+               .retry_interval = options.retry_interval},
+              [this] { return std::make_unique<RedisConnection>(options_); },
+              [this](PoolRefusal refusal, std::string_view why) {
+                  return redis_error(endpoint_, "connect", refusal_text(refusal, why));
+              }),
+          options_(std::move(options)),
+          endpoint_(redis_endpoint(options_)) {}
 
     const RedisOptions& options() const noexcept { return options_; }
     /// redis_endpoint(options()), for messages.
     const std::string& endpoint() const noexcept { return endpoint_; }
 
   private:
-    using Clock = std::chrono::steady_clock;
-
-    void give_back(std::unique_ptr<RedisConnection> c) {
-        std::lock_guard lock(mutex_);
-        if (c && !c->broken()) {
-            idle_.push_back(std::move(c));
-        } else {
-            --open_;
+    std::string refusal_text(PoolRefusal refusal, std::string_view why) const {
+        switch (refusal) {
+            case PoolRefusal::busy:
+                return "all " + std::to_string(options_.pool_size) + " pooled connections are busy";
+            case PoolRefusal::circuit_open:
+                return "server unavailable (circuit open, retrying later)";
+            case PoolRefusal::open_failed:
+                break;
         }
-        available_.notify_one();
+        return std::string(why);
     }
 
-    RedisOptions options_;
-    std::string endpoint_;
-    std::mutex mutex_;  // guards idle_, open_, open_until_
-    std::condition_variable available_;
-    std::vector<std::unique_ptr<RedisConnection>> idle_;
-    std::size_t open_ = 0;
-    Clock::time_point open_until_{};
+    const RedisOptions options_;
+    const std::string endpoint_;  // redis_endpoint(options_), for messages
 };
 
 }  // namespace detail
