@@ -58,10 +58,9 @@
 
 #include "../backend.hpp"
 #include "../detail/cache/backend_arguments.hpp"
-#include "../detail/cache/incident.hpp"
 #include "../detail/cache/lease_token.hpp"
 #include "../detail/cache/lock_wait.hpp"
-#include "../detail/cache/pending_invalidations.hpp"
+#include "../detail/cache/server_health.hpp"
 #include "../detail/memcached/memcached_socket.hpp"
 #include "../detail/util/connection_pool.hpp"
 #include "../detail/util/percent_decoding.hpp"
@@ -454,7 +453,7 @@ class MemcachedBackend {
           keys_(std::move(key_prefix)),
           pool_(options_, addresses(options_)) {
         for (const auto& address : options_.servers)
-            servers_.push_back(std::make_unique<Server>(address));
+            servers_.push_back(std::make_unique<Server>(address, options_.retry_interval));
         // Our per-server state is indexed by libmemcached's server positions: check they
         // follow the order the servers were added in.
         for (std::uint32_t i = 0; i < servers_.size(); ++i) {
@@ -471,12 +470,9 @@ class MemcachedBackend {
     const MemcachedOptions& options() const noexcept { return options_; }
 
     ReadResult read(const ReadRequest& request) {
-        if (!request.lease_ttl || !options_.distributed_lock)
-            return read_once(request, request.lease_ttl);
-        // The fill lease is the distributed lock: it lives lock_timeout, so a dead holder's
-        // lock expires then, and nobody waits for it longer than that.
-        return detail::wait_for_lock(options_.lock_timeout,
-                                     [&] { return read_once(request, options_.lock_timeout); });
+        return detail::read_with_lock(
+            request, options_.distributed_lock, options_.lock_timeout,
+            [&](std::optional<Ttl> lease_ttl) { return read_once(request, lease_ttl); });
     }
 
     bool fill(const FillRequest& request) {
@@ -553,7 +549,7 @@ class MemcachedBackend {
             // A part folded (too much waiting) bumps these instead of deleting its keys.
             if (!parts[s].remove.empty())
                 parts[s].fallback_bump = batch.fallback_bump;
-            servers_[s]->pending.push(parts[s]);
+            servers_[s]->health.keep(parts[s]);
         }
         std::optional<CacheError> failure;
         for (std::size_t s = 0; s < parts.size(); ++s) {
@@ -595,7 +591,7 @@ class MemcachedBackend {
     std::size_t pending_invalidations() const {
         std::size_t n = 0;
         for (const auto& s : servers_)
-            n += s->pending.size();
+            n += s->health.pending();
         return n;
     }
 
@@ -608,14 +604,14 @@ class MemcachedBackend {
 
     /// What we know of one server. Shared by every pooled handle.
     struct Server {
-        explicit Server(std::string a)
-            : address(std::move(a)), endpoint(detail::memcached_address(address)) {}
+        Server(std::string a, std::chrono::milliseconds retry_interval)
+            : address(std::move(a)),
+              endpoint(detail::memcached_address(address)),
+              health(retry_interval) {}
         const std::string address;
         const detail::MemcachedAddress endpoint;
-        /// Circuit breaker: no I/O to this server before then (steady clock, ns).
-        std::atomic<std::int64_t> retry_at{0};
-        detail::PendingInvalidations pending;
-        detail::IncidentTracker incident;
+        /// Its circuit breaker, incident and undelivered invalidations.
+        detail::ServerHealth health;
         /// Whether `lru_crawler metadump hash` is understood; older servers answer BADCLASS
         /// and are walked by LRU instead (`metadump all`).
         std::atomic<bool> metadump_by_hash{true};
@@ -668,12 +664,12 @@ class MemcachedBackend {
                            memcached_return_t rc, std::string_view operation) {
         Server& s = *servers_[server];
         if (memcached_fatal(rc))
-            trip(s);
+            s.health.trip();
         const char* why = memcached_last_error_message(h.get());
         CacheError error = detail::memcached_error(
             s.address, operation,
             why != nullptr && *why != '\0' ? why : memcached_strerror(h.get(), rc));
-        s.incident.failed(error);
+        s.health.failed(error);
         throw error;
     }
 
@@ -681,7 +677,7 @@ class MemcachedBackend {
                std::string_view operation) {
         if (memcached_failed(rc))
             fail(h, server, rc, operation);
-        servers_[server]->incident.succeeded();
+        servers_[server]->health.succeeded();
     }
 
     /// A failure of `s` not seen through libmemcached: reported as part of the server's
@@ -689,9 +685,9 @@ class MemcachedBackend {
     [[noreturn]] void fail(Server& s, const std::string& why, std::string_view operation,
                            bool unreachable) {
         if (unreachable)
-            trip(s);
+            s.health.trip();
         CacheError error = detail::memcached_error(s.address, operation, why);
-        s.incident.failed(error);
+        s.health.failed(error);
         throw error;
     }
 
@@ -733,7 +729,7 @@ class MemcachedBackend {
                 }
                 fail(s, e.what(), operation, true);
             }
-            s.incident.succeeded();
+            s.health.succeeded();
             std::lock_guard lock(s.sockets_mutex);
             if (s.idle_sockets.size() < options_.pool_size)
                 s.idle_sockets.push_back(std::move(socket));
@@ -841,18 +837,12 @@ class MemcachedBackend {
         }
     }
 
-    void trip(Server& s) {
-        const auto until = Clock::now() + options_.retry_interval;
-        s.retry_at.store(until.time_since_epoch().count(), std::memory_order_relaxed);
-    }
-
     /// Before any I/O to `server`: fail at once while its circuit is open, and deliver what
     /// it missed before anything else is done on it.
     void prepare(std::size_t server) {
         guard_circuit(server);
         Server& s = *servers_[server];
-        if (!s.pending.empty())
-            s.pending.replay([&](const InvalidationBatch& batch) { deliver(batch); });
+        s.health.catch_up([&](const InvalidationBatch& batch) { deliver(batch); });
     }
 
     // ---- the operations ----
@@ -1099,11 +1089,11 @@ class MemcachedBackend {
     /// Throws while `server`'s circuit is open (no replay: for use inside one).
     void guard_circuit(std::size_t server) {
         Server& s = *servers_[server];
-        if (Clock::now().time_since_epoch().count() < s.retry_at.load(std::memory_order_relaxed)) {
+        if (s.health.circuit_open()) {
             CacheError error(
                 "memcached connect: " + s.address + " unavailable (circuit open, retrying later)",
                 "memcached", "connect");
-            s.incident.failed(error);
+            s.health.failed(error);
             throw error;
         }
     }
@@ -1123,7 +1113,7 @@ class MemcachedBackend {
         const auto rc = fetch_into(h, keys, {}, items);
         if (!memcached_failed(rc)) {
             for (const auto s : distinct)
-                servers_[s]->incident.succeeded();
+                servers_[s]->health.succeeded();
             return items;
         }
         if (distinct.size() == 1)

@@ -38,10 +38,9 @@
 
 #include "../backend.hpp"
 #include "../detail/cache/backend_arguments.hpp"
-#include "../detail/cache/incident.hpp"
 #include "../detail/cache/lease_token.hpp"
 #include "../detail/cache/lock_wait.hpp"
-#include "../detail/cache/pending_invalidations.hpp"
+#include "../detail/cache/server_health.hpp"
 #include "../detail/util/connection_pool.hpp"
 #include "../detail/util/percent_decoding.hpp"
 #include "../errors.hpp"
@@ -379,18 +378,15 @@ class RedisBackend {
     const RedisOptions& options() const noexcept { return pool_.options(); }
 
     ReadResult read(const ReadRequest& request) {
-        return tracked([&] {
-            if (!request.lease_ttl || !options().distributed_lock)
-                return read_once(request, request.lease_ttl);
-            // The fill lease is the distributed lock: it lives lock_timeout, so a dead
-            // holder's lock expires then, and nobody waits for it longer than that.
-            return detail::wait_for_lock(
-                options().lock_timeout, [&] { return read_once(request, options().lock_timeout); });
+        return health_.track([&] {
+            return detail::read_with_lock(
+                request, options().distributed_lock, options().lock_timeout,
+                [&](std::optional<Ttl> lease_ttl) { return read_once(request, lease_ttl); });
         });
     }
 
     bool fill(const FillRequest& request) {
-        return tracked([&] {
+        return health_.track([&] {
             std::vector<std::string> args{request.key};
             for (const auto& [counter, value] : request.guards)
                 args.push_back(counter);
@@ -409,8 +405,8 @@ class RedisBackend {
     void invalidate(const InvalidationBatch& batch) {
         if (batch.empty())
             return;
-        pending_.push(batch);
-        tracked([&] {
+        health_.keep(batch);
+        health_.track([&] {
             auto c = pool_.acquire();
             replay(c);
             return true;
@@ -418,7 +414,7 @@ class RedisBackend {
     }
 
     void clear() {
-        tracked([&] {
+        health_.track([&] {
             auto c = connect();
             clear_on(c);
             return true;
@@ -426,7 +422,7 @@ class RedisBackend {
     }
 
     /// Undelivered invalidation batches waiting for the server (for tests and monitoring).
-    std::size_t pending_invalidations() const { return pending_.size(); }
+    std::size_t pending_invalidations() const { return health_.pending(); }
 
   private:
     // KEYS[1] entry (ARGV[4] = "0": none), KEYS[2..] counters.
@@ -525,20 +521,6 @@ end
 return 1
 )lua";
 
-    /// Runs one backend operation: its CacheError tells whether it opens an incident or
-    /// continues one; its success ends the incident.
-    template <class Op>
-    auto tracked(Op&& op) -> decltype(op()) {
-        try {
-            auto result = op();
-            incident_.succeeded();
-            return result;
-        } catch (CacheError& e) {
-            incident_.failed(e);
-            throw;
-        }
-    }
-
     ReadResult read_once(const ReadRequest& request, std::optional<Ttl> lease_ttl) {
         if (!lease_ttl && !request.key.empty()) {
             if (auto plain = read_plain(request))
@@ -636,8 +618,7 @@ return 1
     /// A pooled connection on which every undelivered invalidation has been replayed first.
     detail::RedisPool::Checkout connect() {
         auto c = pool_.acquire();
-        if (!pending_.empty())
-            replay(c);
+        replay(c);
         return c;
     }
 
@@ -718,7 +699,7 @@ return 1
 
     /// Delivers the invalidations that failed earlier, oldest first.
     void replay(detail::RedisPool::Checkout& c) {
-        pending_.replay([&](const InvalidationBatch& batch) {
+        health_.catch_up([&](const InvalidationBatch& batch) {
             // Views of the batch's keys, not copies: a commit's batch may hold any number.
             const std::string removes = std::to_string(batch.remove.size());
             const std::string start = std::to_string(detail::counter_start());
@@ -772,8 +753,7 @@ return 1
 
     detail::RedisPool pool_;
     std::string prefix_;
-    detail::IncidentTracker incident_;
-    detail::PendingInvalidations pending_;
+    detail::ServerHealth health_;  // no breaker of its own: the pool's covers the server
 
     std::mutex sha_mutex_;  // guards shas_
     std::vector<std::pair<const char*, std::string>> shas_;
