@@ -268,10 +268,7 @@ class FileBackend {
                 }
             },
             [&](const std::exception& e) {
-                // Several caches may use several files: on_error must say which one failed.
-                return CacheError(
-                    std::string("file ") + operation + " on " + options_.filename + ": " + e.what(),
-                    "file", operation);
+                return detail::file_error(options_.filename, operation, e.what());
             });
     }
 
@@ -340,9 +337,8 @@ class FileBackend {
                 .run();
             auto s = c.prepare(select_counter_sql);
             if (!s.bind(1, request.counters[i]).step()) {
-                throw CacheError("file read on " + options_.filename + ": counter " +
-                                     request.counters[i] + " vanished",
-                                 "file", "read");
+                throw detail::file_error(options_.filename, "read",
+                                         "counter " + request.counters[i] + " vanished");
             }
             result.counters[i] = s.integer(0);
         }

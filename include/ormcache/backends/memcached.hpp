@@ -1089,13 +1089,8 @@ class MemcachedBackend {
     /// Throws while `server`'s circuit is open (no replay: for use inside one).
     void guard_circuit(std::size_t server) {
         Server& s = *servers_[server];
-        if (s.health.circuit_open()) {
-            CacheError error(
-                "memcached connect: " + s.address + " unavailable (circuit open, retrying later)",
-                "memcached", "connect");
-            s.health.failed(error);
-            throw error;
-        }
+        if (s.health.circuit_open())
+            fail(s, "server unavailable (circuit open, retrying later)", "connect", false);
     }
 
     /// One multi-get (gets) of `keys`, all servers at once; `servers[i]` holds keys[i].

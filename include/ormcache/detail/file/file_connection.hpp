@@ -39,6 +39,16 @@ inline std::uint64_t fork_generation() noexcept {
     return generation.load(std::memory_order_relaxed);
 }
 
+/// The one place a failure on the cache file becomes an error (SQLite's own codes were mapped
+/// by detail/sqlite/sqlite_error.hpp first): several caches may use several files, so on_error
+/// must say which one failed.
+inline CacheError file_error(std::string_view filename, std::string_view operation,
+                             std::string_view what) {
+    return CacheError("file " + std::string(operation) + " on " + std::string(filename) + ": " +
+                          std::string(what),
+                      "file", std::string(operation));
+}
+
 /// The cache file's schema. The tables carry an `ormcache_` prefix although the file is the
 /// cache's own: pointed by mistake at an application database, clear() must never meet a
 /// table of the application that happens to be called `entries`.
