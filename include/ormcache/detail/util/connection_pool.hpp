@@ -53,7 +53,8 @@ class ConnectionPool {
     /// Opens a connection; may throw (a CacheError is passed on as it is).
     using Open = std::function<Handle()>;
     /// The error a refused checkout throws; `detail` is what the last failed open threw (for
-    /// circuit_open and open_failed; may be empty).
+    /// circuit_open and open_failed; may be empty). May be empty for a pool with neither
+    /// max_open nor retry_interval: what a failed open threw is then passed on as it is.
     using Refuse = std::function<CacheError(PoolRefusal, std::string_view detail)>;
     /// Which fork() generation this process is in (see Connection::generation()).
     using Generation = std::uint64_t (*)() noexcept;
@@ -77,12 +78,15 @@ class ConnectionPool {
     /// A connection checked out of the pool: handed back on destruction unless discarded.
     class Checkout {
       public:
-        Checkout(ConnectionPool& pool, Handle c) : pool_(&pool), c_(std::move(c)) {}
+        Checkout(ConnectionPool& pool, Handle c, bool reused)
+            : pool_(&pool), c_(std::move(c)), reused_(reused) {}
         // Not defaulted: the moved-from checkout must not hand anything back (a null
         // connection handed back counts as a closed one, and the pool would open one too
         // many).
         Checkout(Checkout&& other) noexcept
-            : pool_(std::exchange(other.pool_, nullptr)), c_(std::move(other.c_)) {}
+            : pool_(std::exchange(other.pool_, nullptr)),
+              c_(std::move(other.c_)),
+              reused_(other.reused_) {}
         Checkout& operator=(Checkout&&) = delete;
         ~Checkout() {
             if (pool_ != nullptr)
@@ -97,9 +101,14 @@ class ConnectionPool {
         /// state nobody wants to inherit, and a fresh one costs little).
         void discard() noexcept { c_.reset(); }
 
+        /// The connection was idle in the pool, not opened for this checkout: the server may
+        /// have closed it since.
+        bool reused() const noexcept { return reused_; }
+
       private:
         ConnectionPool* pool_;
         Handle c_;
+        bool reused_;
     };
 
     /// An idle connection, or a new one; throws what refuse() makes when it cannot.
@@ -111,7 +120,7 @@ class ConnectionPool {
             if (!idle_.empty()) {
                 auto c = std::move(idle_.back());
                 idle_.pop_back();
-                return Checkout(*this, std::move(c));
+                return Checkout(*this, std::move(c), true);
             }
             if (Clock::now() < retry_at_)
                 throw refuse_(PoolRefusal::circuit_open, last_failure_);
@@ -129,12 +138,14 @@ class ConnectionPool {
             lock.lock();
             retry_at_ = {};
             lock.unlock();
-            return Checkout(*this, std::move(c));
+            return Checkout(*this, std::move(c), false);
         } catch (const CacheError& e) {
             closed_after_failure(e.what());
             throw;  // already says which server and what failed
         } catch (const std::exception& e) {
             closed_after_failure(e.what());
+            if (!refuse_)
+                throw;
             throw refuse_(PoolRefusal::open_failed, e.what());
         } catch (...) {
             closed_after_failure("unknown exception");
