@@ -19,6 +19,7 @@
 #include <utility>
 
 #include "../../errors.hpp"
+#include "../cache/backend_error.hpp"
 #include "../sqlite/sqlite_api.hpp"
 #include "../sqlite/sqlite_error.hpp"
 #include "../sqlite/statement_cache.hpp"
@@ -44,9 +45,7 @@ inline std::uint64_t fork_generation() noexcept {
 /// must say which one failed.
 inline CacheError file_error(std::string_view filename, std::string_view operation,
                              std::string_view what) {
-    return CacheError("file " + std::string(operation) + " on " + std::string(filename) + ": " +
-                          std::string(what),
-                      "file", std::string(operation));
+    return backend_error("file", filename, operation, what);
 }
 
 /// The cache file's schema. The tables carry an `ormcache_` prefix although the file is the

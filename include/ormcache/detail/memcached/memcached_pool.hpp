@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "../../errors.hpp"
+#include "../cache/backend_error.hpp"
 #include "../util/connection_pool.hpp"
 #include "memcached_config.hpp"
 
@@ -25,9 +26,7 @@ namespace ormcache::detail {
 /// ("127.0.0.1:11211, 10.0.0.2:11211"), so that on_error says which cache it was.
 inline CacheError memcached_error(std::string_view servers, std::string_view operation,
                                   std::string_view what) {
-    return CacheError("memcached " + std::string(operation) + " on " + std::string(servers) + ": " +
-                          std::string(what),
-                      "memcached", std::string(operation));
+    return backend_error("memcached", servers, operation, what);
 }
 
 [[noreturn]] inline void throw_memcached(std::string_view servers, std::string_view operation,

@@ -18,6 +18,7 @@
 #include <hiredis/hiredis.h>
 
 #include "../../errors.hpp"
+#include "../cache/backend_error.hpp"
 
 namespace ormcache::detail {
 
@@ -49,9 +50,7 @@ std::string redis_endpoint(const Options& o) {
 /// on_error message must say which server failed.
 inline CacheError redis_error(std::string_view endpoint, std::string_view operation,
                               std::string_view what) {
-    return CacheError("redis " + std::string(operation) + " on " + std::string(endpoint) + ": " +
-                          std::string(what),
-                      "redis", std::string(operation));
+    return backend_error("redis", endpoint, operation, what);
 }
 
 [[noreturn]] inline void throw_redis(std::string_view endpoint, std::string_view operation,

@@ -13,22 +13,26 @@
 
 namespace ormcache::detail {
 
-// KEYS[1] entry (ARGV[4] = "0": none), KEYS[2..] counters.
-// ARGV: lease ttl ms (0 = none), lease token, counter start, has-entry flag, stamp prefix.
-// Returns {entry, lease taken, locked elsewhere (0/1), counters...}. An entry that does not
-// carry the current counters[0] stamp (when a stamp prefix is given) is stale: it is not
-// returned, and a lease asked for is taken over it.
-//
-// Every script reads through get() and counter(): a key of another type (WRONGTYPE) or a
-// counter that is not a number is corrupt; it is replaced, never left to fail every call
-// (and every replay of an invalidation) from then on.
-inline constexpr std::string_view redis_read_script = R"lua(
+// Every script reads through get() (and the read script through counter()): a key of another
+// type (WRONGTYPE) or a counter that is not a number is corrupt; it is replaced, never left to
+// fail every call (and every replay of an invalidation) from then on.
+inline constexpr std::string_view redis_lua_get = R"lua(
 local function get(k)
   local v = redis.pcall('GET', k)
   if type(v) == 'table' then redis.call('DEL', k) return false end
   return v
 end
-local function counter(k, start)
+)lua";
+
+// Each script is one object for the program's life: RedisScriptShas knows it by its address.
+
+// KEYS[1] entry (ARGV[4] = "0": none), KEYS[2..] counters.
+// ARGV: lease ttl ms (0 = none), lease token, counter start, has-entry flag, stamp prefix.
+// Returns {entry, lease taken, locked elsewhere (0/1), counters...}. An entry that does not
+// carry the current counters[0] stamp (when a stamp prefix is given) is stale: it is not
+// returned, and a lease asked for is taken over it.
+inline const std::string redis_read_script =
+    std::string(redis_lua_get) + R"lua(local function counter(k, start)
   local v = get(k)
   if not v or not string.match(v, '^%-?%d+$') then redis.call('SET', k, start) return start end
   return v
@@ -65,13 +69,8 @@ return out
 
 // KEYS[1] entry, KEYS[2..] guard counters.
 // ARGV: lease token ('' = none), value, ttl ms (< 0 = none), expected counter values.
-inline constexpr std::string_view redis_fill_script = R"lua(
-local function get(k)
-  local v = redis.pcall('GET', k)
-  if type(v) == 'table' then redis.call('DEL', k) return false end
-  return v
-end
-local lease, value, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+inline const std::string redis_fill_script =
+    std::string(redis_lua_get) + R"lua(local lease, value, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 if lease ~= '' and get(KEYS[1]) ~= '\0lease:' .. lease then return 0 end
 for i = 2, #KEYS do
   if get(KEYS[i]) ~= ARGV[i + 2] then
@@ -90,13 +89,8 @@ return 1
 )lua";
 
 // KEYS: entries to delete, then counters to bump. ARGV: number of entries, counter start.
-inline constexpr std::string_view redis_invalidate_script = R"lua(
-local function get(k)
-  local v = redis.pcall('GET', k)
-  if type(v) == 'table' then redis.call('DEL', k) return false end
-  return v
-end
-local removes, start = tonumber(ARGV[1]), ARGV[2]
+inline const std::string redis_invalidate_script =
+    std::string(redis_lua_get) + R"lua(local removes, start = tonumber(ARGV[1]), ARGV[2]
 for i = 1, #KEYS do
   if i <= removes then
     redis.call('DEL', KEYS[i])
