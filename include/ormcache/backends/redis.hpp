@@ -265,7 +265,7 @@ class RedisBackend {
     }
 
     [[noreturn]] void throw_garbage(std::string_view operation) const {
-        detail::throw_redis(pool_.endpoint(), operation, "unexpected reply from the server");
+        throw detail::redis_error(pool_.endpoint(), operation, "unexpected reply from the server");
     }
 
     static std::optional<std::int64_t> parse_integer(const redisReply* r) {
@@ -284,7 +284,7 @@ class RedisBackend {
         if (const auto value = parse_integer(r))
             return *value;
         if (r->type == REDIS_REPLY_ERROR)
-            detail::throw_redis(pool_.endpoint(), operation, std::string(r->str, r->len));
+            throw detail::redis_error(pool_.endpoint(), operation, std::string(r->str, r->len));
         throw_garbage(operation);
     }
 
@@ -301,8 +301,8 @@ class RedisBackend {
         try {
             auto reply = op();
             if (reply->type == REDIS_REPLY_ERROR)
-                detail::throw_redis(pool_.endpoint(), operation,
-                                    std::string(reply->str, reply->len));
+                throw detail::redis_error(pool_.endpoint(), operation,
+                                          std::string(reply->str, reply->len));
             return reply;
         } catch (...) {
             if (c->broken())

@@ -29,11 +29,6 @@ inline CacheError memcached_error(std::string_view servers, std::string_view ope
     return backend_error("memcached", servers, operation, what);
 }
 
-[[noreturn]] inline void throw_memcached(std::string_view servers, std::string_view operation,
-                                         std::string_view what) {
-    throw memcached_error(servers, operation, what);
-}
-
 struct MemcachedDeleter {
     void operator()(memcached_st* m) const noexcept { memcached_free(m); }
 };
@@ -60,7 +55,7 @@ class MemcachedPool : public ConnectionPool<memcached_st, MemcachedDeleter> {
           servers_(memcached_server_list(servers)),
           master_(memcached_create(nullptr)) {
         if (!master_)
-            throw_memcached(servers_, "connect", "cannot allocate a handle");
+            throw memcached_error(servers_, "connect", "cannot allocate a handle");
         for (const auto& s : servers) {
             const auto rc =
                 memcached_server_add(master_.get(), s.host.c_str(), static_cast<in_port_t>(s.port));
@@ -96,7 +91,7 @@ class MemcachedPool : public ConnectionPool<memcached_st, MemcachedDeleter> {
         for (const auto& [behavior, value] : behaviors) {
             const auto rc = memcached_behavior_set(master_.get(), behavior, value);
             if (memcached_failed(rc))
-                throw_memcached(servers_, "connect", memcached_strerror(master_.get(), rc));
+                throw memcached_error(servers_, "connect", memcached_strerror(master_.get(), rc));
         }
     }
 
@@ -113,7 +108,7 @@ class MemcachedPool : public ConnectionPool<memcached_st, MemcachedDeleter> {
         std::lock_guard lock(master_mutex_);  // memcached_clone reads the master
         MemcachedHandle h(memcached_clone(nullptr, master_.get()));
         if (!h)
-            throw_memcached(servers_, "connect", "cannot allocate a handle");
+            throw memcached_error(servers_, "connect", "cannot allocate a handle");
         return h;
     }
 

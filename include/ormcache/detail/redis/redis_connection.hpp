@@ -53,11 +53,6 @@ inline CacheError redis_error(std::string_view endpoint, std::string_view operat
     return backend_error("redis", endpoint, operation, what);
 }
 
-[[noreturn]] inline void throw_redis(std::string_view endpoint, std::string_view operation,
-                                     std::string_view what) {
-    throw redis_error(endpoint, operation, what);
-}
-
 /// One connection. Any I/O or protocol error marks it broken (hiredis cannot reuse it).
 class RedisConnection {
   public:
@@ -70,11 +65,11 @@ class RedisConnection {
                 : redisConnectUnixWithTimeout(o.unix_socket.c_str(), to_timeval(o.connect_timeout));
         context_.reset(c);
         if (c == nullptr)
-            throw_redis(endpoint_, "connect", "cannot allocate a context");
+            throw redis_error(endpoint_, "connect", "cannot allocate a context");
         if (c->err != 0)
-            throw_redis(endpoint_, "connect", c->errstr);
+            throw redis_error(endpoint_, "connect", c->errstr);
         if (redisSetTimeout(c, to_timeval(o.socket_timeout)) != REDIS_OK)
-            throw_redis(endpoint_, "connect", c->errstr);
+            throw redis_error(endpoint_, "connect", c->errstr);
         if (!o.password.empty()) {
             std::vector<std::string> auth{"AUTH"};
             if (!o.username.empty())
@@ -130,13 +125,13 @@ class RedisConnection {
   private:
     [[noreturn]] void fail(std::string_view operation) {
         broken_ = true;
-        throw_redis(endpoint_, operation,
-                    context_->errstr[0] != '\0' ? context_->errstr : "connection lost");
+        throw redis_error(endpoint_, operation,
+                          context_->errstr[0] != '\0' ? context_->errstr : "connection lost");
     }
 
     void expect_ok(const RedisReply& r, std::string_view operation) const {
         if (r->type == REDIS_REPLY_ERROR)
-            throw_redis(endpoint_, operation, std::string(r->str, r->len));
+            throw redis_error(endpoint_, operation, std::string(r->str, r->len));
     }
 
     std::string endpoint_;  // redis_endpoint() of the options, for messages
