@@ -95,6 +95,13 @@ class MemcachedPool : public ConnectionPool<memcached_st, MemcachedDeleter> {
         }
     }
 
+    MemcachedPool(const MemcachedPool&) = delete;
+    MemcachedPool& operator=(const MemcachedPool&) = delete;
+
+    // The idle clones go before the master they were cloned from (the base class would
+    // otherwise free them after it).
+    ~MemcachedPool() { trip(); }
+
     /// For routing only (no I/O): which server position a wire key maps to.
     std::uint32_t position_of(std::string_view wire) const {
         return memcached_generate_hash(master_.get(), wire.data(), wire.size());
