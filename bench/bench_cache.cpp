@@ -242,9 +242,12 @@ void BM_BackendReadThreads(benchmark::State& state) {
     if (state.thread_index() == 0 && g_backend_keys.empty()) {
         for (std::int64_t id = 1; id <= kRows; ++id) {
             g_backend_keys.push_back("aa:e:users:0123456789abcdef:json:i" + std::to_string(id));
-            g_backend.set(g_backend_keys.back(),
-                          ormcache::CacheValue{{}, std::make_shared<const User>(make_user(id))},
-                          ormcache::Ttl{-1});
+            g_backend.fill(ormcache::FillRequest{
+                g_backend_keys.back(),
+                ormcache::CacheValue{{}, std::make_shared<const User>(make_user(id))},
+                ormcache::Ttl{-1},
+                {},
+                {}});
         }
     }
     const auto ids = random_ids(200 + static_cast<std::uint64_t>(state.thread_index()));

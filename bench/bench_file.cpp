@@ -84,8 +84,11 @@ void BM_FileGetHit(benchmark::State& state) {
 /// The part of a hit spent in the backend: FileBackend::read of an entry and its counter.
 void BM_FileBackendRead(benchmark::State& state) {
     ormcache::FileBackend backend(ormcache::FileOptions{.filename = fixture().cache_path}, "aa:");
-    backend.set("aa:bench:key", ormcache::CacheValue{std::string(120, 'x'), nullptr},
-                ormcache::Ttl{60000});
+    backend.fill(ormcache::FillRequest{"aa:bench:key",
+                                       ormcache::CacheValue{std::string(120, 'x'), nullptr},
+                                       ormcache::Ttl{60000},
+                                       {},
+                                       {}});
     const ormcache::ReadRequest request{"aa:bench:key", {"aa:g:users"}, std::nullopt, {}};
     for (auto _ : state) {
         auto result = backend.read(request);

@@ -59,6 +59,8 @@ using ormcache_test::eventually;
 using ormcache_test::fill_gate;
 using ormcache_test::kBusyTimeout;
 using ormcache_test::names_of;
+using ormcache_test::peek;
+using ormcache_test::put;
 using ormcache_test::rename_user;
 using ormcache_test::SlowDatabase;
 using ormcache_test::SqlLog;
@@ -438,7 +440,7 @@ TEST_CASE("file backend: leases, guards, invalidation and TTL", "[file][protocol
     REQUIRE(hit.value.has_value());
     CHECK(hit.value->bytes == "one");
     CHECK(hit.lease.empty());
-    CHECK(backend.get("p:e:1").value().bytes == "one");
+    CHECK(peek(backend, "p:e:1").value().bytes == "one");
     const Entry stored = file.only("p:e:1", "");
     CHECK_FALSE(stored.lease.has_value());
     const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -457,20 +459,20 @@ TEST_CASE("file backend: leases, guards, invalidation and TTL", "[file][protocol
     CHECK(*file.counter("p:v:t") >= before + 1);  // created from the clock, then bumped
     CHECK_FALSE(backend.fill(FillRequest{"p:e:2", bytes("old"), 60000ms, leased.lease, {}}));
     CHECK(file.entries("p:e:").empty());
-    CHECK_FALSE(backend.get("p:e:1").has_value());
+    CHECK_FALSE(peek(backend, "p:e:1").has_value());
 
-    // set() and get() without leases; negative TTL = never; remove().
-    backend.set("p:r:a", bytes("forever"), ormcache::Ttl{-1});
+    // Stored and read without leases; negative TTL = never; an invalidation deletes it.
+    put(backend, "p:r:a", bytes("forever"), ormcache::Ttl{-1});
     CHECK_FALSE(file.only("p:r:a", "").expires_at.has_value());
-    CHECK(backend.get("p:r:a").value().bytes == "forever");
-    backend.remove({"p:r:a"});
-    CHECK_FALSE(backend.get("p:r:a").has_value());
+    CHECK(peek(backend, "p:r:a").value().bytes == "forever");
+    backend.invalidate(ormcache::InvalidationBatch{{"p:r:a"}, {}, {}});
+    CHECK_FALSE(peek(backend, "p:r:a").has_value());
 
     // An expired value is a miss, deleted by the read that finds it; an expired lease (a
     // holder that died) is replaced by the next reader's.
-    backend.set("p:r:short", bytes("soon gone"), 1ms);
+    put(backend, "p:r:short", bytes("soon gone"), 1ms);
     std::this_thread::sleep_for(5ms);
-    CHECK_FALSE(backend.get("p:r:short").has_value());
+    CHECK_FALSE(peek(backend, "p:r:short").has_value());
     CHECK(file.entries("p:r:short").empty());
     auto dead = backend.read(ReadRequest{"p:e:3", {}, 1ms, {}});
     REQUIRE_FALSE(dead.lease.empty());
@@ -480,7 +482,7 @@ TEST_CASE("file backend: leases, guards, invalidation and TTL", "[file][protocol
     CHECK(next.lease != dead.lease);
     CHECK_FALSE(backend.fill(FillRequest{"p:e:3", bytes("late"), 60000ms, dead.lease, {}}));
     CHECK(backend.fill(FillRequest{"p:e:3", bytes("fresh"), 60000ms, next.lease, {}}));
-    CHECK(backend.get("p:e:3").value().bytes == "fresh");
+    CHECK(peek(backend, "p:e:3").value().bytes == "fresh");
 
     // A counters-only read (the snapshot guard of begin()) reads many counters at once.
     auto counters = backend.read(ReadRequest{"", {"p:v:t", "p:g:t", "p:v:new"}, std::nullopt, {}});
@@ -498,8 +500,8 @@ TEST_CASE("file backend: a stale value is leased over in the same read", "[file]
     const std::string current = "oc1 " + std::to_string(counter) + " 0\n[1]";
     const std::string stale = "oc1 " + std::to_string(counter - 1) + " 0\n[0]";
 
-    backend.set("p:q:current", bytes(current), 60000ms);
-    backend.set("p:q:stale", bytes(stale), 60000ms);
+    put(backend, "p:q:current", bytes(current), 60000ms);
+    put(backend, "p:q:stale", bytes(stale), 60000ms);
     // A current value is a hit, with or without a lease asked.
     auto hit = backend.read(ReadRequest{"p:q:current", {"p:v:t"}, 30000ms, "oc1 "});
     REQUIRE(hit.value.has_value());
@@ -529,8 +531,8 @@ TEST_CASE("file backend: the bounded sweep deletes at most sweep_limit expired r
     TempDir dir;
     FileBackend backend(
         FileOptions{.filename = dir.file("cache.db"), .sweep_every = 3, .sweep_limit = 4}, "p:");
-    backend.set("p:keep", bytes("kept"), 60000ms);  // write 1
-    backend.remove({});                             // nothing to remove: not a write
+    put(backend, "p:keep", bytes("kept"), 60000ms);  // write 1
+    backend.invalidate({});                          // nothing to invalidate: not a write
     // Ten rows that expired long ago, written directly: rows nobody reads again are what
     // only a sweep can purge.
     CacheFile file(dir.file("cache.db"));
@@ -541,21 +543,21 @@ TEST_CASE("file backend: the bounded sweep deletes at most sweep_limit expired r
         insert.exec();
     }
     REQUIRE(file.count("expires_at <= 1") == 10);
-    backend.set("p:w2", bytes("2"), 60000ms);
+    put(backend, "p:w2", bytes("2"), 60000ms);
     CHECK(file.count("expires_at <= 1") == 10);  // two writes: no sweep yet
-    backend.set("p:w3", bytes("3"), 60000ms);
+    put(backend, "p:w3", bytes("3"), 60000ms);
     CHECK(file.count("expires_at <= 1") == 6);  // the third write swept 4
     backend.invalidate(ormcache::InvalidationBatch{{"p:none"}, {"p:v:t"}, {}});  // write 4
-    backend.set("p:w5", bytes("5"), 60000ms);
+    put(backend, "p:w5", bytes("5"), 60000ms);
     CHECK(file.count("expires_at <= 1") == 6);
-    backend.set("p:w6", bytes("6"), 60000ms);
+    put(backend, "p:w6", bytes("6"), 60000ms);
     CHECK(file.count("expires_at <= 1") == 2);
     CHECK(backend.sweep() == 2);  // and on demand
     CHECK(file.count("expires_at <= 1") == 0);
     CHECK(backend.sweep() == 0);
     // Rows that have not expired are never swept: keep, w2, w3, w5, w6.
     CHECK(file.count() == 5);
-    CHECK(backend.get("p:keep").value().bytes == "kept");
+    CHECK(peek(backend, "p:keep").value().bytes == "kept");
 }
 
 // ---- TTL through a repository ------------------------------------------------------------
@@ -638,18 +640,18 @@ TEST_CASE("file: a backend used before fork() works in the child and stays intac
           "[file][process]") {
     TempDir dir;
     FileBackend backend(FileOptions{.filename = dir.file("cache.db")}, "p:");
-    backend.set("p:parent", bytes("from parent"), 60000ms);  // a pooled connection is open now
+    put(backend, "p:parent", bytes("from parent"), 60000ms);  // a pooled connection is open now
     const int code = run_in_child([&] {
         // The inherited connection is abandoned (never used, never closed); a new one opens.
-        auto seen = backend.get("p:parent");
+        auto seen = peek(backend, "p:parent");
         if (!seen || seen->bytes != "from parent")
             return 3;
-        backend.set("p:child", bytes("from child"), 60000ms);
+        put(backend, "p:child", bytes("from child"), 60000ms);
         return 0;
     });
     REQUIRE(code == 0);
-    CHECK(backend.get("p:child").value().bytes == "from child");
-    backend.set("p:parent2", bytes("again"), 60000ms);
+    CHECK(peek(backend, "p:child").value().bytes == "from child");
+    put(backend, "p:parent2", bytes("again"), 60000ms);
     CacheFile file(dir.file("cache.db"));
     CHECK(file.entries("p:").size() == 3);
     CHECK(file.db().execAndGet("PRAGMA integrity_check").getString() == "ok");

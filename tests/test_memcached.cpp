@@ -912,7 +912,7 @@ TEST_CASE("memcached: distributed_lock: a dead holder's lock is waited for at mo
     for (const auto& [k, server] : keys_on(servers, f.space() + "e:users:"))
         key = k;
     REQUIRE_FALSE(key.empty());
-    backend.remove({key});
+    backend.invalidate(ormcache::InvalidationBatch{{key}, {}, {}});
     const auto held =
         backend.read(ormcache::ReadRequest{key, {f.space() + "g:users"}, ormcache::Ttl{700}, {}});
     REQUIRE_FALSE(held.lease.empty());

@@ -93,15 +93,11 @@ struct InvalidationBatch {
 /// Implementations must be thread-safe.
 template <class B>
 concept Backend = requires(B& b, const B& cb, const ReadRequest& read, const FillRequest& fill,
-                           const InvalidationBatch& batch, const std::string& key,
-                           const std::vector<std::string>& keys, CacheValue value, Ttl ttl) {
+                           const InvalidationBatch& batch) {
     { cb.name() } -> std::convertible_to<std::string_view>;
     { B::stores_objects } -> std::convertible_to<bool>;
     { b.read(read) } -> std::same_as<ReadResult>;
     { b.fill(fill) } -> std::same_as<bool>;
-    { b.set(key, std::move(value), ttl) } -> std::same_as<void>;
-    { b.get(key) } -> std::same_as<std::optional<CacheValue>>;
-    { b.remove(keys) } -> std::same_as<void>;
     { b.invalidate(batch) } -> std::same_as<void>;
     { b.clear() } -> std::same_as<void>;
 };
@@ -117,11 +113,6 @@ class AnyBackend {
     bool stores_objects() const noexcept { return self_->stores_objects(); }
     ReadResult read(const ReadRequest& r) { return self_->read(r); }
     bool fill(const FillRequest& f) { return self_->fill(f); }
-    void set(const std::string& key, CacheValue value, Ttl ttl) {
-        self_->set(key, std::move(value), ttl);
-    }
-    std::optional<CacheValue> get(const std::string& key) { return self_->get(key); }
-    void remove(const std::vector<std::string>& keys) { self_->remove(keys); }
     void invalidate(const InvalidationBatch& batch) { self_->invalidate(batch); }
     void clear() { self_->clear(); }
 
@@ -132,9 +123,6 @@ class AnyBackend {
         virtual bool stores_objects() const noexcept = 0;
         virtual ReadResult read(const ReadRequest&) = 0;
         virtual bool fill(const FillRequest&) = 0;
-        virtual void set(const std::string&, CacheValue, Ttl) = 0;
-        virtual std::optional<CacheValue> get(const std::string&) = 0;
-        virtual void remove(const std::vector<std::string>&) = 0;
         virtual void invalidate(const InvalidationBatch&) = 0;
         virtual void clear() = 0;
     };
@@ -145,11 +133,6 @@ class AnyBackend {
         bool stores_objects() const noexcept override { return B::stores_objects; }
         ReadResult read(const ReadRequest& r) override { return backend->read(r); }
         bool fill(const FillRequest& f) override { return backend->fill(f); }
-        void set(const std::string& k, CacheValue v, Ttl t) override {
-            backend->set(k, std::move(v), t);
-        }
-        std::optional<CacheValue> get(const std::string& k) override { return backend->get(k); }
-        void remove(const std::vector<std::string>& k) override { backend->remove(k); }
         void invalidate(const InvalidationBatch& b) override { backend->invalidate(b); }
         void clear() override { backend->clear(); }
         std::unique_ptr<B> backend;

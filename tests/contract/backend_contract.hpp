@@ -150,7 +150,7 @@ class Stored {
 
     /// The envelope stored at `key` (nullopt: nothing, a lease, or not an envelope).
     std::optional<std::string> entry(const std::string& key) {
-        const auto v = backend_->get(key);
+        const auto v = ormcache_test::peek(*backend_, key);
         if (!v || !ormcache_test::parse_envelope(v->bytes))
             return std::nullopt;
         return v->bytes;
@@ -163,7 +163,7 @@ class Stored {
     /// Stores `bytes` at `key` as the backend would store an entry (it wraps them as it does
     /// every value).
     void put(const std::string& key, const std::string& bytes) {
-        backend_->set(key, ormcache::CacheValue{bytes, nullptr}, 600000ms);
+        ormcache_test::put(*backend_, key, ormcache::CacheValue{bytes, nullptr}, 600000ms);
     }
 
   private:

@@ -8,9 +8,11 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -91,6 +93,20 @@ inline void rename_user(ormcache::Database& db, std::int64_t id, const std::stri
     u.name = name;
     users.update(u);
     s.commit();
+}
+
+/// What `backend` holds at `key`, as a reader sees it without a lease: nothing for a miss, an
+/// expired entry or another reader's lease. A backend deletes an expired entry it finds.
+template <class B>
+std::optional<ormcache::CacheValue> peek(B& backend, const std::string& key) {
+    return backend.read(ormcache::ReadRequest{key, {}, std::nullopt, {}}).value;
+}
+
+/// Stores `value` at `key` unconditionally: a fill with no lease and no guards (a negative
+/// `ttl`: never expires).
+template <class B>
+void put(B& backend, const std::string& key, ormcache::CacheValue value, ormcache::Ttl ttl) {
+    backend.fill(ormcache::FillRequest{key, std::move(value), ttl, {}, {}});
 }
 
 }  // namespace ormcache_test

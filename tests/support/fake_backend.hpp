@@ -34,14 +34,12 @@
 namespace ormcache_test {
 
 /// The operations of the Backend concept, named as CacheError::operation() names them.
-enum class Op : std::size_t { read, fill, set, get, remove, invalidate, clear };
-inline constexpr std::size_t kOpCount = 7;
-inline constexpr std::array<Op, kOpCount> kAllOps{Op::read,   Op::fill,       Op::set,  Op::get,
-                                                  Op::remove, Op::invalidate, Op::clear};
+enum class Op : std::size_t { read, fill, invalidate, clear };
+inline constexpr std::size_t kOpCount = 4;
+inline constexpr std::array<Op, kOpCount> kAllOps{Op::read, Op::fill, Op::invalidate, Op::clear};
 
 inline const char* op_name(Op op) {
-    static constexpr const char* names[] = {"read",   "fill",       "set",  "get",
-                                            "remove", "invalidate", "clear"};
+    static constexpr const char* names[] = {"read", "fill", "invalidate", "clear"};
     return names[static_cast<std::size_t>(op)];
 }
 
@@ -228,7 +226,7 @@ class FakeStore {
         std::lock_guard lock(mutex_);
         return counters_;
     }
-    /// Every key passed to remove() or in an invalidation batch, in order.
+    /// Every key in an invalidation batch's `remove`, in order.
     std::vector<std::string> removed() const {
         std::lock_guard lock(mutex_);
         return removed_;
@@ -289,32 +287,6 @@ class FakeStore {
         }
         entries_[request.key] = make_entry(request.value.bytes, request.ttl, now);
         return true;
-    }
-
-    void set(const std::string& key, const ormcache::CacheValue& value, ormcache::Ttl ttl) {
-        std::lock_guard lock(mutex_);
-        enter(Op::set);
-        if (value.object)
-            ++objects_;
-        entries_[key] = make_entry(value.bytes, ttl, Clock::now());
-    }
-
-    std::optional<ormcache::CacheValue> get(const std::string& key) {
-        std::lock_guard lock(mutex_);
-        enter(Op::get);
-        auto it = find_live(key, Clock::now());
-        if (it == entries_.end() || !it->second.lease.empty())
-            return std::nullopt;
-        return ormcache::CacheValue{it->second.bytes, nullptr};
-    }
-
-    void remove(const std::vector<std::string>& keys) {
-        std::lock_guard lock(mutex_);
-        enter(Op::remove);
-        for (const auto& k : keys) {
-            removed_.push_back(k);
-            entries_.erase(k);
-        }
     }
 
     void invalidate(const ormcache::InvalidationBatch& batch) {
@@ -443,11 +415,6 @@ class FakeBackend {
     std::string_view name() const noexcept { return "fake"; }
     ormcache::ReadResult read(const ormcache::ReadRequest& r) { return store_->read(r); }
     bool fill(const ormcache::FillRequest& f) { return store_->fill(f); }
-    void set(const std::string& key, ormcache::CacheValue value, ormcache::Ttl ttl) {
-        store_->set(key, value, ttl);
-    }
-    std::optional<ormcache::CacheValue> get(const std::string& key) { return store_->get(key); }
-    void remove(const std::vector<std::string>& keys) { store_->remove(keys); }
     void invalidate(const ormcache::InvalidationBatch& batch) { store_->invalidate(batch); }
     void clear() { store_->clear(prefix_); }
 

@@ -82,11 +82,6 @@ class GatedBackend {
         fill_gate().pass(f.key);
         return inner_.fill(f);
     }
-    void set(const std::string& k, ormcache::CacheValue v, ormcache::Ttl t) {
-        inner_.set(k, std::move(v), t);
-    }
-    std::optional<ormcache::CacheValue> get(const std::string& k) { return inner_.get(k); }
-    void remove(const std::vector<std::string>& k) { inner_.remove(k); }
     void invalidate(const ormcache::InvalidationBatch& b) { inner_.invalidate(b); }
     void clear() { inner_.clear(); }
 

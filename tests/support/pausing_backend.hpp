@@ -69,12 +69,12 @@ class PausingBackend;
 /// test: the operation log, the fill counts and the armed gates. Thread-safe.
 class PauseControl {
   public:
-    enum class Op { read, fill, set, get, remove, invalidate, clear };
+    enum class Op { read, fill, invalidate, clear };
     enum class At { before, after };
 
     struct Event {
         Op op;
-        std::string key;      ///< read/fill/set/get: the key; invalidate/remove/clear: empty
+        std::string key;      ///< read/fill: the key; invalidate/clear: empty
         bool landed = false;  ///< fill: whether it was stored
         bool lease = false;   ///< read: whether a lease was asked for
     };
@@ -211,28 +211,6 @@ class PausingBackend {
         control_->record({Op::fill, request.key, landed, false});
         control_->stop_if_armed(Op::fill, request.key, At::after);
         return landed;
-    }
-
-    void set(const std::string& key, ormcache::CacheValue value, ormcache::Ttl ttl) {
-        control_->stop_if_armed(Op::set, key, At::before);
-        memory_.set(key, std::move(value), ttl);
-        control_->record({Op::set, key, true, false});
-        control_->stop_if_armed(Op::set, key, At::after);
-    }
-
-    std::optional<ormcache::CacheValue> get(const std::string& key) {
-        control_->stop_if_armed(Op::get, key, At::before);
-        auto value = memory_.get(key);
-        control_->record({Op::get, key, false, false});
-        control_->stop_if_armed(Op::get, key, At::after);
-        return value;
-    }
-
-    void remove(const std::vector<std::string>& keys) {
-        control_->stop_if_armed(Op::remove, {}, At::before);
-        memory_.remove(keys);
-        control_->record({Op::remove, {}, false, false});
-        control_->stop_if_armed(Op::remove, {}, At::after);
     }
 
     void invalidate(const ormcache::InvalidationBatch& batch) {

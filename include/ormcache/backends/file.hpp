@@ -47,10 +47,9 @@
 
 #include "../backend.hpp"
 #include "../detail/cache/backend_arguments.hpp"
-#include "../detail/cache/incident.hpp"
 #include "../detail/cache/lease_token.hpp"
 #include "../detail/cache/lock_wait.hpp"
-#include "../detail/cache/pending_invalidations.hpp"
+#include "../detail/cache/server_health.hpp"
 #include "../detail/file/file_connection.hpp"
 #include "../errors.hpp"
 
@@ -139,41 +138,14 @@ class FileBackend {
 
     ReadResult read(const ReadRequest& request) {
         return run("read", [&](detail::FileConnection& c) {
-            if (!request.lease_ttl || !options_.distributed_lock)
-                return read_on(c, request, request.lease_ttl);
-            // The fill lease is the lock: it lives lock_timeout, so a dead holder's lock
-            // expires then, and nobody waits for it longer than that.
-            return detail::wait_for_lock(
-                options_.lock_timeout, [&] { return read_on(c, request, options_.lock_timeout); });
+            return detail::read_with_lock(
+                request, options_.distributed_lock, options_.lock_timeout,
+                [&](std::optional<Ttl> lease_ttl) { return read_on(c, request, lease_ttl); });
         });
     }
 
     bool fill(const FillRequest& request) {
         return run("fill", [&](detail::FileConnection& c) { return fill_on(c, request); });
-    }
-
-    void set(const std::string& key, CacheValue value, Ttl ttl) {
-        run("set", [&](detail::FileConnection& c) {
-            return fill_on(c, FillRequest{key, std::move(value), ttl, {}, {}});
-        });
-    }
-
-    std::optional<CacheValue> get(const std::string& key) {
-        return run("get", [&](detail::FileConnection& c) {
-            return read_on(c, ReadRequest{key, {}, std::nullopt, {}}, std::nullopt).value;
-        });
-    }
-
-    void remove(const std::vector<std::string>& keys) {
-        if (keys.empty())
-            return;
-        run("remove", [&](detail::FileConnection& c) {
-            SQLite::Transaction transaction(c.database(), SQLite::TransactionBehavior::IMMEDIATE);
-            for (const auto& key : keys)
-                c.prepare(delete_entry_sql).bind(1, key).run();
-            transaction.commit();
-            return true;
-        });
     }
 
     /// Kept until delivered: if the file cannot be written now (locked past the busy
@@ -182,7 +154,7 @@ class FileBackend {
     void invalidate(const InvalidationBatch& batch) {
         if (batch.empty())
             return;
-        pending_.push(batch);
+        health_.keep(batch);
         run("invalidate", [&](detail::FileConnection&) { return true; });
     }
 
@@ -211,7 +183,7 @@ class FileBackend {
     }
 
     /// Undelivered invalidation batches waiting for the file (for tests and monitoring).
-    std::size_t pending_invalidations() const { return pending_.size(); }
+    std::size_t pending_invalidations() const { return health_.pending(); }
 
   private:
     // ---- SQL (prepared once per connection) ----
@@ -284,36 +256,25 @@ class FileBackend {
     template <class Op>
     auto run(const char* operation, Op&& op)
         -> decltype(op(std::declval<detail::FileConnection&>())) {
-        try {
-            auto result = [&] {
+        return health_.track(
+            [&] {
                 auto connection = pool_.acquire();
                 try {
-                    if (!pending_.empty())
-                        replay(*connection);
+                    replay(*connection);
                     return op(*connection);
                 } catch (...) {
                     connection.discard();
                     throw;
                 }
-            }();
-            incident_.succeeded();
-            return result;
-        } catch (CacheError& e) {
-            incident_.failed(e);
-            throw;
-        } catch (const std::exception& e) {
-            // Several caches may use several files: on_error must say which one failed.
-            CacheError error(
-                std::string("file ") + operation + " on " + options_.filename + ": " + e.what(),
-                "file", operation);
-            incident_.failed(error);
-            throw error;
-        }
+            },
+            [&](const std::exception& e) {
+                return detail::file_error(options_.filename, operation, e.what());
+            });
     }
 
     /// Delivers the invalidations that failed earlier, oldest first.
     void replay(detail::FileConnection& c) {
-        pending_.replay([&](const InvalidationBatch& batch) { deliver(c, batch); });
+        health_.catch_up([&](const InvalidationBatch& batch) { deliver(c, batch); });
     }
 
     ReadResult read_on(detail::FileConnection& c, const ReadRequest& request,
@@ -376,9 +337,8 @@ class FileBackend {
                 .run();
             auto s = c.prepare(select_counter_sql);
             if (!s.bind(1, request.counters[i]).step()) {
-                throw CacheError("file read on " + options_.filename + ": counter " +
-                                     request.counters[i] + " vanished",
-                                 "file", "read");
+                throw detail::file_error(options_.filename, "read",
+                                         "counter " + request.counters[i] + " vanished");
             }
             result.counters[i] = s.integer(0);
         }
@@ -499,8 +459,7 @@ class FileBackend {
     FileOptions options_;
     std::string prefix_;
     detail::FileConnectionPool pool_;
-    detail::IncidentTracker incident_;
-    detail::PendingInvalidations pending_;
+    detail::ServerHealth health_;  // no breaker of its own: the pool's covers opening the file
     std::atomic<std::uint64_t> writes_{0};
 };
 

@@ -13,8 +13,8 @@
 //                The invalidator bumps counters and deletes keys: every interleaving either
 //                fails the guard check (a bumped counter) or the cas (a deleted lease);
 //  - invalidate: per server, every incr then every delete pipelined in one request on our
-//                own connection (detail/memcached/memcached_socket.hpp), every reply read: known
-//                delivered, in one round trip per server whatever the number of keys (a
+//                own connection (detail/memcached/memcached_invalidation.hpp), every reply read:
+//                known delivered, in one round trip per server whatever the number of keys (a
 //                counter found missing is then added from the clock: one more).
 //
 // Keys are spread by consistent hashing (ketama), so adding a server moves few keys. A dead
@@ -34,23 +34,22 @@
 //
 // Thread-safe: a pool of libmemcached handles, and per server a pool of our own connections,
 // each used by one thread at a time.
+//
+// The machinery is in detail/memcached/: the url argument (memcached_config), the key space
+// (memcached_keyspace), the handle pool and error mapper (memcached_pool), each server's state
+// and connections (memcached_server, memcached_socket), clear() (memcached_clear) and the
+// pipelined invalidation (memcached_invalidation).
 
 #include <libmemcached/memcached.h>
 
 #include <algorithm>
-#include <atomic>
 #include <charconv>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
-#include <ctime>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
-#include <system_error>
-#include <thread>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -59,13 +58,15 @@
 
 #include "../backend.hpp"
 #include "../detail/cache/backend_arguments.hpp"
-#include "../detail/cache/incident.hpp"
 #include "../detail/cache/lease_token.hpp"
 #include "../detail/cache/lock_wait.hpp"
-#include "../detail/cache/pending_invalidations.hpp"
-#include "../detail/memcached/memcached_socket.hpp"
-#include "../detail/util/percent_decoding.hpp"
-#include "../detail/util/sha256.hpp"
+#include "../detail/cache/server_health.hpp"
+#include "../detail/memcached/memcached_clear.hpp"
+#include "../detail/memcached/memcached_config.hpp"
+#include "../detail/memcached/memcached_invalidation.hpp"
+#include "../detail/memcached/memcached_keyspace.hpp"
+#include "../detail/memcached/memcached_pool.hpp"
+#include "../detail/memcached/memcached_server.hpp"
 #include "../errors.hpp"
 
 namespace ormcache {
@@ -98,75 +99,9 @@ struct MemcachedOptions {
 
 namespace detail {
 
-// ---- configuration -----------------------------------------------------------------------
-
-struct MemcachedAddress {
-    std::string host;
-    int port = 11211;
-};
-
-/// "host:port", "host" (port 11211) or "[v6]:port".
-inline MemcachedAddress memcached_address(const std::string& text) {
-    MemcachedAddress a;
-    std::string rest = text;
-    std::string port;
-    if (rest.starts_with('[')) {
-        const auto close = rest.find(']');
-        if (close == std::string::npos) {
-            throw ConfigError("CacheConfig::arguments.url: '" + text + "' has no closing ']'");
-        }
-        a.host = rest.substr(1, close - 1);
-        if (close + 1 < rest.size()) {
-            if (rest[close + 1] != ':') {
-                throw ConfigError("CacheConfig::arguments.url: '" + text + "' must be [host]:port");
-            }
-            port = rest.substr(close + 2);
-            if (port.empty())
-                throw ConfigError("CacheConfig::arguments.url: '" + text + "' has an empty port");
-        }
-    } else if (const auto colon = rest.rfind(':'); colon != std::string::npos) {
-        a.host = rest.substr(0, colon);
-        port = rest.substr(colon + 1);
-        if (port.empty())
-            throw ConfigError("CacheConfig::arguments.url: '" + text + "' has an empty port");
-    } else {
-        a.host = rest;
-    }
-    if (a.host.empty())
-        throw ConfigError("CacheConfig::arguments.url: '" + text + "' has no host");
-    if (!port.empty()) {
-        const auto [end, error] = std::from_chars(port.data(), port.data() + port.size(), a.port);
-        if (error != std::errc() || end != port.data() + port.size() || a.port <= 0 ||
-            a.port > 65535) {
-            throw ConfigError("CacheConfig::arguments.url: port '" + port + "' of '" + text +
-                              "' is not a port number");
-        }
-    }
-    return a;
-}
-
 /// `url`: the seed writes a list of "host:port"; one server may also be a plain string.
 inline void memcached_url_from_json(MemcachedOptions& o, const nlohmann::json& v) {
-    const nlohmann::json list = v.is_string() ? nlohmann::json::array({v}) : v;
-    if (!list.is_array() || list.empty()) {
-        throw ConfigError(
-            "CacheConfig::arguments.url must be a non-empty list of \"host:port\" "
-            "strings, got " +
-            v.dump());
-    }
-    o.servers.clear();
-    for (const auto& item : list) {
-        if (!item.is_string()) {
-            throw ConfigError(
-                "CacheConfig::arguments.url: every server must be a \"host:port\" string, got " +
-                item.dump());
-        }
-        const auto a = memcached_address(item.get<std::string>());
-        const std::string canonical = a.host + ":" + std::to_string(a.port);
-        if (std::find(o.servers.begin(), o.servers.end(), canonical) != o.servers.end())
-            throw ConfigError("CacheConfig::arguments.url lists " + canonical + " twice");
-        o.servers.push_back(canonical);
-    }
+    o.servers = memcached_servers_from_json(v);
 }
 
 inline nlohmann::json memcached_url_to_json(const MemcachedOptions& o) {
@@ -209,271 +144,6 @@ inline void from_json(const nlohmann::json& j, MemcachedOptions& o) {
     o = detail::read_options<MemcachedOptions>(j);
 }
 
-namespace detail {
-
-// ---- keys and values ---------------------------------------------------------------------
-
-/// memcached's limit on key length (bytes).
-inline constexpr std::size_t memcached_max_key = 250;
-/// ':' and 64 hex digits of SHA-256, at the end of a shortened key.
-inline constexpr std::size_t memcached_hash_suffix = 65;
-
-/// Ends in ':' + 64 lowercase hex digits, like every shortened key. Such a key is shortened
-/// too, even if it would fit: then no key sent as is can equal another key's shortened form.
-inline bool memcached_looks_shortened(std::string_view key) {
-    if (key.size() < memcached_hash_suffix || key[key.size() - memcached_hash_suffix] != ':')
-        return false;
-    return std::all_of(key.end() - 64, key.end(),
-                       [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
-}
-
-inline bool memcached_key_char(char c) {
-    const auto u = static_cast<unsigned char>(c);
-    return u > 0x20 && u < 0x7f;  // printable ASCII, no space
-}
-
-/// The key as memcached gets it.
-struct MemcachedKey {
-    std::string wire;
-    /// The wire key is a shortened form: entries stored there carry the whole key.
-    bool shortened = false;
-};
-
-/// How the keys under one key prefix become memcached keys. Every wire key starts with
-/// head(), which stands for the prefix, so that clear() can tell this prefix's keys from
-/// other applications' among everything a server lists:
-///  - the head is the prefix itself when memcached takes it as it is and it leaves room for
-///    a hash after it; keys that fit then go as they are;
-///  - otherwise it is "#" + 32 hex digits of the prefix's SHA-256 + ":", and every key is
-///    shortened.
-/// A shortened key is the head, a readable rest (the key after the prefix, forbidden bytes
-/// replaced, cut to fit) and ":" + the SHA-256 of the whole key.
-class MemcachedKeyspace {
-  public:
-    explicit MemcachedKeyspace(std::string prefix = {}) : prefix_(std::move(prefix)) {
-        const bool usable = prefix_.size() <= memcached_max_key - memcached_hash_suffix &&
-                            std::all_of(prefix_.begin(), prefix_.end(), memcached_key_char);
-        head_ = usable ? prefix_ : "#" + sha256_hex(prefix_).substr(0, 32) + ":";
-    }
-
-    MemcachedKey key(std::string_view key) const {
-        const bool under_prefix = key.starts_with(prefix_);
-        if (under_prefix && head_ == prefix_ && !key.empty() && key.size() <= memcached_max_key &&
-            std::all_of(key.begin(), key.end(), memcached_key_char) &&
-            !memcached_looks_shortened(key)) {
-            return {std::string(key), false};
-        }
-        const std::string_view rest = under_prefix ? key.substr(prefix_.size()) : key;
-        MemcachedKey out{head_, true};
-        out.wire.reserve(memcached_max_key);
-        const std::size_t room = memcached_max_key - memcached_hash_suffix - head_.size();
-        for (char c : rest.substr(0, room))
-            out.wire += memcached_key_char(c) ? c : '_';
-        out.wire += ':';
-        out.wire += sha256_hex(key);
-        return out;
-    }
-
-    /// `wire` (as a server lists it) is one of this prefix's keys. Like a prefix match in
-    /// Redis, it also holds for the keys of a longer prefix that starts with this one.
-    bool owns(std::string_view wire) const noexcept { return wire.starts_with(head_); }
-
-    /// What every wire key of this prefix starts with.
-    const std::string& head() const noexcept { return head_; }
-
-  private:
-    std::string prefix_;
-    std::string head_;
-};
-
-/// The bytes stored for `value` at `key`: as is, or "<size>\n<key><value>" under a
-/// shortened key.
-inline std::string memcached_wrap(const MemcachedKey& wire, std::string_view key,
-                                  std::string_view value) {
-    if (!wire.shortened)
-        return std::string(value);
-    std::string out = std::to_string(key.size());
-    out += '\n';
-    out += key;
-    out += value;
-    return out;
-}
-
-/// The value stored for `key`, or nothing if the bytes belong to another key (or are not
-/// wrapped at all): under a shortened key, anything else is a miss.
-inline std::optional<std::string_view> memcached_unwrap(const MemcachedKey& wire,
-                                                        std::string_view key,
-                                                        std::string_view stored) {
-    if (!wire.shortened)
-        return stored;
-    const auto newline = stored.find('\n');
-    if (newline == std::string_view::npos)
-        return std::nullopt;
-    std::size_t size = 0;
-    const auto [end, error] = std::from_chars(stored.data(), stored.data() + newline, size);
-    if (error != std::errc() || end != stored.data() + newline || size != key.size())
-        return std::nullopt;
-    stored.remove_prefix(newline + 1);
-    if (!stored.starts_with(key))
-        return std::nullopt;
-    stored.remove_prefix(key.size());
-    return stored;
-}
-
-/// memcached's exptime for a TTL: whole seconds rounded up (at least 1), 0 for never, and an
-/// absolute Unix time past 30 days, since memcached reads any larger number as one.
-inline time_t memcached_expiration(Ttl ttl, std::time_t now = std::time(nullptr)) {
-    constexpr std::int64_t relative_limit = 60 * 60 * 24 * 30;
-    if (ttl.count() < 0)
-        return 0;
-    const std::int64_t seconds = std::max<std::int64_t>(1, (ttl.count() + 999) / 1000);
-    if (seconds > relative_limit)
-        return static_cast<time_t>(now + seconds);
-    return static_cast<time_t>(seconds);
-}
-
-// ---- handles -----------------------------------------------------------------------------
-
-/// The one place a libmemcached failure that is no one server's becomes an exception;
-/// `servers` lists them all ("127.0.0.1:11211, 10.0.0.2:11211"), so on_error says which
-/// cache it was. A failure of one server names that server (MemcachedBackend::fail).
-[[noreturn]] inline void throw_memcached(std::string_view servers, std::string_view operation,
-                                         std::string_view what) {
-    throw CacheError("memcached " + std::string(operation) + " on " + std::string(servers) + ": " +
-                         std::string(what),
-                     "memcached", std::string(operation));
-}
-
-/// "127.0.0.1:11211, 10.0.0.2:11211".
-inline std::string memcached_server_list(const std::vector<MemcachedAddress>& servers) {
-    std::string out;
-    for (const auto& s : servers)
-        out += (out.empty() ? "" : ", ") + s.host + ":" + std::to_string(s.port);
-    return out;
-}
-
-struct MemcachedDeleter {
-    void operator()(memcached_st* m) const noexcept { memcached_free(m); }
-};
-using MemcachedHandle = std::unique_ptr<memcached_st, MemcachedDeleter>;
-
-/// A bounded pool of libmemcached handles, clones of one configured master. A handle knows
-/// every server and reconnects by itself, so none is ever thrown away. (Our own rather than
-/// libmemcachedutil's memcached_pool, whose wait has whole-second granularity.)
-class MemcachedPool {
-  public:
-    MemcachedPool(const MemcachedOptions& o, const std::vector<MemcachedAddress>& servers)
-        : size_(o.pool_size),
-          wait_(o.socket_timeout),
-          servers_(memcached_server_list(servers)),
-          master_(memcached_create(nullptr)) {
-        if (!master_)
-            throw_memcached(servers_, "connect", "cannot allocate a handle");
-        for (const auto& s : servers) {
-            const auto rc =
-                memcached_server_add(master_.get(), s.host.c_str(), static_cast<in_port_t>(s.port));
-            if (memcached_failed(rc)) {
-                throw ConfigError("CacheConfig::arguments.url: cannot use server " + s.host + ":" +
-                                  std::to_string(s.port) + ": " +
-                                  memcached_strerror(master_.get(), rc));
-            }
-        }
-        const auto ms = [](std::chrono::milliseconds d) {
-            return static_cast<std::uint64_t>(d.count());
-        };
-        const std::pair<memcached_behavior_t, std::uint64_t> behaviors[] = {
-            // ketama: a server added or gone moves only its share of the keys. The hashes
-            // first: setting the distribution builds the continuum with them.
-            {MEMCACHED_BEHAVIOR_KETAMA_HASH, MEMCACHED_HASH_MD5},
-            {MEMCACHED_BEHAVIOR_HASH, MEMCACHED_HASH_MD5},
-            {MEMCACHED_BEHAVIOR_DISTRIBUTION, MEMCACHED_DISTRIBUTION_CONSISTENT_KETAMA},
-            // Never eject: see the file comment.
-            {MEMCACHED_BEHAVIOR_REMOVE_FAILED_SERVERS, 0},
-            // Every read is a `gets`: fill needs the CAS id of what it read.
-            {MEMCACHED_BEHAVIOR_SUPPORT_CAS, 1},
-            // Non-blocking sockets: the only mode in which the connect timeout applies.
-            {MEMCACHED_BEHAVIOR_NO_BLOCK, 1},
-            {MEMCACHED_BEHAVIOR_TCP_NODELAY, 1},
-            {MEMCACHED_BEHAVIOR_CONNECT_TIMEOUT, ms(o.connect_timeout)},
-            {MEMCACHED_BEHAVIOR_POLL_TIMEOUT, ms(o.socket_timeout)},
-            {MEMCACHED_BEHAVIOR_SND_TIMEOUT, ms(o.socket_timeout) * 1000},
-            {MEMCACHED_BEHAVIOR_RCV_TIMEOUT, ms(o.socket_timeout) * 1000},
-            // libmemcached's own back-off counts whole seconds; ours (retry_interval) decides.
-            {MEMCACHED_BEHAVIOR_RETRY_TIMEOUT, 0},
-        };
-        for (const auto& [behavior, value] : behaviors) {
-            const auto rc = memcached_behavior_set(master_.get(), behavior, value);
-            if (memcached_failed(rc))
-                throw_memcached(servers_, "connect", memcached_strerror(master_.get(), rc));
-        }
-    }
-
-    /// A handle checked out of the pool; given back on destruction.
-    class Checkout {
-      public:
-        Checkout(MemcachedPool& pool, MemcachedHandle h) : pool_(&pool), h_(std::move(h)) {}
-        Checkout(Checkout&& other) noexcept
-            : pool_(std::exchange(other.pool_, nullptr)), h_(std::move(other.h_)) {}
-        Checkout& operator=(Checkout&&) = delete;
-        ~Checkout() {
-            if (pool_ != nullptr)
-                pool_->give_back(std::move(h_));
-        }
-        memcached_st* get() const noexcept { return h_.get(); }
-
-      private:
-        MemcachedPool* pool_;
-        MemcachedHandle h_;
-    };
-
-    Checkout acquire() {
-        std::unique_lock lock(mutex_);
-        const bool free =
-            available_.wait_for(lock, wait_, [&] { return !idle_.empty() || created_ < size_; });
-        if (!free) {
-            throw_memcached(servers_, "connect",
-                            "all " + std::to_string(size_) + " pooled handles are busy");
-        }
-        if (!idle_.empty()) {
-            auto h = std::move(idle_.back());
-            idle_.pop_back();
-            return Checkout(*this, std::move(h));
-        }
-        // Cloning copies the master's settings and server list (no I/O: handles connect on
-        // first use); under the lock, since it reads the master.
-        MemcachedHandle h(memcached_clone(nullptr, master_.get()));
-        if (!h)
-            throw_memcached(servers_, "connect", "cannot allocate a handle");
-        ++created_;
-        return Checkout(*this, std::move(h));
-    }
-
-    /// For routing only (no I/O): which server position a wire key maps to.
-    std::uint32_t position_of(std::string_view wire) const {
-        return memcached_generate_hash(master_.get(), wire.data(), wire.size());
-    }
-
-    const memcached_st* master() const noexcept { return master_.get(); }
-
-  private:
-    void give_back(MemcachedHandle h) {
-        std::lock_guard lock(mutex_);
-        idle_.push_back(std::move(h));
-        available_.notify_one();
-    }
-
-    const std::size_t size_;
-    const std::chrono::milliseconds wait_;
-    const std::string servers_;  // memcached_server_list(), for messages
-    MemcachedHandle master_;     // configured once, then only cloned and hashed with
-    std::mutex mutex_;           // guards idle_, created_
-    std::condition_variable available_;
-    std::vector<MemcachedHandle> idle_;
-    std::size_t created_ = 0;
-};
-
-}  // namespace detail
-
 class MemcachedBackend {
   public:
     static constexpr bool stores_objects = false;
@@ -483,14 +153,16 @@ class MemcachedBackend {
           keys_(std::move(key_prefix)),
           pool_(options_, addresses(options_)) {
         for (const auto& address : options_.servers)
-            servers_.push_back(std::make_unique<Server>(address));
+            servers_.push_back(std::make_unique<detail::MemcachedServer>(
+                address, options_.retry_interval, options_.connect_timeout, options_.socket_timeout,
+                options_.pool_size));
         // Our per-server state is indexed by libmemcached's server positions: check they
         // follow the order the servers were added in.
         for (std::uint32_t i = 0; i < servers_.size(); ++i) {
             const auto* instance = memcached_server_instance_by_position(pool_.master(), i);
             const std::string name = std::string(memcached_server_name(instance)) + ":" +
                                      std::to_string(memcached_server_port(instance));
-            if (instance == nullptr || name != servers_[i]->address) {
+            if (instance == nullptr || name != servers_[i]->address()) {
                 throw ConfigError("CacheConfig::arguments.url: libmemcached reordered the servers");
             }
         }
@@ -500,12 +172,9 @@ class MemcachedBackend {
     const MemcachedOptions& options() const noexcept { return options_; }
 
     ReadResult read(const ReadRequest& request) {
-        if (!request.lease_ttl || !options_.distributed_lock)
-            return read_once(request, request.lease_ttl);
-        // The fill lease is the distributed lock: it lives lock_timeout, so a dead holder's
-        // lock expires then, and nobody waits for it longer than that.
-        return detail::wait_for_lock(options_.lock_timeout,
-                                     [&] { return read_once(request, options_.lock_timeout); });
+        return detail::read_with_lock(
+            request, options_.distributed_lock, options_.lock_timeout,
+            [&](std::optional<Ttl> lease_ttl) { return read_once(request, lease_ttl); });
     }
 
     bool fill(const FillRequest& request) {
@@ -539,7 +208,8 @@ class MemcachedBackend {
         const std::size_t first_guard = request.lease.empty() ? 0 : 1;
         for (std::size_t i = 0; i < request.guards.size(); ++i) {
             const auto& item = items[first_guard + i];
-            if (!item || parse_counter(item->value) != std::optional(request.guards[i].second)) {
+            if (!item ||
+                detail::memcached_counter(item->value) != std::optional(request.guards[i].second)) {
                 // Give the lease back, so that the next reader can fill.
                 if (!request.lease.empty())
                     remove_key(h, server, wire.wire);
@@ -566,28 +236,6 @@ class MemcachedBackend {
         return true;
     }
 
-    void set(const std::string& key, CacheValue value, Ttl ttl) {
-        fill(FillRequest{key, std::move(value), ttl, {}, {}});
-    }
-
-    std::optional<CacheValue> get(const std::string& key) {
-        auto h = pool_.acquire();
-        const auto wire = keys_.key(key);
-        const auto items = multi_get(h, {wire.wire}, {server_of(wire.wire)}, "get");
-        if (!items.front())
-            return std::nullopt;
-        const auto value = detail::memcached_unwrap(wire, key, items.front()->value);
-        if (!value || value->starts_with(detail::lease_marker))
-            return std::nullopt;
-        return CacheValue{std::string(*value), nullptr};
-    }
-
-    void remove(const std::vector<std::string>& keys) {
-        if (keys.empty())
-            return;
-        invalidate(InvalidationBatch{keys, {}, {}});
-    }
-
     /// Kept per server until delivered: a server that does not answer now gets its part
     /// replayed before anything else once it does.
     void invalidate(const InvalidationBatch& batch) {
@@ -604,7 +252,7 @@ class MemcachedBackend {
             // A part folded (too much waiting) bumps these instead of deleting its keys.
             if (!parts[s].remove.empty())
                 parts[s].fallback_bump = batch.fallback_bump;
-            servers_[s]->pending.push(parts[s]);
+            servers_[s]->health().keep(parts[s]);
         }
         std::optional<CacheError> failure;
         for (std::size_t s = 0; s < parts.size(); ++s) {
@@ -632,7 +280,7 @@ class MemcachedBackend {
         for (std::size_t s = 0; s < servers_.size(); ++s) {
             try {
                 prepare(s);
-                clear_on(s);
+                detail::memcached_clear(*servers_[s], keys_);
             } catch (const CacheError& e) {
                 if (!failure)
                     failure = e;
@@ -646,7 +294,7 @@ class MemcachedBackend {
     std::size_t pending_invalidations() const {
         std::size_t n = 0;
         for (const auto& s : servers_)
-            n += s->pending.size();
+            n += s->health().pending();
         return n;
     }
 
@@ -655,26 +303,6 @@ class MemcachedBackend {
     std::size_t server_index(std::string_view key) const { return server_of(keys_.key(key).wire); }
 
   private:
-    using Clock = std::chrono::steady_clock;
-
-    /// What we know of one server. Shared by every pooled handle.
-    struct Server {
-        explicit Server(std::string a)
-            : address(std::move(a)), endpoint(detail::memcached_address(address)) {}
-        const std::string address;
-        const detail::MemcachedAddress endpoint;
-        /// Circuit breaker: no I/O to this server before then (steady clock, ns).
-        std::atomic<std::int64_t> retry_at{0};
-        detail::PendingInvalidations pending;
-        detail::IncidentTracker incident;
-        /// Whether `lru_crawler metadump hash` is understood; older servers answer BADCLASS
-        /// and are walked by LRU instead (`metadump all`).
-        std::atomic<bool> metadump_by_hash{true};
-        std::mutex sockets_mutex;  // guards idle_sockets
-        /// Our own text-protocol connections, idle (see detail/memcached/memcached_socket.hpp).
-        std::vector<std::unique_ptr<detail::MemcachedSocket>> idle_sockets;
-    };
-
     struct Item {
         std::string value;
         std::uint64_t cas = 0;
@@ -695,15 +323,6 @@ class MemcachedBackend {
         return out;
     }
 
-    /// Nothing if the bytes are not a number (a counter overwritten by someone else).
-    static std::optional<std::int64_t> parse_counter(std::string_view text) {
-        std::int64_t value = 0;
-        const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
-        if (error != std::errc() || end != text.data() + text.size())
-            return std::nullopt;
-        return value;
-    }
-
     std::size_t server_of(std::string_view wire) const {
         if (servers_.size() == 1)
             return 0;  // no hashing to do (libmemcached skips it too)
@@ -717,15 +336,14 @@ class MemcachedBackend {
     /// reported as part of the server's incident, then thrown.
     [[noreturn]] void fail(const detail::MemcachedPool::Checkout& h, std::size_t server,
                            memcached_return_t rc, std::string_view operation) {
-        Server& s = *servers_[server];
+        detail::MemcachedServer& s = *servers_[server];
         if (memcached_fatal(rc))
-            trip(s);
+            s.health().trip();
         const char* why = memcached_last_error_message(h.get());
-        CacheError error(
-            "memcached " + std::string(operation) + " on " + s.address + ": " +
-                (why != nullptr && *why != '\0' ? why : memcached_strerror(h.get(), rc)),
-            "memcached", std::string(operation));
-        s.incident.failed(error);
+        CacheError error = detail::memcached_error(
+            s.address(), operation,
+            why != nullptr && *why != '\0' ? why : memcached_strerror(h.get(), rc));
+        s.health().failed(error);
         throw error;
     }
 
@@ -733,179 +351,15 @@ class MemcachedBackend {
                std::string_view operation) {
         if (memcached_failed(rc))
             fail(h, server, rc, operation);
-        servers_[server]->incident.succeeded();
-    }
-
-    /// A failure of `s` not seen through libmemcached: reported as part of the server's
-    /// incident, its circuit opened first if the server is unreachable, then thrown.
-    [[noreturn]] void fail(Server& s, const std::string& why, std::string_view operation,
-                           bool unreachable) {
-        if (unreachable)
-            trip(s);
-        CacheError error("memcached " + std::string(operation) + " on " + s.address + ": " + why,
-                         "memcached", std::string(operation));
-        s.incident.failed(error);
-        throw error;
-    }
-
-    // ---- our own connections ----
-
-    /// Runs `exchange(detail::MemcachedSocket&)` on one of `server`'s pooled connections. A
-    /// pooled connection the server has closed since (restarted, idle timeout) makes every
-    /// pooled one suspect: they are dropped and the exchange runs once more on a new one, so
-    /// `exchange` must be safe to repeat. Any other failure to connect or talk opens the
-    /// circuit and throws a CacheError; what `exchange` throws leaves the connection unused.
-    template <class Exchange>
-    void exchange_with(std::size_t server, std::string_view operation, Exchange&& exchange) {
-        Server& s = *servers_[server];
-        for (int attempt = 0;; ++attempt) {
-            std::unique_ptr<detail::MemcachedSocket> socket;
-            if (attempt == 0) {
-                std::lock_guard lock(s.sockets_mutex);
-                if (!s.idle_sockets.empty()) {
-                    socket = std::move(s.idle_sockets.back());
-                    s.idle_sockets.pop_back();
-                }
-            }
-            const bool reused = socket != nullptr;
-            try {
-                if (!socket) {
-                    socket = std::make_unique<detail::MemcachedSocket>(
-                        s.endpoint.host, s.endpoint.port, options_.connect_timeout,
-                        options_.socket_timeout);
-                }
-                exchange(*socket);
-            } catch (const detail::MemcachedSocketError& e) {
-                if (reused && !e.timed_out()) {
-                    std::vector<std::unique_ptr<detail::MemcachedSocket>> stale;
-                    {
-                        std::lock_guard lock(s.sockets_mutex);
-                        stale.swap(s.idle_sockets);
-                    }
-                    continue;  // closed outside the lock
-                }
-                fail(s, e.what(), operation, true);
-            }
-            s.incident.succeeded();
-            std::lock_guard lock(s.sockets_mutex);
-            if (s.idle_sockets.size() < options_.pool_size)
-                s.idle_sockets.push_back(std::move(socket));
-            return;
-        }
-    }
-
-    /// A reply that is no answer to what was sent: the server is up but refused the command.
-    [[noreturn]] void refused(std::size_t server, std::string_view operation,
-                              std::string_view reply) {
-        fail(*servers_[server], "unexpected reply '" + std::string(reply) + "'", operation, false);
-    }
-
-    // ---- clear ----
-
-    /// The keys `server` lists that belong to key_prefix (wire form).
-    std::vector<std::string> list_own_keys(std::size_t server) {
-        Server& s = *servers_[server];
-        // The crawler runs one listing at a time per server (any client's, or its own
-        // background work): a busy one is asked again shortly, for a while.
-        const auto give_up = Clock::now() + std::max<Clock::duration>(options_.socket_timeout,
-                                                                      std::chrono::seconds{2});
-        for (;;) {
-            const bool by_hash = s.metadump_by_hash.load(std::memory_order_relaxed);
-            std::vector<std::string> keys;
-            bool busy = false, unsupported = false;
-            exchange_with(server, "clear", [&](detail::MemcachedSocket& socket) {
-                keys.clear();
-                busy = unsupported = false;
-                socket.exchange(
-                    by_hash ? "lru_crawler metadump hash\r\n" : "lru_crawler metadump all\r\n",
-                    [&](std::string_view line) {
-                        if (line.starts_with("key=")) {
-                            take_listed_key(line, keys);
-                            return true;
-                        }
-                        if (line == "END")
-                            return false;
-                        if (line.starts_with("BUSY")) {
-                            busy = true;
-                            return false;
-                        }
-                        if (by_hash && line.starts_with("BADCLASS")) {
-                            unsupported = true;
-                            return false;
-                        }
-                        refused(server, "clear", line);
-                    });
-            });
-            if (unsupported) {
-                s.metadump_by_hash.store(false, std::memory_order_relaxed);
-                continue;
-            }
-            if (!busy)
-                return keys;
-            if (Clock::now() > give_up) {
-                fail(s, "the LRU crawler stayed busy (another metadump running)", "clear", false);
-            }
-            std::this_thread::sleep_for(std::chrono::milliseconds{5});
-        }
-    }
-
-    /// From a metadump line "key=<percent-encoded key> exp=... ...": the key, if it is ours.
-    void take_listed_key(std::string_view line, std::vector<std::string>& keys) const {
-        line.remove_prefix(4);
-        line = line.substr(0, line.find(' '));
-        auto key = detail::percent_decode(line);
-        if (key && keys_.owns(*key))
-            keys.push_back(std::move(*key));
-    }
-
-    void clear_on(std::size_t server) {
-        // Listed until a listing finds none of ours: one that found some is followed by
-        // another, which catches what it missed. Keys filled meanwhile may keep appearing:
-        // past a few rounds they are new entries, not old ones.
-        for (int round = 0; round < 4; ++round) {
-            const auto keys = list_own_keys(server);
-            if (keys.empty())
-                return;
-            delete_keys(server, keys, "clear");
-        }
-    }
-
-    /// Deletes `wire_keys` on `server`, pipelined, every reply checked.
-    void delete_keys(std::size_t server, const std::vector<std::string>& wire_keys,
-                     std::string_view operation) {
-        // In slices, so that a large clear does not build one huge request.
-        constexpr std::size_t slice = 4096;
-        for (std::size_t first = 0; first < wire_keys.size(); first += slice) {
-            const std::size_t last = std::min(wire_keys.size(), first + slice);
-            std::string request;
-            for (std::size_t i = first; i < last; ++i) {
-                request += "delete ";
-                request += wire_keys[i];
-                request += "\r\n";
-            }
-            exchange_with(server, operation, [&](detail::MemcachedSocket& socket) {
-                std::size_t replies = 0;
-                socket.exchange(request, [&](std::string_view line) {
-                    if (line != "DELETED" && line != "NOT_FOUND")
-                        refused(server, operation, line);
-                    return ++replies < last - first;
-                });
-            });
-        }
-    }
-
-    void trip(Server& s) {
-        const auto until = Clock::now() + options_.retry_interval;
-        s.retry_at.store(until.time_since_epoch().count(), std::memory_order_relaxed);
+        servers_[server]->health().succeeded();
     }
 
     /// Before any I/O to `server`: fail at once while its circuit is open, and deliver what
     /// it missed before anything else is done on it.
     void prepare(std::size_t server) {
         guard_circuit(server);
-        Server& s = *servers_[server];
-        if (!s.pending.empty())
-            s.pending.replay([&](const InvalidationBatch& batch) { deliver(batch); });
+        servers_[server]->health().catch_up(
+            [&](const InvalidationBatch& batch) { deliver(batch); });
     }
 
     // ---- the operations ----
@@ -934,7 +388,7 @@ class MemcachedBackend {
             const std::string& counter = keys[first_counter + i];
             std::optional<std::int64_t> value;
             if (item)
-                value = parse_counter(item->value);
+                value = detail::memcached_counter(item->value);
             if (item && !value)
                 remove_key(h, server, counter);  // garbage: start it afresh
             result.counters.push_back(value ? *value : create_counter(h, server, counter));
@@ -1016,11 +470,11 @@ class MemcachedBackend {
             const auto again = multi_get(h, {wire}, {server}, "read");
             if (!again.front())
                 continue;
-            if (const auto value = parse_counter(again.front()->value))
+            if (const auto value = detail::memcached_counter(again.front()->value))
                 return *value;
             remove_key(h, server, wire);
         }
-        fail(*servers_[server], "counter " + wire + " keeps disappearing", "read", false);
+        servers_[server]->fail("counter " + wire + " keeps disappearing", "read", false);
     }
 
     /// Stores `value` at `key` unconditionally (0 ttl: deletes it).
@@ -1063,102 +517,15 @@ class MemcachedBackend {
             if (bumps[server].empty() && removals[server].empty())
                 continue;
             guard_circuit(server);
-            deliver_to(server, bumps[server], removals[server]);
+            detail::memcached_deliver(*servers_[server], bumps[server], removals[server]);
         }
-    }
-
-    /// Every incr, then every delete, pipelined in one request whose replies are all read:
-    /// memcached runs a connection's commands in order, so once the last reply is in,
-    /// everything is done, in one round trip whatever the number of keys. Counters found
-    /// missing or not a number take one more.
-    void deliver_to(std::size_t server, const std::vector<std::string>& bumps,
-                    const std::vector<std::string>& removals) {
-        std::string request;
-        for (const auto& wire : bumps)
-            request.append("incr ").append(wire).append(" 1\r\n");
-        for (const auto& wire : removals)
-            request.append("delete ").append(wire).append("\r\n");
-        std::vector<std::string> missing, garbage;
-        exchange_with(server, "invalidate", [&](detail::MemcachedSocket& socket) {
-            missing.clear();
-            garbage.clear();
-            std::size_t replied = 0;
-            socket.exchange(request, [&](std::string_view line) {
-                if (replied < bumps.size()) {
-                    if (line == "NOT_FOUND") {
-                        missing.push_back(bumps[replied]);
-                    } else if (line.starts_with("CLIENT_ERROR")) {
-                        garbage.push_back(bumps[replied]);  // "non-numeric value"
-                    } else if (!parse_counter(line)) {
-                        refused(server, "invalidate", line);
-                    }
-                } else if (line != "DELETED" && line != "NOT_FOUND") {
-                    refused(server, "invalidate", line);
-                }
-                return ++replied < bumps.size() + removals.size();
-            });
-        });
-        if (!missing.empty() || !garbage.empty())
-            repair_counters(server, missing, garbage);
-    }
-
-    /// The counters an incr could not bump. A missing one is created from the clock, already
-    /// bumped (as the Redis backend does); if a reader created it in between, it is bumped
-    /// after all. One that is not a number (overwritten by someone else) is deleted: that
-    /// invalidates as well, since it comes back from the clock, above every value it had.
-    void repair_counters(std::size_t server, const std::vector<std::string>& missing,
-                         const std::vector<std::string>& garbage) {
-        std::string request;
-        const std::string created = std::to_string(detail::counter_start() + 1);
-        for (const auto& wire : missing) {
-            request.append("add ").append(wire).append(" 0 0 ");
-            request.append(std::to_string(created.size())).append("\r\n");
-            request.append(created).append("\r\n");
-        }
-        for (const auto& wire : garbage)
-            request.append("delete ").append(wire).append("\r\n");
-        std::string bump_again;
-        exchange_with(server, "invalidate", [&](detail::MemcachedSocket& socket) {
-            bump_again.clear();
-            std::size_t replied = 0;
-            socket.exchange(request, [&](std::string_view line) {
-                if (replied < missing.size()) {
-                    if (line == "NOT_STORED")
-                        bump_again.append("incr ").append(missing[replied]).append(" 1\r\n");
-                    else if (line != "STORED")
-                        refused(server, "invalidate", line);
-                } else if (line != "DELETED" && line != "NOT_FOUND") {
-                    refused(server, "invalidate", line);
-                }
-                return ++replied < missing.size() + garbage.size();
-            });
-        });
-        if (bump_again.empty())
-            return;
-        const auto expected =
-            static_cast<std::size_t>(std::count(bump_again.begin(), bump_again.end(), '\n'));
-        exchange_with(server, "invalidate", [&](detail::MemcachedSocket& socket) {
-            std::size_t replied = 0;
-            socket.exchange(bump_again, [&](std::string_view line) {
-                // Gone again, or overwritten again: either way it comes back from the clock.
-                if (!parse_counter(line) && line != "NOT_FOUND" &&
-                    !line.starts_with("CLIENT_ERROR"))
-                    refused(server, "invalidate", line);
-                return ++replied < expected;
-            });
-        });
     }
 
     /// Throws while `server`'s circuit is open (no replay: for use inside one).
     void guard_circuit(std::size_t server) {
-        Server& s = *servers_[server];
-        if (Clock::now().time_since_epoch().count() < s.retry_at.load(std::memory_order_relaxed)) {
-            CacheError error(
-                "memcached connect: " + s.address + " unavailable (circuit open, retrying later)",
-                "memcached", "connect");
-            s.incident.failed(error);
-            throw error;
-        }
+        detail::MemcachedServer& s = *servers_[server];
+        if (s.health().circuit_open())
+            s.fail("server unavailable (circuit open, retrying later)", "connect", false);
     }
 
     /// One multi-get (gets) of `keys`, all servers at once; `servers[i]` holds keys[i].
@@ -1176,7 +543,7 @@ class MemcachedBackend {
         const auto rc = fetch_into(h, keys, {}, items);
         if (!memcached_failed(rc)) {
             for (const auto s : distinct)
-                servers_[s]->incident.succeeded();
+                servers_[s]->health().succeeded();
             return items;
         }
         if (distinct.size() == 1)
@@ -1249,7 +616,7 @@ class MemcachedBackend {
     MemcachedOptions options_;
     detail::MemcachedKeyspace keys_;
     mutable detail::MemcachedPool pool_;
-    std::vector<std::unique_ptr<Server>>
+    std::vector<std::unique_ptr<detail::MemcachedServer>>
         servers_;  // in options_.servers order; fixed after construction
 };
 

@@ -140,28 +140,16 @@ class MemoryBackend {
         return true;
     }
 
-    void set(const std::string& key, CacheValue value, Ttl ttl) {
-        fill(FillRequest{key, std::move(value), ttl, {}, {}});
-    }
-
-    std::optional<CacheValue> get(const std::string& key) {
-        return read(ReadRequest{key, {}, std::nullopt, {}}).value;
-    }
-
-    void remove(const std::vector<std::string>& keys) {
-        for (const auto& key : keys) {
+    void invalidate(const InvalidationBatch& batch) {
+        // Bump first: a reader that sees the new counter must not then find the old entry.
+        for (const auto& counter : batch.bump)
+            counter_value(counter, 1);
+        for (const auto& key : batch.remove) {
             Shard& shard = shard_for(key);
             std::lock_guard lock(shard.mutex);
             if (auto it = shard.map.find(key); it != shard.map.end())
                 erase(shard, it);
         }
-    }
-
-    void invalidate(const InvalidationBatch& batch) {
-        // Bump first: a reader that sees the new counter must not then find the old entry.
-        for (const auto& counter : batch.bump)
-            counter_value(counter, 1);
-        remove(batch.remove);
     }
 
     void clear() {
@@ -272,9 +260,6 @@ class NullBackend {
         return ReadResult{std::nullopt, std::vector<std::int64_t>(r.counters.size(), 0), {}};
     }
     bool fill(const FillRequest&) { return false; }
-    void set(const std::string&, CacheValue, Ttl) {}
-    std::optional<CacheValue> get(const std::string&) { return std::nullopt; }
-    void remove(const std::vector<std::string>&) {}
     void invalidate(const InvalidationBatch&) {}
     void clear() {}
 };

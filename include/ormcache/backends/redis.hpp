@@ -11,21 +11,19 @@
 // Invalidations that could not be delivered are kept and replayed before anything else once
 // the server answers again, so an outage never leaves stale entries behind; past a bound they
 // are folded into counter bumps, which make at least the same entries unreachable. on_error
-// hears of an outage once (detail::IncidentTracker), stats count every failure.
+// hears of an outage once (detail::ServerHealth), stats count every failure.
 //
 // Thread-safe: a pool of connections, each used by one thread at a time.
+//
+// The machinery is in detail/redis/: the url argument, the hiredis connection and its error
+// mapper, the pool, the Lua scripts.
 
-#include <sys/time.h>
-
-#include <array>
+#include <algorithm>
 #include <charconv>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
-#include <initializer_list>
 #include <iterator>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -39,11 +37,13 @@
 
 #include "../backend.hpp"
 #include "../detail/cache/backend_arguments.hpp"
-#include "../detail/cache/incident.hpp"
 #include "../detail/cache/lease_token.hpp"
 #include "../detail/cache/lock_wait.hpp"
-#include "../detail/cache/pending_invalidations.hpp"
-#include "../detail/util/percent_decoding.hpp"
+#include "../detail/cache/server_health.hpp"
+#include "../detail/redis/redis_connection.hpp"
+#include "../detail/redis/redis_pool.hpp"
+#include "../detail/redis/redis_scripts.hpp"
+#include "../detail/redis/redis_url.hpp"
 #include "../errors.hpp"
 
 namespace ormcache {
@@ -82,79 +82,6 @@ struct RedisOptions {
 };
 
 namespace detail {
-
-/// "%40" -> "@": a password in a url may contain any byte, percent-encoded (RFC 3986).
-inline std::string url_credential(const std::string& text, std::string_view field) {
-    auto decoded = percent_decode(text);
-    if (!decoded) {
-        throw ConfigError("CacheConfig::arguments.url: bad percent-encoding in the " +
-                          std::string(field));
-    }
-    return std::move(*decoded);
-}
-
-/// `url` with its credentials (whatever comes before the last '@') masked: a message may
-/// quote a url, never a password.
-inline std::string redacted_url(const std::string& url) {
-    const auto at = url.rfind('@');
-    if (at == std::string::npos)
-        return url;
-    const auto scheme = url.find("://");
-    const auto start = scheme != std::string::npos && scheme < at ? scheme + 3 : 0;
-    return url.substr(0, start) + "***" + url.substr(at);
-}
-
-inline void redis_url_into(RedisOptions& o, const std::string& url) {
-    const std::string_view scheme = "redis://";
-    if (url.rfind(scheme, 0) != 0) {
-        throw ConfigError(
-            "CacheConfig::arguments.url must look like redis://[user:pass@]host:port/db, got '" +
-            redacted_url(url) + "'");
-    }
-    std::string rest = url.substr(scheme.size());
-    if (const auto at = rest.rfind('@'); at != std::string::npos) {
-        const std::string credentials = rest.substr(0, at);
-        rest = rest.substr(at + 1);
-        // "user:pass@", ":pass@" or "pass@" (no colon: a password for the default user, as
-        // redis-cli -u and most clients read it).
-        if (const auto colon = credentials.find(':'); colon != std::string::npos) {
-            o.username = url_credential(credentials.substr(0, colon), "user name");
-            o.password = url_credential(credentials.substr(colon + 1), "password");
-        } else {
-            o.password = url_credential(credentials, "password");
-        }
-    }
-    if (const auto slash = rest.find('/'); slash != std::string::npos) {
-        const std::string db = rest.substr(slash + 1);
-        rest = rest.substr(0, slash);
-        if (!db.empty()) {
-            try {
-                std::size_t used = 0;
-                o.db = std::stoi(db, &used);
-                if (used != db.size() || o.db < 0)
-                    throw std::invalid_argument(db);
-            } catch (const std::exception&) {
-                throw ConfigError("CacheConfig::arguments.url: database '" + db +
-                                  "' is not a number");
-            }
-        }
-    }
-    if (const auto colon = rest.rfind(':'); colon != std::string::npos) {
-        const std::string port = rest.substr(colon + 1);
-        rest = rest.substr(0, colon);
-        try {
-            std::size_t used = 0;
-            o.port = std::stoi(port, &used);
-            if (used != port.size() || o.port <= 0 || o.port > 65535)
-                throw std::invalid_argument(port);
-        } catch (const std::exception&) {
-            throw ConfigError("CacheConfig::arguments.url: port '" + port +
-                              "' is not a port number");
-        }
-    }
-    if (!rest.empty())
-        o.host = rest;
-}
 
 inline void redis_url_from_json(RedisOptions& o, const nlohmann::json& v) {
     redis_url_into(o, read_string_argument("url", v, {.secret = true}));
@@ -205,222 +132,6 @@ inline void from_json(const nlohmann::json& j, RedisOptions& o) {
     o = detail::read_options<RedisOptions>(j);
 }
 
-namespace detail {
-
-inline timeval to_timeval(std::chrono::milliseconds ms) {
-    timeval tv{};
-    tv.tv_sec = static_cast<decltype(tv.tv_sec)>(ms.count() / 1000);
-    tv.tv_usec = static_cast<decltype(tv.tv_usec)>((ms.count() % 1000) * 1000);
-    return tv;
-}
-
-struct RedisContextDeleter {
-    void operator()(redisContext* c) const noexcept { redisFree(c); }
-};
-struct RedisReplyDeleter {
-    void operator()(redisReply* r) const noexcept { freeReplyObject(r); }
-};
-using RedisReply = std::unique_ptr<redisReply, RedisReplyDeleter>;
-
-/// Which server `o` talks to, for messages: "127.0.0.1:6379 (db 0)", or
-/// "unix socket /run/redis.sock (db 0)". Never the password.
-inline std::string redis_endpoint(const RedisOptions& o) {
-    const std::string server = o.unix_socket.empty() ? o.host + ":" + std::to_string(o.port)
-                                                     : "unix socket " + o.unix_socket;
-    return server + " (db " + std::to_string(o.db) + ")";
-}
-
-/// The one place a hiredis failure becomes an exception. `endpoint` is redis_endpoint(): an
-/// on_error message must say which server failed.
-[[noreturn]] inline void throw_redis(std::string_view endpoint, std::string_view operation,
-                                     std::string_view what) {
-    throw CacheError("redis " + std::string(operation) + " on " + std::string(endpoint) + ": " +
-                         std::string(what),
-                     "redis", std::string(operation));
-}
-
-/// One connection. Any I/O or protocol error marks it broken (hiredis cannot reuse it).
-class RedisConnection {
-  public:
-    explicit RedisConnection(const RedisOptions& o) : endpoint_(redis_endpoint(o)) {
-        redisContext* c =
-            o.unix_socket.empty()
-                ? redisConnectWithTimeout(o.host.c_str(), o.port, to_timeval(o.connect_timeout))
-                : redisConnectUnixWithTimeout(o.unix_socket.c_str(), to_timeval(o.connect_timeout));
-        context_.reset(c);
-        if (c == nullptr)
-            throw_redis(endpoint_, "connect", "cannot allocate a context");
-        if (c->err != 0)
-            throw_redis(endpoint_, "connect", c->errstr);
-        if (redisSetTimeout(c, to_timeval(o.socket_timeout)) != REDIS_OK)
-            throw_redis(endpoint_, "connect", c->errstr);
-        if (!o.password.empty()) {
-            std::vector<std::string> auth{"AUTH"};
-            if (!o.username.empty())
-                auth.push_back(o.username);
-            auth.push_back(o.password);
-            expect_ok(command(auth), "auth");
-        }
-        if (o.db != 0)
-            expect_ok(command({"SELECT", std::to_string(o.db)}), "select");
-    }
-
-    bool broken() const noexcept { return broken_; }
-
-    /// Sends one command and reads its reply: one round trip. The arguments (any range of
-    /// string-likes) are passed to hiredis as pointers and lengths, never copied here.
-    template <class Args>
-    RedisReply command(const Args& args) {
-        // Up to 16 arguments (every hit and fill) need no heap for the argv arrays.
-        constexpr std::size_t inline_count = 16;
-        const std::size_t count = std::size(args);
-        std::array<const char*, inline_count> inline_argv;
-        std::array<std::size_t, inline_count> inline_lengths;
-        std::vector<const char*> heap_argv;
-        std::vector<std::size_t> heap_lengths;
-        const char** argv = inline_argv.data();
-        std::size_t* lengths = inline_lengths.data();
-        if (count > inline_count) {
-            heap_argv.resize(count);
-            heap_lengths.resize(count);
-            argv = heap_argv.data();
-            lengths = heap_lengths.data();
-        }
-        std::size_t i = 0;
-        for (const auto& a : args) {
-            argv[i] = std::data(a);
-            lengths[i] = std::size(a);
-            ++i;
-        }
-        if (redisAppendCommandArgv(context_.get(), static_cast<int>(count), argv, lengths) !=
-            REDIS_OK) {
-            fail("send");
-        }
-        void* reply = nullptr;
-        if (redisGetReply(context_.get(), &reply) != REDIS_OK || reply == nullptr)
-            fail("receive");
-        return RedisReply(static_cast<redisReply*>(reply));
-    }
-
-    RedisReply command(std::initializer_list<std::string_view> args) {
-        return command<std::initializer_list<std::string_view>>(args);
-    }
-
-  private:
-    [[noreturn]] void fail(std::string_view operation) {
-        broken_ = true;
-        throw_redis(endpoint_, operation,
-                    context_->errstr[0] != '\0' ? context_->errstr : "connection lost");
-    }
-
-    void expect_ok(const RedisReply& r, std::string_view operation) const {
-        if (r->type == REDIS_REPLY_ERROR)
-            throw_redis(endpoint_, operation, std::string(r->str, r->len));
-    }
-
-    std::string endpoint_;  // redis_endpoint() of the options, for messages
-    std::unique_ptr<redisContext, RedisContextDeleter> context_;
-    bool broken_ = false;
-};
-
-/// A bounded pool with a circuit breaker. Never connects while holding its lock.
-class RedisPool {
-  public:
-    explicit RedisPool(RedisOptions options)
-        : options_(std::move(options)), endpoint_(redis_endpoint(options_)) {}
-
-    /// A connection checked out of the pool; given back (or dropped if broken) on destruction.
-    class Checkout {
-      public:
-        Checkout(RedisPool& pool, std::unique_ptr<RedisConnection> c)
-            : pool_(&pool), c_(std::move(c)) {}
-        // Not defaulted: the moved-from checkout must not give anything back (a null connection
-        // handed back counts as a closed one, and the pool would open one too many).
-        Checkout(Checkout&& other) noexcept
-            : pool_(std::exchange(other.pool_, nullptr)), c_(std::move(other.c_)) {}
-        Checkout& operator=(Checkout&&) = delete;
-        ~Checkout() {
-            if (pool_ != nullptr)
-                pool_->give_back(std::move(c_));
-        }
-        RedisConnection* operator->() const noexcept { return c_.get(); }
-
-      private:
-        RedisPool* pool_;
-        std::unique_ptr<RedisConnection> c_;
-    };
-
-    Checkout acquire() {
-        std::unique_lock lock(mutex_);
-        if (Clock::now() < open_until_)
-            throw_redis(endpoint_, "connect", "server unavailable (circuit open, retrying later)");
-        const auto deadline = Clock::now() + options_.socket_timeout;
-        while (idle_.empty() && open_ >= options_.pool_size) {
-            if (available_.wait_until(lock, deadline) == std::cv_status::timeout) {
-                throw_redis(
-                    endpoint_, "connect",
-                    "all " + std::to_string(options_.pool_size) + " pooled connections are busy");
-            }
-        }
-        if (!idle_.empty()) {
-            auto c = std::move(idle_.back());
-            idle_.pop_back();
-            return Checkout(*this, std::move(c));
-        }
-        ++open_;
-        lock.unlock();
-        try {
-            auto c = std::make_unique<RedisConnection>(options_);
-            std::lock_guard relock(mutex_);
-            open_until_ = {};
-            return Checkout(*this, std::move(c));
-        } catch (...) {
-            std::lock_guard relock(mutex_);
-            --open_;
-            open_until_ =
-                Clock::now() + options_.retry_interval;  // stop paying the connect timeout
-            available_.notify_one();
-            throw;
-        }
-    }
-
-    /// After an I/O failure on a pooled connection: drop the idle ones (the server probably
-    /// went away) and open the circuit.
-    void trip() {
-        std::lock_guard lock(mutex_);
-        open_ -= idle_.size();
-        idle_.clear();
-        open_until_ = Clock::now() + options_.retry_interval;
-    }
-
-    const RedisOptions& options() const noexcept { return options_; }
-    /// redis_endpoint(options()), for messages.
-    const std::string& endpoint() const noexcept { return endpoint_; }
-
-  private:
-    using Clock = std::chrono::steady_clock;
-
-    void give_back(std::unique_ptr<RedisConnection> c) {
-        std::lock_guard lock(mutex_);
-        if (c && !c->broken()) {
-            idle_.push_back(std::move(c));
-        } else {
-            --open_;
-        }
-        available_.notify_one();
-    }
-
-    RedisOptions options_;
-    std::string endpoint_;
-    std::mutex mutex_;  // guards idle_, open_, open_until_
-    std::condition_variable available_;
-    std::vector<std::unique_ptr<RedisConnection>> idle_;
-    std::size_t open_ = 0;
-    Clock::time_point open_until_{};
-};
-
-}  // namespace detail
-
 class RedisBackend {
   public:
     static constexpr bool stores_objects = false;
@@ -432,18 +143,15 @@ class RedisBackend {
     const RedisOptions& options() const noexcept { return pool_.options(); }
 
     ReadResult read(const ReadRequest& request) {
-        return tracked([&] {
-            if (!request.lease_ttl || !options().distributed_lock)
-                return read_once(request, request.lease_ttl);
-            // The fill lease is the distributed lock: it lives lock_timeout, so a dead
-            // holder's lock expires then, and nobody waits for it longer than that.
-            return detail::wait_for_lock(
-                options().lock_timeout, [&] { return read_once(request, options().lock_timeout); });
+        return health_.track([&] {
+            return detail::read_with_lock(
+                request, options().distributed_lock, options().lock_timeout,
+                [&](std::optional<Ttl> lease_ttl) { return read_once(request, lease_ttl); });
         });
     }
 
     bool fill(const FillRequest& request) {
-        return tracked([&] {
+        return health_.track([&] {
             std::vector<std::string> args{request.key};
             for (const auto& [counter, value] : request.guards)
                 args.push_back(counter);
@@ -452,39 +160,10 @@ class RedisBackend {
             args.push_back(std::to_string(request.ttl.count()));
             for (const auto& [counter, value] : request.guards)
                 args.push_back(std::to_string(value));
-            auto reply = run_script(fill_script, 1 + request.guards.size(), std::move(args));
+            auto reply =
+                run_script(detail::redis_fill_script, 1 + request.guards.size(), std::move(args));
             return to_integer(reply.get(), "fill") == 1;
         });
-    }
-
-    void set(const std::string& key, CacheValue value, Ttl ttl) {
-        fill(FillRequest{key, std::move(value), ttl, {}, {}});
-    }
-
-    std::optional<CacheValue> get(const std::string& key) {
-        return tracked([&]() -> std::optional<CacheValue> {
-            auto c = connect();
-            auto reply = checked(
-                c,
-                [&] {
-                    return c->command({"GET", key});
-                },
-                "get");
-            if (reply->type == REDIS_REPLY_NIL)
-                return std::nullopt;
-            if (reply->type != REDIS_REPLY_STRING)
-                throw_garbage("get");
-            std::string bytes(reply->str, reply->len);
-            if (bytes.rfind(detail::lease_marker, 0) == 0)
-                return std::nullopt;
-            return CacheValue{std::move(bytes), nullptr};
-        });
-    }
-
-    void remove(const std::vector<std::string>& keys) {
-        if (keys.empty())
-            return;
-        invalidate(InvalidationBatch{keys, {}, {}});
     }
 
     /// Kept until delivered: if the server does not answer now, the batch is replayed before
@@ -492,8 +171,8 @@ class RedisBackend {
     void invalidate(const InvalidationBatch& batch) {
         if (batch.empty())
             return;
-        pending_.push(batch);
-        tracked([&] {
+        health_.keep(batch);
+        health_.track([&] {
             auto c = pool_.acquire();
             replay(c);
             return true;
@@ -501,7 +180,7 @@ class RedisBackend {
     }
 
     void clear() {
-        tracked([&] {
+        health_.track([&] {
             auto c = connect();
             clear_on(c);
             return true;
@@ -509,118 +188,10 @@ class RedisBackend {
     }
 
     /// Undelivered invalidation batches waiting for the server (for tests and monitoring).
-    std::size_t pending_invalidations() const { return pending_.size(); }
+    std::size_t pending_invalidations() const { return health_.pending(); }
 
   private:
-    // KEYS[1] entry (ARGV[4] = "0": none), KEYS[2..] counters.
-    // ARGV: lease ttl ms (0 = none), lease token, counter start, has-entry flag, stamp prefix.
-    // Returns {entry, lease taken, locked elsewhere (0/1), counters...}. An entry that does not
-    // carry the current counters[0] stamp (when a stamp prefix is given) is stale: it is not
-    // returned, and a lease asked for is taken over it.
-    //
-    // Every script reads through get() and counter(): a key of another type (WRONGTYPE) or a
-    // counter that is not a number is corrupt; it is replaced, never left to fail every call
-    // (and every replay of an invalidation) from then on.
-    static constexpr std::string_view read_script = R"lua(
-local function get(k)
-  local v = redis.pcall('GET', k)
-  if type(v) == 'table' then redis.call('DEL', k) return false end
-  return v
-end
-local function counter(k, start)
-  local v = get(k)
-  if not v or not string.match(v, '^%-?%d+$') then redis.call('SET', k, start) return start end
-  return v
-end
-local n = #KEYS
-local ttl, token, start, has_entry, stamp = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local out = {false, false, 0}
-for i = 2, n do
-  out[i + 2] = counter(KEYS[i], start)
-end
-if has_entry == '1' then
-  local e = get(KEYS[1])
-  local stale = false
-  if e then
-    if string.sub(e, 1, 7) == '\0lease:' then
-      out[3] = 1
-    elseif stamp ~= '' and n >= 2 and string.sub(e, 1, #stamp + #out[4] + 1) ~= stamp .. out[4] .. ' ' then
-      stale = true
-    else
-      out[1] = e
-    end
-  end
-  if ttl > 0 then
-    if stale then
-      redis.call('SET', KEYS[1], '\0lease:' .. token, 'PX', ttl)
-      out[2] = token
-    elseif not e and redis.call('SET', KEYS[1], '\0lease:' .. token, 'PX', ttl, 'NX') then
-      out[2] = token
-    end
-  end
-end
-return out
-)lua";
-
-    // KEYS[1] entry, KEYS[2..] guard counters.
-    // ARGV: lease token ('' = none), value, ttl ms (< 0 = none), expected counter values.
-    static constexpr std::string_view fill_script = R"lua(
-local function get(k)
-  local v = redis.pcall('GET', k)
-  if type(v) == 'table' then redis.call('DEL', k) return false end
-  return v
-end
-local lease, value, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
-if lease ~= '' and get(KEYS[1]) ~= '\0lease:' .. lease then return 0 end
-for i = 2, #KEYS do
-  if get(KEYS[i]) ~= ARGV[i + 2] then
-    if lease ~= '' then redis.call('DEL', KEYS[1]) end
-    return 0
-  end
-end
-if ttl < 0 then
-  redis.call('SET', KEYS[1], value)
-elseif ttl == 0 then
-  redis.call('DEL', KEYS[1])
-else
-  redis.call('SET', KEYS[1], value, 'PX', ttl)
-end
-return 1
-)lua";
-
-    // KEYS: entries to delete, then counters to bump. ARGV: number of entries, counter start.
-    static constexpr std::string_view invalidate_script = R"lua(
-local function get(k)
-  local v = redis.pcall('GET', k)
-  if type(v) == 'table' then redis.call('DEL', k) return false end
-  return v
-end
-local removes, start = tonumber(ARGV[1]), ARGV[2]
-for i = 1, #KEYS do
-  if i <= removes then
-    redis.call('DEL', KEYS[i])
-  else
-    local v = get(KEYS[i])
-    if not v or not string.match(v, '^%-?%d+$') then redis.call('SET', KEYS[i], start) end
-    redis.call('INCR', KEYS[i])
-  end
-end
-return 1
-)lua";
-
-    /// Runs one backend operation: its CacheError tells whether it opens an incident or
-    /// continues one; its success ends the incident.
-    template <class Op>
-    auto tracked(Op&& op) -> decltype(op()) {
-        try {
-            auto result = op();
-            incident_.succeeded();
-            return result;
-        } catch (CacheError& e) {
-            incident_.failed(e);
-            throw;
-        }
-    }
+    using Checkout = detail::RedisPool<RedisOptions>::Checkout;
 
     ReadResult read_once(const ReadRequest& request, std::optional<Ttl> lease_ttl) {
         if (!lease_ttl && !request.key.empty()) {
@@ -637,7 +208,8 @@ return 1
         args.push_back(std::to_string(detail::counter_start()));
         args.push_back(request.key.empty() ? "0" : "1");
         args.emplace_back(request.stamp_prefix);
-        auto reply = run_script(read_script, 1 + request.counters.size(), std::move(args));
+        auto reply =
+            run_script(detail::redis_read_script, 1 + request.counters.size(), std::move(args));
         if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 + request.counters.size()) {
             throw_garbage("read");
         }
@@ -693,7 +265,7 @@ return 1
     }
 
     [[noreturn]] void throw_garbage(std::string_view operation) const {
-        detail::throw_redis(pool_.endpoint(), operation, "unexpected reply from the server");
+        throw detail::redis_error(pool_.endpoint(), operation, "unexpected reply from the server");
     }
 
     static std::optional<std::int64_t> parse_integer(const redisReply* r) {
@@ -712,27 +284,25 @@ return 1
         if (const auto value = parse_integer(r))
             return *value;
         if (r->type == REDIS_REPLY_ERROR)
-            detail::throw_redis(pool_.endpoint(), operation, std::string(r->str, r->len));
+            throw detail::redis_error(pool_.endpoint(), operation, std::string(r->str, r->len));
         throw_garbage(operation);
     }
 
     /// A pooled connection on which every undelivered invalidation has been replayed first.
-    detail::RedisPool::Checkout connect() {
+    Checkout connect() {
         auto c = pool_.acquire();
-        if (!pending_.empty())
-            replay(c);
+        replay(c);
         return c;
     }
 
     /// Runs `op` on `c`; an I/O failure trips the circuit breaker before rethrowing.
     template <class Op>
-    detail::RedisReply checked(detail::RedisPool::Checkout& c, Op&& op,
-                               std::string_view operation) {
+    detail::RedisReply checked(Checkout& c, Op&& op, std::string_view operation) {
         try {
             auto reply = op();
             if (reply->type == REDIS_REPLY_ERROR)
-                detail::throw_redis(pool_.endpoint(), operation,
-                                    std::string(reply->str, reply->len));
+                throw detail::redis_error(pool_.endpoint(), operation,
+                                          std::string(reply->str, reply->len));
             return reply;
         } catch (...) {
             if (c->broken())
@@ -749,8 +319,8 @@ return 1
 
     /// `args`: any range of string-likes (the keys, then the script's arguments).
     template <class Args>
-    detail::RedisReply eval(detail::RedisPool::Checkout& c, std::string_view script,
-                            std::size_t keys, const Args& args) {
+    detail::RedisReply eval(Checkout& c, std::string_view script, std::size_t keys,
+                            const Args& args) {
         const std::string sha = sha_of(c, script);
         const std::string key_count = std::to_string(keys);
         std::vector<std::string_view> command{"EVALSHA", sha, key_count};
@@ -767,19 +337,14 @@ return 1
         // The server forgot the script (restart, SCRIPT FLUSH): send it whole.
         command[0] = "EVAL";
         command[1] = script;
-        forget_shas();
+        shas_.forget();
         return checked(
             c, [&] { return c->command(command); }, "script");
     }
 
-    std::string sha_of(detail::RedisPool::Checkout& c, std::string_view script) {
-        {
-            std::lock_guard lock(sha_mutex_);
-            for (const auto& [text, sha] : shas_) {
-                if (text == script.data())
-                    return sha;
-            }
-        }
+    std::string sha_of(Checkout& c, std::string_view script) {
+        if (auto sha = shas_.find(script))
+            return std::move(*sha);
         auto reply = checked(
             c,
             [&] {
@@ -789,19 +354,13 @@ return 1
         if (reply->type != REDIS_REPLY_STRING)
             throw_garbage("script");
         std::string sha(reply->str, reply->len);
-        std::lock_guard lock(sha_mutex_);
-        shas_.emplace_back(script.data(), sha);
+        shas_.remember(script, sha);
         return sha;
     }
 
-    void forget_shas() {
-        std::lock_guard lock(sha_mutex_);
-        shas_.clear();
-    }
-
     /// Delivers the invalidations that failed earlier, oldest first.
-    void replay(detail::RedisPool::Checkout& c) {
-        pending_.replay([&](const InvalidationBatch& batch) {
+    void replay(Checkout& c) {
+        health_.catch_up([&](const InvalidationBatch& batch) {
             // Views of the batch's keys, not copies: a commit's batch may hold any number.
             const std::string removes = std::to_string(batch.remove.size());
             const std::string start = std::to_string(detail::counter_start());
@@ -811,11 +370,11 @@ return 1
             args.insert(args.end(), batch.bump.begin(), batch.bump.end());
             args.push_back(removes);
             args.push_back(start);
-            eval(c, invalidate_script, batch.remove.size() + batch.bump.size(), args);
+            eval(c, detail::redis_invalidate_script, batch.remove.size() + batch.bump.size(), args);
         });
     }
 
-    void clear_on(detail::RedisPool::Checkout& c) {
+    void clear_on(Checkout& c) {
         std::string cursor = "0";
         do {
             auto reply = checked(
@@ -853,13 +412,10 @@ return 1
         return out;
     }
 
-    detail::RedisPool pool_;
+    detail::RedisPool<RedisOptions> pool_;
     std::string prefix_;
-    detail::IncidentTracker incident_;
-    detail::PendingInvalidations pending_;
-
-    std::mutex sha_mutex_;  // guards shas_
-    std::vector<std::pair<const char*, std::string>> shas_;
+    detail::ServerHealth health_;  // no breaker of its own: the pool's covers the server
+    detail::RedisScriptShas shas_;
 };
 
 namespace detail {

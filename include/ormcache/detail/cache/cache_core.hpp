@@ -312,7 +312,7 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
     /// Deletes `key` (a corrupt or stale entry, or a lease given back); a failure is absorbed.
     void drop(const std::string& key) noexcept {
         guarded("remove", [&] {
-            backend_->remove({key});
+            backend_->invalidate(InvalidationBatch{{key}, {}, {}});
             return true;
         });
     }

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <random>
 #include <thread>
 #include <utility>
@@ -45,6 +46,19 @@ ReadResult wait_for_lock(std::chrono::milliseconds timeout, Attempt&& attempt) {
         result = attempt();
     }
     return result;
+}
+
+/// A backend's read(request): read_once(std::optional<Ttl> lease_ttl) is one try. Without
+/// distributed_lock, or when no lease is asked for, one try with the lease asked for. With
+/// it, the fill lease is the lock: it lives lock_timeout, so a dead holder's lock expires
+/// then, and nobody waits for it longer than that.
+template <class ReadOnce>
+ReadResult read_with_lock(const ReadRequest& request, bool distributed_lock,
+                          std::chrono::milliseconds lock_timeout, ReadOnce&& read_once) {
+    if (!request.lease_ttl || !distributed_lock)
+        return read_once(request.lease_ttl);
+    const std::optional<Ttl> lock_ttl = lock_timeout;
+    return wait_for_lock(lock_timeout, [&] { return read_once(lock_ttl); });
 }
 
 }  // namespace ormcache::detail

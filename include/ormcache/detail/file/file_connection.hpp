@@ -1,7 +1,7 @@
 #pragma once
 // Connections of the file backend (backends/file.hpp) to its own SQLite cache file, and the
-// small pool that hands them out. A SQLite connection must not be used by two threads at once,
-// so each operation checks one out of the pool and gives it back when done.
+// pool (detail/util/connection_pool.hpp) that hands them out. A SQLite connection must not be used
+// by two threads at once, so each operation checks one out of the pool and gives it back when done.
 //
 // fork(): a connection must never be used, nor closed, in a child process (closing it there
 // could checkpoint and delete the WAL the parent still writes to, because the child does not
@@ -14,16 +14,16 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
 #include <utility>
-#include <vector>
 
 #include "../../errors.hpp"
+#include "../cache/backend_error.hpp"
 #include "../sqlite/sqlite_api.hpp"
 #include "../sqlite/sqlite_error.hpp"
 #include "../sqlite/statement_cache.hpp"
+#include "../util/connection_pool.hpp"
 
 namespace ormcache::detail {
 
@@ -38,6 +38,14 @@ inline std::uint64_t fork_generation() noexcept {
     }();
     (void)registered;
     return generation.load(std::memory_order_relaxed);
+}
+
+/// The one place a failure on the cache file becomes an error (SQLite's own codes were mapped
+/// by detail/sqlite/sqlite_error.hpp first): several caches may use several files, so on_error
+/// must say which one failed.
+inline CacheError file_error(std::string_view filename, std::string_view operation,
+                             std::string_view what) {
+    return backend_error("file", filename, operation, what);
 }
 
 /// The cache file's schema. The tables carry an `ormcache_` prefix although the file is the
@@ -165,120 +173,28 @@ class FileConnection {
 /// Hands out connections to one cache file; keeps up to `max_idle` of them open between calls
 /// and opens more when more threads need one at once. After a failed open it does not try
 /// again for `retry_interval` (each call fails at once meanwhile), so a missing directory does
-/// not cost an open attempt per cache call. Thread-safe; never opens while holding its lock.
-class FileConnectionPool {
+/// not cost an open attempt per cache call. Connections opened before a fork() are abandoned
+/// in the child. Thread-safe.
+class FileConnectionPool : public ConnectionPool<FileConnection> {
   public:
-    FileConnectionPool(std::string filename, std::chrono::milliseconds busy_timeout,
+    /// A checkout throws CacheError("file", "open") when the file cannot be opened (or while
+    /// waiting to retry after such a failure).
+    FileConnectionPool(const std::string& filename, std::chrono::milliseconds busy_timeout,
                        std::size_t max_idle, std::chrono::milliseconds retry_interval)
-        : filename_(std::move(filename)),
-          busy_timeout_(busy_timeout),
-          max_idle_(max_idle),
-          retry_interval_(retry_interval) {}
-
-    FileConnectionPool(const FileConnectionPool&) = delete;
-    FileConnectionPool& operator=(const FileConnectionPool&) = delete;
-
-    ~FileConnectionPool() { abandon_inherited(); }
-
-    /// A connection checked out of the pool: given back on destruction unless discarded.
-    class Checkout {
-      public:
-        Checkout(FileConnectionPool& pool, std::unique_ptr<FileConnection> c)
-            : pool_(&pool), connection_(std::move(c)) {}
-        Checkout(Checkout&& other) noexcept
-            : pool_(std::exchange(other.pool_, nullptr)),
-              connection_(std::move(other.connection_)) {}
-        Checkout& operator=(Checkout&&) = delete;
-        ~Checkout() {
-            if (pool_ != nullptr && connection_)
-                pool_->give_back(std::move(connection_));
-        }
-
-        FileConnection& operator*() const noexcept { return *connection_; }
-        FileConnection* operator->() const noexcept { return connection_.get(); }
-
-        /// After a failure: close this connection instead of keeping it (it may be in a state
-        /// nobody wants to inherit, and a fresh one costs little).
-        void discard() noexcept { connection_.reset(); }
-
-      private:
-        FileConnectionPool* pool_;
-        std::unique_ptr<FileConnection> connection_;
-    };
-
-    /// Throws CacheError("file", "open") when the file cannot be opened (or while waiting to
-    /// retry after such a failure).
-    Checkout acquire() {
-        const std::uint64_t generation = fork_generation();
-        {
-            std::unique_lock lock(mutex_);
-            if (generation_ != generation)
-                abandon_inherited_locked(generation);
-            if (!idle_.empty()) {
-                auto c = std::move(idle_.back());
-                idle_.pop_back();
-                return Checkout(*this, std::move(c));
-            }
-            if (Clock::now() < retry_at_) {
-                throw CacheError("file open: cannot open " + filename_ + " (" + last_failure_ +
-                                     "; retrying later)",
-                                 "file", "open");
-            }
-        }
-        try {
-            auto c = std::make_unique<FileConnection>(filename_, busy_timeout_);
-            return Checkout(*this, std::move(c));
-        } catch (const std::exception& e) {
-            std::lock_guard lock(mutex_);
-            last_failure_ = e.what();
-            retry_at_ = Clock::now() + retry_interval_;
-            throw CacheError("file open: cannot open " + filename_ + ": " + e.what(), "file",
-                             "open");
-        }
-    }
-
-    const std::string& filename() const noexcept { return filename_; }
-
-  private:
-    using Clock = std::chrono::steady_clock;
-
-    void give_back(std::unique_ptr<FileConnection> c) {
-        std::unique_lock lock(mutex_);
-        if (c->generation() != fork_generation()) {
-            (void)c.release();  // opened before a fork, in the parent: see the file comment
-            return;
-        }
-        if (idle_.size() < max_idle_) {
-            idle_.push_back(std::move(c));
-            return;
-        }
-        lock.unlock();  // closing may checkpoint: no I/O under the lock
-    }
-
-    void abandon_inherited() noexcept {
-        std::lock_guard lock(mutex_);
-        abandon_inherited_locked(fork_generation());
-    }
-
-    void abandon_inherited_locked(std::uint64_t generation) noexcept {
-        for (auto& c : idle_) {
-            if (c->generation() != generation)
-                (void)c.release();
-        }
-        std::erase(idle_, nullptr);
-        generation_ = generation;
-    }
-
-    const std::string filename_;
-    const std::chrono::milliseconds busy_timeout_;
-    const std::size_t max_idle_;
-    const std::chrono::milliseconds retry_interval_;
-
-    std::mutex mutex_;  // guards idle_, generation_, retry_at_, last_failure_
-    std::vector<std::unique_ptr<FileConnection>> idle_;
-    std::uint64_t generation_ = fork_generation();
-    Clock::time_point retry_at_{};
-    std::string last_failure_;
+        : ConnectionPool(
+              {.max_open = 0, .max_idle = max_idle, .retry_interval = retry_interval},
+              [filename, busy_timeout] {
+                  return std::make_unique<FileConnection>(filename, busy_timeout);
+              },
+              [filename](PoolRefusal refusal, std::string_view why) {
+                  const std::string reason(why);
+                  return CacheError(refusal == PoolRefusal::circuit_open
+                                        ? "file open: cannot open " + filename + " (" + reason +
+                                              "; retrying later)"
+                                        : "file open: cannot open " + filename + ": " + reason,
+                                    "file", "open");
+              },
+              &fork_generation) {}
 };
 
 }  // namespace ormcache::detail
