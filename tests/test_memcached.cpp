@@ -348,6 +348,9 @@ TEST_CASE("memcached: TTLs become memcached exptimes that mean what they say", "
     CHECK(f.log.size() == 0);
 
     const long long wall = std::time(nullptr);
+    // Within two minutes: memcached's clock ticks once a second and may lag on a loaded
+    // machine; what is checked is days (40 days, 30 days, never), not seconds.
+    constexpr long long slack = 120;
     int checked = 0;
     for (std::size_t i = 0; i < servers.size(); ++i) {
         for (const auto& [key, exp] : servers[i]->client()->keys()) {
@@ -355,16 +358,16 @@ TEST_CASE("memcached: TTLs become memcached exptimes that mean what they say", "
                 continue;
             INFO(key << " exp " << exp << " now " << wall);
             if (key.find(":e:users:") != std::string::npos && key.ends_with(":i1")) {
-                CHECK(std::llabs(exp - (wall + 40 * 86400)) < 10);
+                CHECK(std::llabs(exp - (wall + 40 * 86400)) < slack);
                 ++checked;
             } else if (key.find(":q:users:") != std::string::npos) {
-                CHECK(std::llabs(exp - (wall + 40 * 86400)) < 10);
+                CHECK(std::llabs(exp - (wall + 40 * 86400)) < slack);
                 ++checked;
             } else if (key.ends_with(":i2")) {
                 CHECK(exp == -1);  // never expires
                 ++checked;
             } else if (key.ends_with(":i3")) {
-                CHECK(std::llabs(exp - (wall + 30 * 86400)) < 10);
+                CHECK(std::llabs(exp - (wall + 30 * 86400)) < slack);
                 ++checked;
             } else if (key == f.space() + "g:users" || key == f.space() + "v:users") {
                 CHECK(exp == -1);  // counters never expire
