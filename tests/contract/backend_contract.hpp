@@ -32,7 +32,7 @@
 //       static void make_gated(ormcache::CacheConfig& c);
 //       // Whether keys() exists: every key the store behind `c` holds (entries, leases and
 //       // counters, of any prefix) that starts with `start`. It lets the suite look at what is
-//       // stored, through the backend's own get()/read(); a byte backend (stores_objects
+//       // stored, through the backend's own read(); a byte backend (stores_objects
 //       // false) that has it also runs the corrupt-entry test.
 //       static constexpr bool inspectable = true;
 //       static std::vector<std::string> keys(const ormcache::CacheConfig& c,
