@@ -10,6 +10,7 @@
 // file; the cache file is inspected with a plain SQLiteCpp connection.
 
 #include <sys/types.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <SQLiteCpp/SQLiteCpp.h>
@@ -655,6 +656,53 @@ TEST_CASE("file: a backend used before fork() works in the child and stays intac
     CacheFile file(dir.file("cache.db"));
     CHECK(file.entries("p:").size() == 3);
     CHECK(file.db().execAndGet("PRAGMA integrity_check").getString() == "ok");
+}
+
+TEST_CASE("file: 8 processes opening a new cache file at once all open it", "[file][process]") {
+    // The first open switches the file to WAL, which needs the file to itself: SQLite answers
+    // the others "database is locked" at once (their busy timeout does not cover it), and a
+    // process that took that as "cache down" kept its invalidations to itself for a while.
+    constexpr int processes = 8;
+    for (int round = 0; round < 10; ++round) {
+        TempDir dir;
+        const std::string path = dir.file("cache.db");
+        int go[2];
+        REQUIRE(::pipe(go) == 0);
+        std::vector<pid_t> children;
+        for (int i = 0; i < processes; ++i) {
+            const pid_t pid = ::fork();
+            REQUIRE(pid >= 0);
+            if (pid == 0) {
+                ::close(go[1]);
+                char start = 0;
+                if (::read(go[0], &start, 1) != 1)
+                    ::_exit(2);
+                try {
+                    FileBackend backend(FileOptions{.filename = path}, "p:");
+                    put(backend, "p:k" + std::to_string(i), bytes("v"), 60000ms);
+                } catch (...) {
+                    ::_exit(1);
+                }
+                ::_exit(0);
+            }
+            children.push_back(pid);
+        }
+        ::close(go[0]);
+        const std::string start(processes, 'x');  // every child starts at once
+        REQUIRE(::write(go[1], start.data(), start.size()) == processes);
+        ::close(go[1]);
+        int failed = 0;
+        for (const pid_t pid : children) {
+            int status = 0;
+            ::waitpid(pid, &status, 0);
+            if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+                ++failed;
+        }
+        INFO("round " << round);
+        CHECK(failed == 0);
+        CacheFile file(path);
+        CHECK(file.entries("p:").size() == processes);
+    }
 }
 
 // ---- many threads ------------------------------------------------------------------------

@@ -10,12 +10,14 @@
 
 #include <pthread.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 
 #include "../../errors.hpp"
@@ -149,7 +151,7 @@ class FileConnection {
         // persistent in the file, so this only changes anything the first time. NORMAL
         // synchronous: a commit survives the crash of a process (what a cache needs), not a
         // power cut, and costs no fsync.
-        db_.exec("PRAGMA journal_mode = WAL");
+        switch_to_wal(busy_timeout);
         db_.exec("PRAGMA synchronous = NORMAL");
         db_.exec(std::string(file_cache_schema));
     }
@@ -165,6 +167,27 @@ class FileConnection {
     std::uint64_t generation() const noexcept { return generation_; }
 
   private:
+    /// The first open of a new file switches it to WAL, which needs the file to itself: when
+    /// several processes open it at once, SQLite answers the others SQLITE_BUSY at once, without
+    /// calling the busy handler (it would risk a deadlock), so they retry here, with backoff,
+    /// for up to the busy timeout. On a file already in WAL mode the PRAGMA changes nothing.
+    void switch_to_wal(std::chrono::milliseconds busy_timeout) {
+        using Clock = std::chrono::steady_clock;
+        const auto deadline = Clock::now() + busy_timeout;
+        std::chrono::microseconds pause{500};
+        for (;;) {
+            try {
+                db_.exec("PRAGMA journal_mode = WAL");
+                return;
+            } catch (const SQLite::Exception& e) {
+                if (e.getErrorCode() != SQLITE_BUSY || Clock::now() >= deadline)
+                    throw;
+            }
+            std::this_thread::sleep_for(pause);
+            pause = std::min<std::chrono::microseconds>(pause * 2, std::chrono::milliseconds{50});
+        }
+    }
+
     SQLite::Database db_;
     StatementCache statements_;  // declared after db_: finalized before the connection closes
     std::uint64_t generation_;
