@@ -279,6 +279,106 @@ TEST_CASE("Cache race: a get that starts after a commit does not join a flight t
     CHECK(f.control->fills_refused(entity_key("users", 1)) == 1);
 }
 
+/// A second Database on the fixture's file with a cache manager of its own on the same cache:
+/// what another process sharing the cache server is to `f.db`. Its commits reach the cache,
+/// never f.db's in-flight loads.
+struct OtherProcess {
+    explicit OtherProcess(Fixture& f) : db(Fixture::config(f.dir, *f.control, sql)) {}
+
+    void commit_rename(std::int64_t id, const std::string& name) {
+        auto s = db.session();
+        Repository<User> users{s};
+        auto u = users.get(id, Options{.use_cache = false});
+        u.name = name;
+        users.update(u);
+        s.commit();
+    }
+
+    SqlHook sql;
+    ormcache::Database db;
+};
+
+TEST_CASE(
+    "Cache race: a get that starts after another process's commit does not take the result "
+    "of a flight that read before it",
+    "[cache][concurrency][process]") {
+    Fixture f;
+    OtherProcess other(f);
+    auto as = f.db.session();
+    Repository<User> a{as};
+    auto bs = f.db.session();
+    Repository<User> b{bs};
+
+    // A leads the flight for user 1: it has read the old row and stops before its fill.
+    Gate fill = f.control->pause_next(Op::fill, entity_key("users", 1));
+    auto first = std::async(std::launch::async, [&] { return a.get(1); });
+    REQUIRE(fill.wait_arrived());
+
+    // The other process commits; its invalidation removes A's lease from the shared cache but
+    // cannot end A's flight, which lives in this process.
+    other.commit_rename(1, "new");
+
+    // B begins after that commit, misses, and finds A's flight under the same tag (the table's
+    // entity generation, which a row commit does not move): it waits for it.
+    const auto stats_before = f.db.cache_manager().stats();
+    std::promise<pid_t> b_tid;
+    auto second = std::async(std::launch::async, [&] {
+        b_tid.set_value(current_tid());
+        return b.get(1);
+    });
+    const pid_t tid = b_tid.get_future().get();
+    const bool waiting =
+        wait_all_asleep({tid}, [&] { return second.wait_for(0s) == std::future_status::ready; });
+    fill.release();
+    CHECK(waiting);
+    CHECK(first.get().name == "old-1");  // A started before the commit: its row is fine for A
+    // A's fill was refused (the lease was gone), so nothing proves A's row current for B: B
+    // reads again and sees the commit.
+    CHECK(second.get().name == "new");
+    const auto stats = f.db.cache_manager().stats();
+    CHECK(stats.singleflight_waits - stats_before.singleflight_waits == 1);
+    CHECK(stats.singleflight_rereads - stats_before.singleflight_rereads == 1);
+    CHECK(f.control->fills_refused(entity_key("users", 1)) == 1);
+
+    f.sql.clear();
+    CHECK(f.fresh_name(1) == "new");
+    CHECK(f.sql.user_selects() == 0);  // B's reread filled the cache
+}
+
+TEST_CASE(
+    "Singleflight: a miss that arrives during the leader's query takes its result when the "
+    "fill lands",
+    "[cache][concurrency]") {
+    Fixture f;
+    auto as = f.db.session();
+    Repository<User> a{as};
+    auto bs = f.db.session();
+    Repository<User> b{bs};
+
+    // A has run its query and stops before its fill; B arrives only now, after A's query began.
+    Gate fill = f.control->pause_next(Op::fill, entity_key("users", 1));
+    auto first = std::async(std::launch::async, [&] { return a.get(1).name; });
+    REQUIRE(fill.wait_arrived());
+    std::promise<pid_t> b_tid;
+    auto second = std::async(std::launch::async, [&] {
+        b_tid.set_value(current_tid());
+        return b.get(1).name;
+    });
+    const pid_t tid = b_tid.get_future().get();
+    const bool waiting =
+        wait_all_asleep({tid}, [&] { return second.wait_for(0s) == std::future_status::ready; });
+    fill.release();
+    CHECK(waiting);
+    CHECK(first.get() == "old-1");
+    // The fill under A's lease landed: no invalidation of the key finished between A's lease
+    // and the fill, so A's row is current for B too. One query for both.
+    CHECK(second.get() == "old-1");
+    CHECK(f.sql.user_selects() == 1);
+    const auto stats = f.db.cache_manager().stats();
+    CHECK(stats.singleflight_waits == 1);
+    CHECK(stats.singleflight_rereads == 0);
+}
+
 TEST_CASE("Singleflight: a flight ended by an invalidation does not end its successor",
           "[cache][concurrency]") {
     Fixture f;

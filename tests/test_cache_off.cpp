@@ -1,7 +1,8 @@
 // Singleflight without a cache (docs/reference.md, cache rule 5): with backend "null",
 // enabled = false, no cache_config at all, or a backend that is down, concurrent reads of one
 // key still run one query, so switching the cache off does not change the database's load;
-// and a read that starts after a commit never joins a load that started before it.
+// and a read that starts after a commit, of this process or another, never takes the result of
+// a load that started before it.
 
 #include <catch2/catch.hpp>
 
@@ -93,6 +94,33 @@ struct Harness {
     Database db;
 };
 
+/// Stops the next SELECT on "users" of `session` inside sqlite3_step, once SQLite has begun the
+/// statement's read transaction, i.e. taken its snapshot (the progress handler runs between the
+/// opcodes of sqlite3_step), until `gate` is released.
+struct StopInsideSelect {
+    explicit StopInsideSelect(ormcache::Session& session)
+        : connection(session.connection().getHandle()), gate(state) {
+        sqlite3_progress_handler(
+            connection, 1,
+            [](void* p) {
+                auto* s = static_cast<StopInsideSelect*>(p);
+                if (sqlite3_txn_state(s->connection, "main") == SQLITE_TXN_READ &&
+                    reading_users(s->connection) && s->armed.exchange(false))
+                    s->state->block();
+                return 0;
+            },
+            this);
+    }
+    ~StopInsideSelect() { sqlite3_progress_handler(connection, 0, nullptr, nullptr); }
+    StopInsideSelect(const StopInsideSelect&) = delete;
+    StopInsideSelect& operator=(const StopInsideSelect&) = delete;
+
+    sqlite3* connection;
+    std::shared_ptr<GateState> state = std::make_shared<GateState>();
+    Gate gate;
+    std::atomic<bool> armed{true};
+};
+
 /// `readers` threads read user 1 at once: the first one's SELECT is held until all the others
 /// are blocked, then released. Returns the names they read.
 std::vector<std::string> concurrent_gets(Harness& h) {
@@ -135,7 +163,12 @@ std::vector<std::string> concurrent_gets(Harness& h) {
 
 TEST_CASE("Cache off: concurrent gets of one id run one SELECT, whatever the backend",
           "[cache][singleflight][rule5]") {
+    // The readers arrive while the leader's SELECT runs. With a cache, the leader's fill under
+    // its lease proves its row current for them: one SELECT in all. Without one nothing can:
+    // another process may have committed between the leader's snapshot and their start, so
+    // they wait for the leader, then share one more SELECT.
     std::optional<CacheConfig> cache;
+    int selects = 2;
     SECTION("backend null") {
         cache = CacheConfig{.backend = "null"};
     }
@@ -147,14 +180,18 @@ TEST_CASE("Cache off: concurrent gets of one id run one SELECT, whatever the bac
     }
     SECTION("memory (for comparison)") {
         cache = CacheConfig{.backend = "memory"};
+        selects = 1;
     }
     Harness h(cache);
-    const auto waits = h.db.cache_manager().stats().singleflight_waits;
+    const auto before = h.db.cache_manager().stats();
     const auto names = concurrent_gets(h);
-    CHECK(h.user_selects.load() == 1);
+    CHECK(h.user_selects.load() == selects);
     for (const auto& name : names)
         CHECK(name == "old-1");
-    CHECK(h.db.cache_manager().stats().singleflight_waits - waits == readers - 1);
+    const auto after = h.db.cache_manager().stats();
+    CHECK(after.singleflight_waits - before.singleflight_waits == readers - 1);
+    CHECK(after.singleflight_rereads - before.singleflight_rereads ==
+          (selects == 1 ? 0 : readers - 1));
 }
 
 TEST_CASE("Cache off: concurrent gets run one SELECT while the cache backend is down",
@@ -165,11 +202,13 @@ TEST_CASE("Cache off: concurrent gets run one SELECT while the cache backend is 
     store->fail_all();
     const auto before = h.db.cache_manager().stats();
     const auto names = concurrent_gets(h);
-    CHECK(h.user_selects.load() == 1);
+    // As with no cache: the late readers wait for the leader, then share one more SELECT.
+    CHECK(h.user_selects.load() == 2);
     for (const auto& name : names)
         CHECK(name == "old-1");
     const auto after = h.db.cache_manager().stats();
     CHECK(after.singleflight_waits - before.singleflight_waits == readers - 1);
+    CHECK(after.singleflight_rereads - before.singleflight_rereads == readers - 1);
     CHECK(after.misses - before.misses == readers);
     CHECK(after.errors > before.errors);
 }
@@ -179,28 +218,9 @@ TEST_CASE("Cache off: a get that starts after a commit does not join a load that
     Harness h(CacheConfig{.backend = "null"});
     auto leader_session = h.db.session();
     Repository<User> leader_repo{leader_session};
-    // Stop the leader inside its SELECT once SQLite has begun the statement's read
-    // transaction, i.e. taken its snapshot: the progress handler runs between the opcodes
-    // of sqlite3_step.
-    auto stopped = std::make_shared<GateState>();
-    Gate gate(stopped);
-    struct Stop {
-        sqlite3* connection;
-        std::shared_ptr<GateState> gate;
-        std::atomic<bool> armed{true};
-    } stop{leader_session.connection().getHandle(), stopped};
-    sqlite3_progress_handler(
-        stop.connection, 1,
-        [](void* p) {
-            auto* s = static_cast<Stop*>(p);
-            if (sqlite3_txn_state(s->connection, "main") == SQLITE_TXN_READ &&
-                reading_users(s->connection) && s->armed.exchange(false))
-                s->gate->block();
-            return 0;
-        },
-        &stop);
+    StopInsideSelect stop(leader_session);
     auto first = std::async(std::launch::async, [&] { return leader_repo.get(1).name; });
-    REQUIRE(gate.wait_arrived());
+    REQUIRE(stop.gate.wait_arrived());
 
     {
         auto w = h.db.session();
@@ -217,12 +237,56 @@ TEST_CASE("Cache off: a get that starts after a commit does not join a load that
     const auto waits = h.db.cache_manager().stats().singleflight_waits;
     auto second = std::async(std::launch::async, [&] { return reader.get(1).name; });
     const bool done_alone = second.wait_for(std::chrono::seconds{20}) == std::future_status::ready;
-    gate.release();
+    stop.gate.release();
     CHECK(done_alone);
     CHECK(second.get() == "new");
     CHECK(first.get() == "old-1");
     CHECK(h.db.cache_manager().stats().singleflight_waits == waits);
-    sqlite3_progress_handler(stop.connection, 0, nullptr, nullptr);
+}
+
+TEST_CASE(
+    "Cache off: a get that starts after another process's commit does not take the result "
+    "of a load that read before it",
+    "[cache][singleflight][rule5][process]") {
+    Harness h(CacheConfig{.backend = "null"});
+    // Another process, as far as h.db can tell: its own Database on the same file.
+    Database other(DatabaseConfig{.connection_string = h.dir.file("off.db")});
+    auto leader_session = h.db.session();
+    Repository<User> leader_repo{leader_session};
+    StopInsideSelect stop(leader_session);
+    auto first = std::async(std::launch::async, [&] { return leader_repo.get(1).name; });
+    REQUIRE(stop.gate.wait_arrived());
+    {
+        auto w = other.session();
+        Repository<User> users{w};
+        auto u = users.get(1);
+        u.name = "new";
+        users.update(u);
+        w.commit();
+    }
+    // This process's commit count of the table did not move, so the reader finds the
+    // leader's flight and waits; the leader's row predates the commit, so it reads again.
+    auto reader_session = h.db.session();
+    Repository<User> reader{reader_session};
+    const auto before = h.db.cache_manager().stats();
+    std::promise<pid_t> reader_tid;
+    auto second = std::async(std::launch::async, [&] {
+        reader_tid.set_value(ormcache_test::current_tid());
+        return reader.get(1).name;
+    });
+    const pid_t tid = reader_tid.get_future().get();
+    const bool waiting = ormcache_test::wait_all_asleep(
+        {tid},
+        [&] { return second.wait_for(std::chrono::seconds{0}) == std::future_status::ready; },
+        std::chrono::seconds{20});
+    stop.gate.release();
+    CHECK(waiting);
+    CHECK(first.get() == "old-1");
+    CHECK(second.get() == "new");
+    const auto after = h.db.cache_manager().stats();
+    CHECK(after.singleflight_waits - before.singleflight_waits == 1);
+    CHECK(after.singleflight_rereads - before.singleflight_rereads == 1);
+    CHECK(h.user_selects.load() == 2);
 }
 
 TEST_CASE("Cache off: get_or_create still runs one creation for concurrent callers",

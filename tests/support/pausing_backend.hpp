@@ -1,5 +1,5 @@
 #pragma once
-// A cache Backend for race tests: it delegates to an ormcache::MemoryBackend, records every
+// A cache Backend for race tests: it delegates to one ormcache::MemoryBackend, records every
 // operation, counts fills that landed and fills that were refused, and can stop a chosen
 // operation on a gate until the test releases it. The test learns that the operation has
 // arrived at the gate from a condition variable, never from a sleep.
@@ -66,7 +66,9 @@ inline KeyMatch query_keys(std::string table) {
 class PausingBackend;
 
 /// What a PausingBackend (and every backend built from its registered name) shares with the
-/// test: the operation log, the fill counts and the armed gates. Thread-safe.
+/// test: the operation log, the fill counts and the armed gates; and with each other: one
+/// MemoryBackend, so that two Databases on one database file, each with its own cache
+/// manager, share a cache as two processes share a cache server. Thread-safe.
 class PauseControl {
   public:
     enum class Op { read, fill, invalidate, clear };
@@ -130,6 +132,9 @@ class PauseControl {
   private:
     friend class PausingBackend;
 
+    /// The storage of every backend built from this name.
+    ormcache::MemoryBackend memory_;
+
     struct Armed {
         Op op;
         KeyMatch match;
@@ -176,7 +181,7 @@ class PauseControl {
     std::vector<Event> events_;
 };
 
-/// The Backend itself: a MemoryBackend with gates and a log around each operation.
+/// The Backend itself: the control's MemoryBackend with gates and a log around each operation.
 class PausingBackend {
   public:
     using Op = PauseControl::Op;
@@ -199,7 +204,7 @@ class PausingBackend {
 
     ormcache::ReadResult read(const ormcache::ReadRequest& request) {
         control_->stop_if_armed(Op::read, request.key, At::before);
-        auto result = memory_.read(request);
+        auto result = control_->memory_.read(request);
         control_->record({Op::read, request.key, false, request.lease_ttl.has_value()});
         control_->stop_if_armed(Op::read, request.key, At::after);
         return result;
@@ -207,7 +212,7 @@ class PausingBackend {
 
     bool fill(const ormcache::FillRequest& request) {
         control_->stop_if_armed(Op::fill, request.key, At::before);
-        const bool landed = memory_.fill(request);
+        const bool landed = control_->memory_.fill(request);
         control_->record({Op::fill, request.key, landed, false});
         control_->stop_if_armed(Op::fill, request.key, At::after);
         return landed;
@@ -215,19 +220,18 @@ class PausingBackend {
 
     void invalidate(const ormcache::InvalidationBatch& batch) {
         control_->stop_if_armed(Op::invalidate, {}, At::before);
-        memory_.invalidate(batch);
+        control_->memory_.invalidate(batch);
         control_->record({Op::invalidate, {}, false, false});
         control_->stop_if_armed(Op::invalidate, {}, At::after);
     }
 
     void clear() {
-        memory_.clear();
+        control_->memory_.clear();
         control_->record({Op::clear, {}, false, false});
     }
 
   private:
     std::shared_ptr<PauseControl> control_;
-    ormcache::MemoryBackend memory_;
 };
 
 static_assert(ormcache::Backend<PausingBackend>);

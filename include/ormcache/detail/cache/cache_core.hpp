@@ -89,9 +89,13 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
                std::optional<std::chrono::seconds> ttl, LoadRef<R> load) {
         if (context.mode == FillMode::bypass)
             return load();  // read-your-writes: never shares a load with other sessions
+        // Taken before the first look at the cache: a flight may hand this read only a result
+        // known to include every commit that had finished by now (Singleflight::Outcome).
+        const FlightClock::Tick started = flight_clock_.now();
         if (!active())
-            return context.mode == FillMode::shared ? uncached_flight<R>(target, context, load)
-                                                    : load();
+            return context.mode == FillMode::shared
+                       ? uncached_flight<R>(target, context, started, load)
+                       : load();
         const std::string& key = target.key;
         // The lease is taken in this same round trip unless singleflight will decide who
         // fills (then the leader takes it, see below). Query keys take one too: it is what a
@@ -107,8 +111,9 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
         // without having read the counter; a region value (get_or_create) has none, so its
         // flight's leader reads again below and fills if the backend answers by then.
         if (!first && !target.counter.empty()) {
-            return context.mode == FillMode::shared ? uncached_flight<R>(target, context, load)
-                                                    : load();
+            return context.mode == FillMode::shared
+                       ? uncached_flight<R>(target, context, started, load)
+                       : load();
         }
         const std::int64_t first_stamp = first ? first->stamp : 0;
         if (context.mode == FillMode::read_only)
@@ -117,12 +122,22 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
             return load_and_store<R>(target, first_stamp, first ? first->lease : std::string(),
                                      context.guards, ttl, load);
         }
-        // Shared: one load per key and counter value in this process.
+        // Shared: one load per key and counter value in this process. A list entry's tag is
+        // the list version, which every commit of its table bumps before it finishes: a read
+        // that starts after a commit reads a newer version and never meets an older flight.
+        // A region value has nothing a commit could make old. An entity's tag (its table's
+        // generation) does not move with row commits, so its result carries a tick: the one
+        // taken before the leader looked again, or, once the leader's fill under its lease
+        // landed (no invalidation of the key finished between the lease and the fill), the one
+        // taken after the fill.
+        const bool tag_proves_fresh = !target.entity;
         bool waited = false;
         const CountWait count_wait{waited, singleflight_waits_};
         auto result = flights_.run(
-            key, first_stamp,
-            [&]() -> Singleflight::Result {
+            key, first_stamp, started,
+            [&]() -> Singleflight::Outcome {
+                FlightClock::Tick fresh_as_of =
+                    tag_proves_fresh ? Singleflight::always_fresh : flight_clock_.tick();
                 std::string lease;
                 std::int64_t stamp = first_stamp;
                 // The leader re-checks: the key may have been filled since our first read, by
@@ -130,12 +145,16 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
                 // second query). This read also takes the lease.
                 if (auto second = lookup<R>(key, target.check, target.counter, TakeLease::yes)) {
                     if (second->hit)
-                        return std::make_shared<const R>(std::move(*second->hit));
+                        return {std::make_shared<const R>(std::move(*second->hit)), fresh_as_of};
                     stamp = second->stamp;
                     lease = second->lease;
                 }
-                return std::make_shared<const R>(
-                    load_and_store<R>(target, stamp, lease, {}, ttl, load));
+                bool filled = false;
+                auto value = std::make_shared<const R>(
+                    load_and_store<R>(target, stamp, lease, {}, ttl, load, &filled));
+                if (filled && !lease.empty() && !tag_proves_fresh)
+                    fresh_as_of = flight_clock_.tick();
+                return {std::move(value), fresh_as_of};
             },
             waited);
         return *std::static_pointer_cast<const R>(result);
@@ -366,10 +385,12 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
 
     /// Loads from the database and stores the result under the lease and guards. If the load
     /// throws, the lease is given back (removing the key), so the next reader can fill.
+    /// `filled`, when given, tells whether the value landed in the cache.
     template <class R>
     R load_and_store(const ReadTarget& target, std::int64_t stamp, const std::string& lease,
                      const std::vector<std::pair<std::string, std::int64_t>>& guards,
-                     std::optional<std::chrono::seconds> ttl, LoadRef<R> load) {
+                     std::optional<std::chrono::seconds> ttl, LoadRef<R> load,
+                     bool* filled = nullptr) {
         R value = [&] {
             try {
                 return load();
@@ -379,12 +400,15 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
                 throw;
             }
         }();
-        store(target, value, stamp, ttl, lease, guards);
+        const bool landed = store(target, value, stamp, ttl, lease, guards);
+        if (filled != nullptr)
+            *filled = landed;
         return value;
     }
 
+    /// Whether the value landed in the cache.
     template <class R>
-    void store(const ReadTarget& target, const R& value, std::int64_t stamp,
+    bool store(const ReadTarget& target, const R& value, std::int64_t stamp,
                std::optional<std::chrono::seconds> ttl, const std::string& lease,
                const std::vector<std::pair<std::string, std::int64_t>>& guards) {
         // Never fill an entity without holding its lease. A query result may be stored
@@ -392,33 +416,43 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
         // stamped with the list version read before the query ran, so an overtaking commit
         // has made it unreachable already.
         if (target.entity && lease.empty())
-            return;
+            return false;
         auto encoded = encode(target.key, value, stamp, target.check);
         if (!encoded) {
             // Give the lease back, or the key could not be filled until the lease expired.
             if (!lease.empty())
                 drop(target.key);
-            return;
+            return false;
         }
         auto landed = guarded("fill", [&] {
             return backend_->fill(
                 FillRequest{target.key, std::move(*encoded), ttl_of(ttl), lease, guards});
         });
-        if (landed && *landed)
-            sets_.fetch_add(1, std::memory_order_relaxed);
+        if (!landed || !*landed)
+            return false;
+        sets_.fetch_add(1, std::memory_order_relaxed);
+        return true;
     }
 
     /// A shared read with no cache to answer (null backend, or the backend is down): still
     /// one load per key among concurrent callers, so switching the cache off does not change
     /// the database's load. Tagged with the table's commit count, so a read that starts after
-    /// a commit of this process never joins a load that started before it.
+    /// a commit of this process never joins a load that started before it; a commit of another
+    /// process is invisible here, so a database result is only ever fresh for the reads that
+    /// started before its load did (the others wait for it, then read again).
     template <class R>
-    R uncached_flight(const ReadTarget& target, const ReadContext& context, LoadRef<R> load) {
+    R uncached_flight(const ReadTarget& target, const ReadContext& context,
+                      FlightClock::Tick started, LoadRef<R> load) {
         bool waited = false;
         const CountWait count_wait{waited, singleflight_waits_};
         auto result = uncached_flights_.run(
-            target.key, static_cast<std::int64_t>(context.table_commits),
-            [&]() -> Singleflight::Result { return std::make_shared<const R>(load()); }, waited);
+            target.key, static_cast<std::int64_t>(context.table_commits), started,
+            [&]() -> Singleflight::Outcome {
+                const FlightClock::Tick fresh_as_of =
+                    target.from_database() ? flight_clock_.tick() : Singleflight::always_fresh;
+                return {std::make_shared<const R>(load()), fresh_as_of};
+            },
+            waited);
         return *std::static_pointer_cast<const R>(result);
     }
 
@@ -428,6 +462,7 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
     KeyLayout keys_{config_.key_prefix, config_.serializer.name};
     std::unique_ptr<AnyBackend> backend_;
     bool null_ = false;
+    FlightClock flight_clock_;       // tells both kinds of flight which results are fresh
     Singleflight flights_;           // reads with a cache counter, tagged with its value
     Singleflight uncached_flights_;  // reads without one, tagged with the table's commit count
 
@@ -462,6 +497,7 @@ ORMCACHE_INLINE CacheStats CacheCore::stats() const {
     s.invalidations = invalidations_.load(std::memory_order_relaxed);
     s.version_bumps = version_bumps_.load(std::memory_order_relaxed);
     s.singleflight_waits = singleflight_waits_.load(std::memory_order_relaxed);
+    s.singleflight_rereads = flights_.rereads() + uncached_flights_.rereads();
     s.errors = errors_.load(std::memory_order_relaxed);
     return s;
 }

@@ -38,6 +38,11 @@ struct ReadTarget {
     std::string_view check;
     /// Entity entries are never filled without the fill lease (see store()).
     bool entity = false;
+
+    /// Whether the value is read from the database (an entity or a query result), so that a
+    /// commit can make it old; a region value (get_or_create) is what the caller's function
+    /// made, and only its TTL or a delete ends it.
+    bool from_database() const noexcept { return entity || !counter.empty(); }
 };
 
 }  // namespace ormcache::detail
