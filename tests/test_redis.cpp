@@ -700,6 +700,54 @@ TEST_CASE("redis: invalidations that could not be delivered are replayed when it
     CHECK(f.log.size() == 0);
 }
 
+TEST_CASE(
+    "redis: a commit whose writer could not reach Redis and exited reaches the cache "
+    "through the outbox within invalidation_bound",
+    "[redis][outbox][process]") {
+    auto config = redis_config(shared_server().port(), unique_prefix("outbox"));
+    config.invalidation_bound = 200ms;
+    Fixture f(config);
+    auto s = f.db->session();
+    Repository<User> users{s};
+    CHECK(users.get(1).name == "Ada");  // cached from now on
+
+    // Another process whose address for the same Redis leads nowhere: its commit cannot
+    // invalidate, and it exits without ever delivering it.
+    auto unreachable =
+        redis_config(ormcache_test::free_port(), config.key_prefix, {{"connect_timeout_ms", 100}});
+    unreachable.invalidation_bound = config.invalidation_bound;
+    REQUIRE(ormcache_test::commit_in_child(f.path(), unreachable, [](Database& db) {
+                rename_user(db, 1, "Ada (outbox)");
+            }) == 0);
+    const auto committed = Clock::now();
+
+    // The commit's change set waits in the database's outbox; this process's keeper finds it
+    // undelivered after half the bound and delivers it.
+    const bool fresh = eventually([&] { return users.get(1).name == "Ada (outbox)"; }, 20s);
+    const auto elapsed = Clock::now() - committed;
+    CHECK(fresh);
+    INFO("the stale entry went after "
+         << std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count() << " ms");
+    // Never asserted as a tight timing (a shared machine); what must hold is that it goes long
+    // before its TTL (an hour here).
+    CHECK(elapsed < 10s);
+    CHECK(eventually([&] { return ormcache_test::outbox_rows(f.path()) == 0; }, 20s));
+}
+
+TEST_CASE("redis: a commit delivered by its writer leaves no outbox row behind",
+          "[redis][outbox]") {
+    auto config = redis_config(shared_server().port(), unique_prefix("outbox-clean"));
+    config.invalidation_bound = 40ms;
+    Fixture f(config);
+    f.rename(1, "Ada 2");
+    f.rename(2, "Bob 2");
+    // The keeper deletes the rows its process delivered within a quarter of the bound.
+    CHECK(eventually([&] { return ormcache_test::outbox_rows(f.path()) == 0; }, 20s));
+    auto s = f.db->session();
+    Repository<User> users{s};
+    CHECK(users.get(1).name == "Ada 2");
+}
+
 TEST_CASE("redis: concurrent commits and reads: each writer reads its own commit back",
           "[redis][invalidation]") {
     // No outage. Writers rename their own user and read it back through the cache while

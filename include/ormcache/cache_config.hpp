@@ -30,6 +30,11 @@ struct CacheConfig {
     Serializer serializer = serializers::json();
     /// Called with every backend failure after it was absorbed (optional).
     std::function<void(const CacheError&)> on_error{};
+    /// D: how late, at most, a committed change reaches a cache that other processes share
+    /// when its writer could not deliver it (it died, or could not reach the cache), counted
+    /// from the later of the commit and the cache answering again (docs/caching.md, "Across
+    /// processes"). The outbox keepers look every D/4 for changes older than D/2.
+    std::chrono::milliseconds invalidation_bound{1000};
 };
 
 }  // namespace ormcache

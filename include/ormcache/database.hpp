@@ -108,11 +108,19 @@ ORMCACHE_INLINE void setup_cache_listeners(Database& db, CacheManager& manager);
 #if ORMCACHE_DEFINITIONS
 ORMCACHE_INLINE void setup_cache_listeners(Database& db, CacheManager& manager) {
     std::weak_ptr<detail::CacheCore> weak = manager.core_;
-    db.state_->add_listener(
-        [weak, space = manager.core_->key_space(*db.state_)](const ChangeSet& changes) {
-            if (auto core = weak.lock())
-                core->on_commit(space, changes);
-        });
+    auto deliver = [weak, space = manager.core_->key_space(*db.state_)](const ChangeSet& changes) {
+        const auto core = weak.lock();
+        return core == nullptr || core->on_commit(space, changes);
+    };
+    if (manager.core_->shared_across_processes() && db.state_->can_share_caches()) {
+        // Other processes read this cache: the change set goes through the database's outbox,
+        // which outlives this process (docs/caching.md, "Across processes").
+        db.state_->attach_outbox(manager.core_->outbox_name(), manager.config().invalidation_bound,
+                                 std::move(deliver));
+    } else {
+        db.state_->add_listener(
+            [deliver = std::move(deliver)](const ChangeSet& changes) { deliver(changes); });
+    }
     db.state_->attach_cache(manager.core_);
 }
 #endif

@@ -3,11 +3,14 @@
 // prefixes that keep tests apart on a shared server, ConfigError messages, polling with a
 // deadline, and the five users most tests start from.
 
+#include <sys/types.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -15,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include <SQLiteCpp/SQLiteCpp.h>
 #include <nlohmann/json.hpp>
 #include <ormcache/ormcache.hpp>
 
@@ -93,6 +97,39 @@ inline void rename_user(ormcache::Database& db, std::int64_t id, const std::stri
     u.name = name;
     users.update(u);
     s.commit();
+}
+
+/// The rows of the database file's outbox (docs/caching.md, "Across processes"): commits
+/// whose delivery nobody has confirmed yet.
+inline int outbox_rows(const std::string& database_path) {
+    SQLite::Database db(database_path, SQLite::OPEN_READONLY);
+    if (!db.tableExists("ormcache_outbox"))
+        return 0;
+    return db.execAndGet("SELECT count(*) FROM ormcache_outbox").getInt();
+}
+
+/// Runs `commit` in a forked child on a Database of its own on `database_path` with `cache`,
+/// and waits for the child to exit (without running the parent's destructors). The child's
+/// status: 0 when `commit` returned, 1 when it threw.
+template <class Commit>
+int commit_in_child(const std::string& database_path, const ormcache::CacheConfig& cache,
+                    Commit&& commit) {
+    const pid_t child = ::fork();
+    if (child == 0) {
+        int code = 1;
+        try {
+            ormcache::Database db(ormcache::DatabaseConfig{.connection_string = database_path,
+                                                           .cache_config = cache});
+            commit(db);
+            code = 0;
+        } catch (...) {
+        }
+        std::_Exit(code);
+    }
+    int status = 0;
+    if (child < 0 || ::waitpid(child, &status, 0) != child || !WIFEXITED(status))
+        return -1;
+    return WEXITSTATUS(status);
 }
 
 /// What `backend` holds at `key`, as a reader sees it without a lease: nothing for a miss, an

@@ -178,7 +178,17 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
     /// The commit listener of the database whose key space is `space`: after a successful
     /// commit, drop the changed entities and bump the list version of every changed table, in
     /// one backend batch.
-    void on_commit(std::string_view space, const ChangeSet& changes);
+    /// Returns whether the backend accepted the batch (or there was nothing to deliver).
+    bool on_commit(std::string_view space, const ChangeSet& changes);
+
+    /// Whether processes other than this one may read what this cache stores (a backend that
+    /// stores bytes), so that a commit's invalidation must outlive its writer (the outbox).
+    bool shared_across_processes() const { return active() && !backend_->stores_objects(); }
+
+    /// What the outbox rows for this cache are marked with: the backend and the key prefix.
+    std::string outbox_name() const {
+        return std::string(backend_->name()) + " " + config_.key_prefix;
+    }
 
     /// Drops one entity of every database this cache serves (key_space()).
     template <Model T>
@@ -456,7 +466,8 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
         return *std::static_pointer_cast<const R>(result);
     }
 
-    void apply(const InvalidationBatch& batch);
+    /// Whether the backend accepted the batch.
+    bool apply(const InvalidationBatch& batch);
 
     CacheConfig config_;
     KeyLayout keys_{config_.key_prefix, config_.serializer.name};
@@ -516,9 +527,9 @@ ORMCACHE_INLINE std::string CacheCore::key_space(const DatabaseState& database) 
     return keys_.space(id);
 }
 
-ORMCACHE_INLINE void CacheCore::on_commit(std::string_view space, const ChangeSet& changes) {
+ORMCACHE_INLINE bool CacheCore::on_commit(std::string_view space, const ChangeSet& changes) {
     if (!active() || changes.empty())
-        return;
+        return true;
     InvalidationBatch batch;
     std::shared_lock lock(models_mutex_);
     for (const auto& table : changes.tables()) {
@@ -549,7 +560,7 @@ ORMCACHE_INLINE void CacheCore::on_commit(std::string_view space, const ChangeSe
         }
     }
     lock.unlock();
-    apply(batch);
+    return apply(batch);
 }
 
 ORMCACHE_INLINE void CacheCore::clear() {
@@ -626,6 +637,11 @@ ORMCACHE_INLINE void CacheCore::validate() {
     if (config_.serializer.name.empty() || config_.serializer.name.find(':') != std::string::npos) {
         throw ConfigError("CacheConfig::serializer.name must be non-empty and contain no ':'");
     }
+    if (config_.invalidation_bound < std::chrono::milliseconds{4} ||
+        config_.invalidation_bound > std::chrono::hours{1}) {
+        throw ConfigError("CacheConfig::invalidation_bound must be 4 ms to 1 hour, got " +
+                          std::to_string(config_.invalidation_bound.count()) + " ms");
+    }
 }
 
 ORMCACHE_INLINE Ttl CacheCore::ttl_of(std::optional<std::chrono::seconds> ttl) const {
@@ -635,17 +651,18 @@ ORMCACHE_INLINE Ttl CacheCore::ttl_of(std::optional<std::chrono::seconds> ttl) c
     return std::chrono::duration_cast<Ttl>(seconds);
 }
 
-ORMCACHE_INLINE void CacheCore::apply(const InvalidationBatch& batch) {
+ORMCACHE_INLINE bool CacheCore::apply(const InvalidationBatch& batch) {
     if (batch.empty())
-        return;
+        return true;
     for (const auto& key : batch.remove)
         flights_.forget(key);
-    if (guarded("invalidate", [&] {
+    if (!guarded("invalidate", [&] {
             backend_->invalidate(batch);
             return true;
-        })) {
-        invalidations_.fetch_add(batch.remove.size(), std::memory_order_relaxed);
-    }
+        }))
+        return false;
+    invalidations_.fetch_add(batch.remove.size(), std::memory_order_relaxed);
+    return true;
 }
 
 #endif  // ORMCACHE_DEFINITIONS

@@ -49,6 +49,10 @@ class ChangeJournal {
     /// Removes and returns everything recorded (the transaction committed).
     ChangeSet take();
 
+    /// What take() would return, leaving the journal as it is (the outbox row a commit writes
+    /// before COMMIT).
+    ChangeSet peek() const;
+
     bool empty() const {
         return std::all_of(frames_.begin(), frames_.end(),
                            [](const Frame& f) { return f.changes.empty(); });
@@ -129,6 +133,17 @@ ORMCACHE_INLINE ChangeSet ChangeJournal::take() {
         }
     }
     clear();
+    return ChangeSet(std::move(all));
+}
+
+ORMCACHE_INLINE ChangeSet ChangeJournal::peek() const {
+    std::vector<Change> all;
+    for (const auto& f : frames_) {
+        for (const auto& c : f.changes) {
+            if (live(f, c))
+                all.push_back(c);
+        }
+    }
     return ChangeSet(std::move(all));
 }
 

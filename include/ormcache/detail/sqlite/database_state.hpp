@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -23,6 +24,7 @@
 #include "../orm/sql_text.hpp"
 #include "../util/linkage.hpp"
 #include "database_identity.hpp"
+#include "outbox.hpp"
 #include "sqlite_error.hpp"
 #include "statement_cache.hpp"
 
@@ -95,7 +97,29 @@ class DatabaseState {
     /// is copy-on-write), so a listener may do I/O or register listeners. A listener that
     /// throws does not keep the others from running: the commit has already happened and
     /// cannot be reported as failed, so the exception is dropped here.
-    void publish(const ChangeSet& changes) noexcept;
+    void publish(const ChangeSet& changes) noexcept { publish(changes, {}); }
+
+    /// The outbox rows a commit wrote, one per outbox (see Outbox).
+    using OutboxRows = std::vector<std::pair<const Outbox*, std::int64_t>>;
+
+    /// publish() for a commit that wrote outbox rows: each outbox delivers the change set
+    /// (noting its row delivered if the cache accepted it) before the listeners run.
+    void publish(const ChangeSet& changes, const OutboxRows& rows) noexcept;
+
+    /// Delivers this database's commits to a cache through an outbox from now on (instead of
+    /// a commit listener). Creates the table if needed; throws the SQLite error if it cannot.
+    /// Not for ":memory:" databases (can_share_caches()).
+    void attach_outbox(std::string cache, std::chrono::milliseconds bound, Outbox::Deliver deliver);
+
+    /// The outboxes a commit writes its change set into.
+    std::shared_ptr<const std::vector<std::shared_ptr<Outbox>>> outboxes() const {
+        std::lock_guard lock(outboxes_mutex_);
+        return outboxes_;
+    }
+
+    /// Whether other processes can open this database (it is not ":memory:" or a memory URI),
+    /// so that its caches may be shared with them.
+    bool can_share_caches() const noexcept { return !in_memory_; }
 
     /// Caches whose snapshot guard sessions take at begin() (held weakly: a manual
     /// CacheManager may go away first).
@@ -158,6 +182,11 @@ class DatabaseState {
     mutable std::shared_mutex registry_mutex_;  // guards registry_
     std::unordered_map<std::string, TableInfo, StringHash, std::equal_to<>> registry_;
     std::atomic<std::uint64_t> registry_version_{0};
+    mutable std::mutex outboxes_mutex_;  // guards outboxes_ (the pointer, not the list)
+    /// Copy-on-write. Last: destroyed first, so that the keepers stop before anything they
+    /// open connections with goes.
+    std::shared_ptr<const std::vector<std::shared_ptr<Outbox>>> outboxes_ =
+        std::make_shared<const std::vector<std::shared_ptr<Outbox>>>();
 };
 
 #if ORMCACHE_DEFINITIONS
@@ -238,7 +267,20 @@ ORMCACHE_INLINE bool DatabaseState::remove_listener(std::uint64_t id) {
     return removed > 0;
 }
 
-ORMCACHE_INLINE void DatabaseState::publish(const ChangeSet& changes) noexcept {
+ORMCACHE_INLINE void DatabaseState::attach_outbox(std::string cache,
+                                                  std::chrono::milliseconds bound,
+                                                  Outbox::Deliver deliver) {
+    auto outbox = std::make_shared<Outbox>([this] { return open_connection(); }, std::move(cache),
+                                           bound, std::move(deliver));
+    std::lock_guard lock(outboxes_mutex_);
+    // Commits in progress may hold the current list: replace it, never change it.
+    auto next = std::make_shared<std::vector<std::shared_ptr<Outbox>>>(*outboxes_);
+    next->push_back(std::move(outbox));
+    outboxes_ = std::move(next);
+}
+
+ORMCACHE_INLINE void DatabaseState::publish(const ChangeSet& changes,
+                                            const OutboxRows& rows) noexcept {
     {
         // Before the listeners: a read that starts once commit() has returned must not
         // join a load that started before it, whether or not a cache listens.
@@ -247,6 +289,14 @@ ORMCACHE_INLINE void DatabaseState::publish(const ChangeSet& changes) noexcept {
             if (const auto it = commits_.find(table); it != commits_.end())
                 it->second->fetch_add(1, std::memory_order_release);
         }
+    }
+    for (const auto& outbox : *outboxes()) {
+        std::optional<std::int64_t> row;
+        for (const auto& [owner, id] : rows) {
+            if (owner == outbox.get())
+                row = id;
+        }
+        outbox->deliver(row, changes);
     }
     std::shared_ptr<const Listeners> current;
     {

@@ -182,6 +182,15 @@ class SessionState {
         guards_.clear();
     }
 
+    /// Writes the journal into every outbox of the database, in the open transaction, right
+    /// before COMMIT (detail/sqlite/outbox.hpp). Not reported to on_query: ormcache's own
+    /// bookkeeping, like the hooks.
+    void write_outbox();
+
+    /// Takes back the rows write_outbox() wrote when COMMIT failed and left the transaction
+    /// open: the next commit() writes them again with whatever it changes meanwhile.
+    void unwrite_outbox() noexcept;
+
     static int on_commit(void* ctx) noexcept {
         auto* self = static_cast<SessionState*>(ctx);
         self->commit_pending_ = true;
@@ -196,6 +205,7 @@ class SessionState {
         self->commit_pending_ = false;
         self->end_transaction();
         self->journal_.clear();
+        self->outbox_rows_.clear();
     }
 
     static int on_wal(void* ctx, sqlite3* db, const char* schema, int frames) noexcept {
@@ -216,6 +226,8 @@ class SessionState {
     sqlite3* handle_;
     std::unique_ptr<StatementCache> statements_;  // finalized before conn_ closes
     ChangeJournal journal_;
+    /// The outbox rows the open transaction's commit() wrote (delivered with its change set).
+    DatabaseState::OutboxRows outbox_rows_;
     bool commit_pending_ = false;
     TxnKind txn_kind_ = TxnKind::none;
     std::vector<std::pair<const CacheHook*, std::optional<CounterSnapshot>>> guards_;
@@ -295,12 +307,15 @@ ORMCACHE_INLINE void SessionState::begin() {
 ORMCACHE_INLINE void SessionState::commit() {
     if (!in_transaction())
         return;
+    write_outbox();
     try {
         run("COMMIT");
     } catch (...) {
         // COMMIT failed. If SQLite rolled back, the rollback hook already cleared the
         // journal; if the transaction is still open (SQLITE_BUSY), its records stay.
         commit_pending_ = false;
+        if (in_transaction())
+            unwrite_outbox();
         throw;
     }
     end_transaction();
@@ -329,8 +344,44 @@ ORMCACHE_INLINE void SessionState::settle() noexcept {
     if (in_transaction())
         return;  // the commit failed (SQLITE_BUSY): records stay
     ChangeSet changes = journal_.take();
+    const DatabaseState::OutboxRows rows = std::exchange(outbox_rows_, {});
     if (!changes.empty())
-        db_->publish(changes);
+        db_->publish(changes, rows);
+}
+
+ORMCACHE_INLINE void SessionState::write_outbox() {
+    outbox_rows_.clear();
+    if (journal_.empty())
+        return;
+    const auto outboxes = db_->outboxes();
+    if (outboxes->empty())
+        return;
+    const std::string changes = change_set_to_json(journal_.peek());
+    const std::int64_t now = Outbox::now_ms();
+    for (const auto& outbox : *outboxes) {
+        auto insert = statements_->acquire(Outbox::insert_sql);
+        const auto check = [&](int rc) {
+            if (rc != SQLITE_OK && rc != SQLITE_DONE)
+                throw_from_handle(handle_, rc, Outbox::insert_sql);
+        };
+        check(bind_value(insert.get(), 1, outbox->cache()));
+        check(bind_value(insert.get(), 2, now));
+        check(bind_value(insert.get(), 3, changes));
+        check(sqlite3_step(insert.get()));
+        outbox_rows_.emplace_back(outbox.get(), sqlite3_last_insert_rowid(handle_));
+    }
+}
+
+ORMCACHE_INLINE void SessionState::unwrite_outbox() noexcept {
+    for (const auto& [outbox, id] : std::exchange(outbox_rows_, {})) {
+        try {
+            auto remove = statements_->acquire("DELETE FROM ormcache_outbox WHERE id = ?1");
+            bind_value(remove.get(), 1, id);
+            sqlite3_step(remove.get());
+        } catch (...) {
+            // The row stays: its change set is delivered once more, which costs a miss.
+        }
+    }
 }
 
 ORMCACHE_INLINE std::optional<TableInfo> SessionState::table_info(const char* schema,
@@ -372,6 +423,8 @@ ORMCACHE_INLINE void SessionState::on_preupdate(void* ctx, sqlite3* db, int op, 
                                                 const char* table, sqlite3_int64 old_rowid,
                                                 sqlite3_int64 new_rowid) noexcept {
     auto* self = static_cast<SessionState*>(ctx);
+    if (std::string_view(schema) == "main" && std::string_view(table) == Outbox::table)
+        return;  // ormcache's own bookkeeping, not a change of the application's data
     Change change;
     change.table =
         std::string_view(schema) == "main" ? std::string(table) : std::string(schema) + "." + table;
