@@ -20,6 +20,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <stdexcept>
@@ -147,7 +149,66 @@ void BM_Commit(benchmark::State& state, ormcache::Database* db) {
         benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
 }
 
+/// The outbox's cost (docs/caching.md, "Across processes"): a commit of one changed row on a
+/// database file, with the Redis backend with and without the outbox (durable_invalidation),
+/// and with the memory backend (which needs none). The file is in /dev/shm: no fsync in the
+/// figures, so the outbox's INSERT is as large a share of the commit as it can be.
+struct OutboxFixture {
+    explicit OutboxFixture(int redis_port) {
+        ormcache::CacheConfig redis;
+        redis.backend = "redis";
+        redis.arguments = {{"host", "127.0.0.1"}, {"port", redis_port}};
+        redis.key_prefix = "oco:";
+        add("redis_outbox", redis);
+        redis.durable_invalidation = false;
+        add("redis_no_outbox", redis);
+        add("memory", ormcache::CacheConfig{.backend = "memory"});
+    }
+    ~OutboxFixture() {
+        variants.clear();
+        std::filesystem::remove_all(dir);
+    }
+
+    void add(std::string name, ormcache::CacheConfig cache) {
+        auto db = std::make_unique<ormcache::Database>(
+            ormcache::DatabaseConfig{.connection_string = (dir / (name + ".db")).string(),
+                                     .cache_config = std::move(cache)});
+        db->create_all<app::Item0>();
+        auto session = db->session();
+        ormcache::Repository<app::Item0> registers{session};
+        registers.add(app::Item0{.id = 1, .v = 0});
+        session.commit();
+        variants.push_back(Variant{std::move(name), std::move(db)});
+    }
+
+    std::filesystem::path dir = [] {
+        std::string pattern = "/dev/shm/ormcache-bench-commit-XXXXXX";
+        if (mkdtemp(pattern.data()) == nullptr)
+            throw std::runtime_error("cannot create a directory in /dev/shm");
+        return std::filesystem::path(pattern);
+    }();
+    std::vector<Variant> variants;
+};
+
+OutboxFixture* g_outbox = nullptr;
+
+void BM_CommitOneRow(benchmark::State& state, ormcache::Database* db) {
+    ormcache::Session session = db->session();
+    for (auto _ : state) {
+        session.execute("UPDATE items_0 SET v = v + 1 WHERE id = 1");
+        session.commit();
+    }
+}
+
 void register_benchmarks() {
+    for (auto& variant : g_outbox->variants) {
+        benchmark::RegisterBenchmark(("outbox/" + variant.name).c_str(), BM_CommitOneRow,
+                                     variant.db.get())
+            ->MinTime(0.5)
+            ->Repetitions(5)
+            ->ReportAggregatesOnly(true)
+            ->UseRealTime();
+    }
     for (auto& variant : g_fixture->variants) {
         auto* b = benchmark::RegisterBenchmark(("commit/" + variant.name).c_str(), BM_Commit,
                                                variant.db.get());
@@ -155,6 +216,22 @@ void register_benchmarks() {
             b->Arg(rows);
         b->ArgName("rows")->MinTime(0.3)->Repetitions(3)->ReportAggregatesOnly(true)->UseRealTime();
     }
+}
+
+void print_outbox_summary(const Collector& c) {
+    const Result* on = c.find("outbox/redis_outbox");
+    const Result* off = c.find("outbox/redis_no_outbox");
+    const Result* memory = c.find("outbox/memory");
+    std::cout << "\nCommit of one changed row on a database file in /dev/shm (median of 5)\n"
+                 "redis, outbox us | redis, no outbox us | outbox / no outbox | memory us\n";
+    const auto us = [](const Result* r) {
+        return r == nullptr ? std::string("-") : fixed(r->real_ns_per_op / 1000.0, 1);
+    };
+    std::cout << us(on) << " | " << us(off) << " | "
+              << (on == nullptr || off == nullptr
+                      ? std::string("-")
+                      : fixed(on->real_ns_per_op / off->real_ns_per_op, 2) + "x")
+              << " | " << us(memory) << '\n';
 }
 
 void print_summary(const Collector& c) {
@@ -187,12 +264,16 @@ int main(int argc, char** argv) {
     return ormcache_bench::bench_main(argc, argv, "ormcache commit bench", [] {
         Fixture f;
         g_fixture = &f;
+        OutboxFixture outbox(f.server.port());
+        g_outbox = &outbox;
         std::cout << "ormcache commit bench: " << kTables << " tables of " << kRowsPerTable
                   << " rows per Database; redis-server on 127.0.0.1:" << f.server.port() << '\n';
         register_benchmarks();
         Collector reporter;
         benchmark::RunSpecifiedBenchmarks(&reporter);
         print_summary(reporter);
+        print_outbox_summary(reporter);
         g_fixture = nullptr;
+        g_outbox = nullptr;
     });
 }

@@ -35,6 +35,10 @@ struct CacheConfig {
     /// from the later of the commit and the cache answering again (docs/caching.md, "Across
     /// processes"). The outbox keepers look every D/4 for changes older than D/2.
     std::chrono::milliseconds invalidation_bound{1000};
+    /// false: commits write no outbox row, so an invalidation its writer could not deliver is
+    /// lost when the writer exits (other processes serve the old entries until their TTL).
+    /// For a cache only one process uses, to save the row each commit writes.
+    bool durable_invalidation = true;
 };
 
 }  // namespace ormcache

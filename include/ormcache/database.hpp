@@ -112,7 +112,7 @@ ORMCACHE_INLINE void setup_cache_listeners(Database& db, CacheManager& manager) 
         const auto core = weak.lock();
         return core == nullptr || core->on_commit(space, changes);
     };
-    if (manager.core_->shared_across_processes() && db.state_->can_share_caches()) {
+    if (manager.core_->uses_outbox() && db.state_->can_share_caches()) {
         // Other processes read this cache: the change set goes through the database's outbox,
         // which outlives this process (docs/caching.md, "Across processes").
         db.state_->attach_outbox(manager.core_->outbox_name(), manager.config().invalidation_bound,

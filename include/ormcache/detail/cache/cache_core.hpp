@@ -185,6 +185,9 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
     /// stores bytes), so that a commit's invalidation must outlive its writer (the outbox).
     bool shared_across_processes() const { return active() && !backend_->stores_objects(); }
 
+    /// Whether commits go through the database's outbox (CacheConfig::durable_invalidation).
+    bool uses_outbox() const { return shared_across_processes() && config_.durable_invalidation; }
+
     /// What the outbox rows for this cache are marked with: the backend and the key prefix.
     std::string outbox_name() const {
         return std::string(backend_->name()) + " " + config_.key_prefix;

@@ -87,14 +87,14 @@ class Outbox {
 
 ORMCACHE_INLINE Outbox::Outbox(Open open, std::string cache, std::chrono::milliseconds bound,
                                Deliver deliver)
-    : open_(std::move(open)), cache_(std::move(cache)), bound_(bound), deliver_(std::move(deliver)) {
+    : open_(std::move(open)),
+      cache_(std::move(cache)),
+      bound_(bound),
+      deliver_(std::move(deliver)) {
     auto db = open_();
     db->exec(
         "CREATE TABLE IF NOT EXISTS ormcache_outbox (id INTEGER PRIMARY KEY, cache TEXT NOT NULL, "
         "written_ms INTEGER NOT NULL, changes TEXT NOT NULL)");
-    db->exec(
-        "CREATE INDEX IF NOT EXISTS ormcache_outbox_by_cache ON ormcache_outbox (cache, "
-        "written_ms)");
     keeper_ = std::thread([this] { keep(); });
 }
 
