@@ -26,7 +26,9 @@
 // Usage: ormcache_consistency_checker --backend memory|file|redis|memcached [--processes P]
 //        [--threads T] [--seconds S] [--rows N] [--window-ms D] [--ttl-seconds S]
 //        [--fault none|server-kill|server-pause|partition|writer-kill] [--break-invalidation]
-//        [--seed N]
+//        [--slow-fill-us N] [--seed N]
+// --slow-fill-us delays every cache fill by up to N microseconds (a slow cache round trip): it
+// widens the windows in which a commit elsewhere overtakes a load, so races show up in seconds.
 // It prints one summary line and exits 1 if any violation falls outside the fault windows.
 
 #include <signal.h>
@@ -116,6 +118,7 @@ struct Settings {
     int ttl_seconds = 300;
     Fault fault = Fault::none;
     bool break_invalidation = false;
+    std::int64_t slow_fill_us = 0;
     std::uint64_t seed = 1;
 
     bool shared_server() const { return backend == "redis" || backend == "memcached"; }
@@ -126,7 +129,7 @@ struct Settings {
               << "\nusage: ormcache_consistency_checker --backend memory|file|redis|memcached "
                  "[--processes P] [--threads T] [--seconds S] [--rows N] [--window-ms D] "
                  "[--ttl-seconds S] [--fault none|server-kill|server-pause|partition|writer-kill] "
-                 "[--break-invalidation] [--seed N]\n";
+                 "[--break-invalidation] [--slow-fill-us N] [--seed N]\n";
     std::exit(2);
 }
 
@@ -161,6 +164,8 @@ Settings parse_settings(int argc, char** argv) {
                 s.window_ms = std::stoll(value);
             else if (arg == "--ttl-seconds")
                 s.ttl_seconds = std::stoi(value);
+            else if (arg == "--slow-fill-us")
+                s.slow_fill_us = std::stoll(value);
             else if (arg == "--seed")
                 s.seed = std::stoull(value);
             else if (arg == "--fault" && faults.contains(value))
@@ -314,11 +319,13 @@ thread_local EventLog* thread_log = nullptr;
 struct Wrapping {
     std::string inner;
     bool drop_invalidations = false;
+    std::int64_t slow_fill_us = 0;
 };
 Wrapping wrapping;
 
 /// The backend named by wrapping.inner, with invalidate() dropped (--break-invalidation: the
-/// checker must then find stale reads) or turned into the process's death when armed.
+/// checker must then find stale reads) or turned into the process's death when armed, and
+/// fill() slowed down (--slow-fill-us).
 template <bool Objects>
 class CheckerBackend {
   public:
@@ -329,7 +336,14 @@ class CheckerBackend {
 
     std::string_view name() const noexcept { return "checker"; }
     ormcache::ReadResult read(const ormcache::ReadRequest& r) { return inner_->read(r); }
-    bool fill(const ormcache::FillRequest& f) { return inner_->fill(f); }
+    bool fill(const ormcache::FillRequest& f) {
+        if (wrapping.slow_fill_us > 0) {
+            thread_local std::minstd_rand rng(static_cast<unsigned>(now_ns()));
+            std::this_thread::sleep_for(std::chrono::microseconds{
+                static_cast<std::int64_t>(rng() % static_cast<unsigned>(wrapping.slow_fill_us))});
+        }
+        return inner_->fill(f);
+    }
     void invalidate(const ormcache::InvalidationBatch& b) {
         if (die_at_next_invalidation != 0) {
             if (thread_log != nullptr) {
@@ -364,7 +378,7 @@ void register_checker_backend() {
 // --- workers ----------------------------------------------------------------------------------
 
 bool wraps_backend(const Settings& s) {
-    return s.break_invalidation || s.fault == Fault::writer_kill;
+    return s.break_invalidation || s.fault == Fault::writer_kill || s.slow_fill_us > 0;
 }
 
 /// Where a worker process finds everything (fixed before the first fork).
@@ -457,8 +471,11 @@ class Worker {
             read_at_least(dice < 91 ? Op::count : Op::exists);
     }
 
+    /// Half of the picks go to rows 1 and 2: races need several threads and processes on one
+    /// row at once (concurrent misses that share a load, a commit landing during a fill).
     std::int64_t random_row() {
-        return 1 + static_cast<std::int64_t>(rng_() % static_cast<unsigned>(run_.settings.rows));
+        const unsigned range = rng_() % 2 == 0 ? 2u : static_cast<unsigned>(run_.settings.rows);
+        return 1 + static_cast<std::int64_t>(rng_() % range);
     }
 
     std::vector<std::int64_t> distinct_rows(std::size_t n) {
@@ -1011,8 +1028,9 @@ int run_checker(const Settings& settings) {
             .db_path = scratch.file("checker.db"),
             .deadline = 0};
     if (wraps_backend(settings)) {
-        wrapping =
-            Wrapping{.inner = settings.backend, .drop_invalidations = settings.break_invalidation};
+        wrapping = Wrapping{.inner = settings.backend,
+                            .drop_invalidations = settings.break_invalidation,
+                            .slow_fill_us = settings.slow_fill_us};
         register_checker_backend();
     }
     prepare_database(run);
