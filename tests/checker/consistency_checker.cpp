@@ -17,7 +17,8 @@
 //  - a rolled-back value seen: a negative version, which only rolled-back transactions write;
 //  - staleness at quiescence: once the workers have stopped and the faults ended, D later, a
 //    fresh Database (a fresh process's view of the shared cache) reads every row through the
-//    cache and compares it with the database.
+//    cache and compares it with the database. A memory cache lives and dies with its one
+//    worker process, which checks it itself.
 //
 // A commit whose process was killed never reports its end: every transaction also inserts its
 // id into checker_commits, so the database tells afterwards which of them committed, and
@@ -27,9 +28,21 @@
 //        [--threads T] [--seconds S] [--rows N] [--window-ms D] [--ttl-seconds S]
 //        [--fault none|server-kill|server-pause|partition|writer-kill] [--break-invalidation]
 //        [--slow-fill-us N] [--seed N]
+//
+// Faults, one every second from 0.5 s until 1 s before the end (redis/memcached servers are
+// started before the first fork, by tests/support, so every process shares them):
+//  - server-kill:  SIGKILL the server, restart it empty on the same port 300 ms later;
+//  - server-pause: SIGSTOP the server for 400 ms, then SIGCONT;
+//  - partition:    worker 0 reaches the server through a proxy that cuts it off for 600 ms,
+//                  while the other workers still reach it;
+//  - writer-kill:  a worker, chosen at random, kills itself at its next invalidation, after
+//                  its commit has succeeded in the database and before the cache hears of it;
+//                  a replacement worker is started.
+// --break-invalidation drops every invalidation: the checker must then fail (a ctest checks).
 // --slow-fill-us delays every cache fill by up to N microseconds (a slow cache round trip): it
 // widens the windows in which a commit elsewhere overtakes a load, so races show up in seconds.
-// It prints one summary line and exits 1 if any violation falls outside the fault windows.
+// Prints one summary line (then a few examples of violations) and exits 1 if any violation
+// falls outside the fault windows, 2 if the run itself went wrong.
 
 #include <signal.h>
 #include <sys/prctl.h>
@@ -913,7 +926,7 @@ struct Verdict {
     std::uint64_t operations = 0, reads_checked = 0, stale = 0, stale_in_window = 0;
     std::uint64_t rolled_back_seen = 0, stale_at_quiescence = 0, failed_calls = 0;
     std::uint64_t commits = 0, unresolved_commits = 0, lost_commits = 0;
-    std::int64_t max_staleness = 0;
+    std::int64_t max_staleness = 0, max_staleness_in_window = 0;  // nanoseconds
     std::vector<std::string> examples;
 
     bool violated() const {
@@ -979,9 +992,10 @@ Verdict analyse(const Run& run, const std::vector<Event>& events,
     };
     const auto stale = [&](const Event& e, std::int64_t expected, std::int64_t missed_finish) {
         const std::int64_t staleness = e.start - missed_finish;
-        v.max_staleness = std::max(v.max_staleness, staleness);
         const bool windowed = in_window(e.start);
         ++(windowed ? v.stale_in_window : v.stale);
+        auto& max = windowed ? v.max_staleness_in_window : v.max_staleness;
+        max = std::max(max, staleness);
         if (v.examples.size() < 5 && !windowed) {
             std::ostringstream out;
             out << "  stale " << op_name(e.op) << ": row " << e.row << " read "
@@ -1058,6 +1072,11 @@ int run_checker(const Settings& settings) {
         run.proxy_port = proxy->port();
     }
 
+    if (settings.fault == Fault::writer_kill) {
+        // Inherited by every worker until it installs its handler: a worker armed before that
+        // must not die of the signal's default action.
+        ::signal(SIGUSR1, SIG_IGN);
+    }
     const std::int64_t began = now_ns();
     run.deadline = began + static_cast<std::int64_t>(settings.seconds * 1e9);
     Supervisor supervisor(run);
@@ -1077,7 +1096,8 @@ int run_checker(const Settings& settings) {
     std::printf(
         "checker backend=%s%s fault=%s processes=%dx%d seconds=%.1f operations=%llu "
         "commits=%llu reads_checked=%llu stale=%llu stale_in_window=%llu window_ms=%lld "
-        "max_staleness_ms=%.1f rolled_back_seen=%llu stale_at_quiescence=%llu "
+        "max_staleness_ms=%.1f max_staleness_in_window_ms=%.1f rolled_back_seen=%llu "
+        "stale_at_quiescence=%llu "
         "failed_calls=%llu -> %s\n",
         settings.backend.c_str(), settings.break_invalidation ? "(break-invalidation)" : "",
         fault_name(settings.fault), settings.processes, settings.threads, seconds,
@@ -1085,6 +1105,7 @@ int run_checker(const Settings& settings) {
         static_cast<unsigned long long>(v.reads_checked), static_cast<unsigned long long>(v.stale),
         static_cast<unsigned long long>(v.stale_in_window),
         static_cast<long long>(settings.window_ms), static_cast<double>(v.max_staleness) / 1e6,
+        static_cast<double>(v.max_staleness_in_window) / 1e6,
         static_cast<unsigned long long>(v.rolled_back_seen),
         static_cast<unsigned long long>(v.stale_at_quiescence),
         static_cast<unsigned long long>(v.failed_calls), v.violated() ? "FAIL" : "PASS");
