@@ -323,7 +323,9 @@ std::vector<Event> load_events(const std::filesystem::path& dir) {
 /// Set from the SIGUSR1 handler of a worker (the writer-kill fault): the next invalidation of
 /// this process kills it, after its commit has returned from the database and before any of
 /// its invalidation is delivered.
-volatile sig_atomic_t die_at_next_invalidation = 0;
+/// (A lock-free atomic, not a volatile sig_atomic_t: the handler runs on any thread.)
+std::atomic<bool> die_at_next_invalidation{false};
+static_assert(std::atomic<bool>::is_always_lock_free);
 
 /// The event log of the calling thread, for the death record.
 thread_local EventLog* thread_log = nullptr;
@@ -358,7 +360,7 @@ class CheckerBackend {
         return inner_->fill(f);
     }
     void invalidate(const ormcache::InvalidationBatch& b) {
-        if (die_at_next_invalidation != 0) {
+        if (die_at_next_invalidation.load(std::memory_order_relaxed)) {
             if (thread_log != nullptr) {
                 thread_log->add(Event{.kind = Kind::death, .txid = ::getpid(), .end = now_ns()});
                 thread_log->flush();
@@ -638,7 +640,7 @@ std::vector<Event> check_quiescence(ormcache::Database& db, int rows) {
 }
 
 void on_arm_signal(int) {
-    die_at_next_invalidation = 1;
+    die_at_next_invalidation.store(true, std::memory_order_relaxed);
 }
 
 /// A worker process's body: its threads until the deadline. With the memory backend (one
@@ -813,6 +815,8 @@ class Supervisor {
                 break;
             case Fault::writer_kill: {
                 // The victim dies at its next invalidation; its window closes when it is reaped.
+                if (workers_.empty())
+                    return;  // every worker failed: the run reports it
                 auto it = workers_.begin();
                 std::advance(it, static_cast<long>(rng_() % workers_.size()));
                 ::kill(it->first, SIGUSR1);
