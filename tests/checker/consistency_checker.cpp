@@ -29,8 +29,9 @@
 //        [--fault none|server-kill|server-pause|partition|writer-kill] [--break-invalidation]
 //        [--slow-fill-us N] [--seed N]
 //
-// Faults, one every second from 0.5 s until 1 s before the end (redis/memcached servers are
-// started before the first fork, by tests/support, so every process shares them):
+// Faults, from 0.5 s until 1 s before the end, each D + 1 s after the previous one ended, so
+// that reads are checked without excuse for at least 1 s between faults (redis/memcached servers
+// are started before the first fork, by tests/support, so every process shares them):
 //  - server-kill:  SIGKILL the server, restart it empty on the same port 300 ms later;
 //  - server-pause: SIGSTOP the server for 400 ms, then SIGCONT;
 //  - partition:    worker 0 reaches the server through a proxy that cuts it off for 600 ms,
@@ -772,7 +773,9 @@ class Supervisor {
             reap(false);
             if (fault != Fault::none && now_ns() >= next_fault && now_ns() < last_fault) {
                 inject(fault, server, proxy);
-                next_fault = now_ns() + 1000 * kMillisecond;
+                // The gap outlasts the window after the fault, so that part of every cycle
+                // is checked without excuse.
+                next_fault = now_ns() + (run_.settings.window_ms + 1000) * kMillisecond;
             }
             sleep_ms(5);
         }
