@@ -36,6 +36,8 @@
 //  - server-pause: SIGSTOP the server for 400 ms, then SIGCONT;
 //  - partition:    worker 0 reaches the server through a proxy that cuts it off for 600 ms,
 //                  while the other workers still reach it;
+//                  (a last pause or cut begins 300 ms before the end and lasts until every
+//                  worker has exited: what they could not deliver by then is lost with them)
 //  - writer-kill:  a worker, chosen at random, kills itself at its next invalidation, after
 //                  its commit has succeeded in the database and before the cache hears of it;
 //                  a replacement worker is started.
@@ -767,8 +769,11 @@ class Supervisor {
             spawn(p == 0 && proxy != nullptr);
         const Fault fault = run_.settings.fault;
         std::int64_t next_fault = now_ns() + 500 * kMillisecond;
-        // A fault ends well before the deadline, so the run ends with every server up.
         const std::int64_t last_fault = run_.deadline - 1000 * kMillisecond;
+        // An outage the workers cannot see the end of: they exit with the invalidations they
+        // could not deliver, which only the quiescence check can then find.
+        const bool final_outage = fault == Fault::partition || fault == Fault::server_pause;
+        std::optional<std::int64_t> final_outage_began;
         while (now_ns() < run_.deadline) {
             reap(false);
             if (fault != Fault::none && now_ns() >= next_fault && now_ns() < last_fault) {
@@ -777,9 +782,18 @@ class Supervisor {
                 // is checked without excuse.
                 next_fault = now_ns() + (run_.settings.window_ms + 1000) * kMillisecond;
             }
+            if (final_outage && !final_outage_began &&
+                now_ns() >= run_.deadline - 300 * kMillisecond) {
+                final_outage_began = now_ns();
+                begin_outage(fault, server, proxy);
+            }
             sleep_ms(5);
         }
         reap(true);
+        if (final_outage_began) {
+            end_outage(fault, server, proxy);
+            faults_.push_back(FaultWindow{*final_outage_began, now_ns()});
+        }
     }
 
     const std::vector<FaultWindow>& faults() const { return faults_; }
@@ -798,24 +812,39 @@ class Supervisor {
         workers_[pid] = through_proxy;
     }
 
+    /// A server killed (restarted empty by end_outage), paused, or cut off from worker 0.
+    static void begin_outage(Fault fault, ormcache_test::ServerProcess* server,
+                             ProxyProcess* proxy) {
+        if (fault == Fault::server_kill)
+            server->kill();
+        else if (fault == Fault::server_pause)
+            server->pause();
+        else if (fault == Fault::partition)
+            proxy->set_cut(true);
+    }
+
+    static void end_outage(Fault fault, ormcache_test::ServerProcess* server, ProxyProcess* proxy) {
+        if (fault == Fault::server_kill)
+            server->restart();
+        else if (fault == Fault::server_pause)
+            server->resume();
+        else if (fault == Fault::partition)
+            proxy->set_cut(false);
+    }
+
     void inject(Fault fault, ormcache_test::ServerProcess* server, ProxyProcess* proxy) {
         const std::int64_t begin = now_ns();
         switch (fault) {
             case Fault::server_kill:
-                server->kill();
-                sleep_ms(300);
-                server->restart();
-                break;
             case Fault::server_pause:
-                server->pause();
-                sleep_ms(400);
-                server->resume();
+            case Fault::partition: {
+                static const std::map<Fault, std::int64_t> length_ms{
+                    {Fault::server_kill, 300}, {Fault::server_pause, 400}, {Fault::partition, 600}};
+                begin_outage(fault, server, proxy);
+                sleep_ms(length_ms.at(fault));
+                end_outage(fault, server, proxy);
                 break;
-            case Fault::partition:
-                proxy->set_cut(true);
-                sleep_ms(600);
-                proxy->set_cut(false);
-                break;
+            }
             case Fault::writer_kill: {
                 // The victim dies at its next invalidation; its window closes when it is reaped.
                 if (workers_.empty())
