@@ -40,7 +40,8 @@
 //                  worker has exited: what they could not deliver by then is lost with them)
 //  - writer-kill:  a worker, chosen at random, kills itself at its next invalidation, after
 //                  its commit has succeeded in the database and before the cache hears of it;
-//                  a replacement worker is started.
+//                  a replacement worker is started (but for the last one, 300 ms before the
+//                  end).
 // --break-invalidation drops every invalidation: the checker must then fail (a ctest checks).
 // --slow-fill-us delays every cache fill by up to N microseconds (a slow cache round trip): it
 // widens the windows in which a commit elsewhere overtakes a load, so races show up in seconds.
@@ -770,10 +771,14 @@ class Supervisor {
         const Fault fault = run_.settings.fault;
         std::int64_t next_fault = now_ns() + 500 * kMillisecond;
         const std::int64_t last_fault = run_.deadline - 1000 * kMillisecond;
-        // An outage the workers cannot see the end of: they exit with the invalidations they
-        // could not deliver, which only the quiescence check can then find.
+        // A last fault the workers do not outlive: an outage they cannot see the end of, or a
+        // writer killed before its invalidation and not replaced. What was not delivered
+        // then is lost with the workers, and only the quiescence check can find it.
         const bool final_outage = fault == Fault::partition || fault == Fault::server_pause;
-        std::optional<std::int64_t> final_outage_began;
+        // (A lone worker killed at the end would leave nobody to check a memory cache.)
+        const bool final_fault =
+            final_outage || (fault == Fault::writer_kill && run_.settings.processes > 1);
+        std::optional<std::int64_t> final_fault_began;
         while (now_ns() < run_.deadline) {
             reap(false);
             if (fault != Fault::none && now_ns() >= next_fault && now_ns() < last_fault) {
@@ -782,17 +787,20 @@ class Supervisor {
                 // is checked without excuse.
                 next_fault = now_ns() + (run_.settings.window_ms + 1000) * kMillisecond;
             }
-            if (final_outage && !final_outage_began &&
+            if (final_fault && !final_fault_began &&
                 now_ns() >= run_.deadline - 300 * kMillisecond) {
-                final_outage_began = now_ns();
-                begin_outage(fault, server, proxy);
+                final_fault_began = now_ns();
+                if (final_outage)
+                    begin_outage(fault, server, proxy);
+                else
+                    inject(fault, server, proxy);
             }
             sleep_ms(5);
         }
         reap(true);
-        if (final_outage_began) {
+        if (final_outage && final_fault_began) {
             end_outage(fault, server, proxy);
-            faults_.push_back(FaultWindow{*final_outage_began, now_ns()});
+            faults_.push_back(FaultWindow{*final_fault_began, now_ns()});
         }
     }
 
@@ -893,7 +901,7 @@ class Supervisor {
                 deaths_[pid] = now;
                 if (const auto armed = armed_.find(pid); armed != armed_.end())
                     faults_.push_back(FaultWindow{armed->second, now});
-                if (now < run_.deadline - 300 * kMillisecond)
+                if (now < run_.deadline - 500 * kMillisecond)
                     spawn(proxied);
             } else if (WEXITSTATUS(status) != 0) {
                 ++crashed_;
