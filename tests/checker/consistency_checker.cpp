@@ -969,6 +969,7 @@ class RowHistory {
 struct Verdict {
     std::uint64_t operations = 0, reads_checked = 0, stale = 0, stale_in_window = 0;
     std::uint64_t rolled_back_seen = 0, stale_at_quiescence = 0, failed_calls = 0;
+    std::uint64_t quiescent_reads = 0;  // 0: the quiescence check did not run
     std::uint64_t commits = 0, unresolved_commits = 0, lost_commits = 0;
     std::int64_t max_staleness = 0, max_staleness_in_window = 0;  // nanoseconds
     std::vector<std::string> examples;
@@ -1066,7 +1067,10 @@ Verdict analyse(const Run& run, const std::vector<Event>& events,
             const auto expected = h.finished_before(e.start);
             if (!e.flag && expected >= e.value)
                 stale(e, expected, h.newest_missed(e.start, e.value));
-        } else if (e.kind == Kind::quiescence && e.value != e.txid) {
+        } else if (e.kind == Kind::quiescence) {
+            ++v.quiescent_reads;
+            if (e.value == e.txid)
+                continue;
             ++v.stale_at_quiescence;
             if (v.examples.size() < 10) {
                 v.examples.push_back("  at quiescence, " + std::string(op_name(e.op)) + " row " +
@@ -1163,8 +1167,10 @@ int run_checker(const Settings& settings) {
                     static_cast<unsigned long long>(v.unresolved_commits),
                     supervisor.crashed_workers());
     }
+    if (v.quiescent_reads == 0)
+        std::printf("  the quiescence check did not run (its worker died)\n");
     std::fflush(stdout);
-    if (supervisor.crashed_workers() > 0 || v.operations == 0)
+    if (supervisor.crashed_workers() > 0 || v.operations == 0 || v.quiescent_reads == 0)
         return 2;
     return v.violated() ? 1 : 0;
 }
