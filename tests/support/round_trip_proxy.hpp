@@ -7,7 +7,12 @@
 // in one write and answered at once is one round trip, the same commands each awaited in
 // turn are as many round trips as commands. Bytes are forwarded unchanged.
 //
-// One thread polls every connection. Thread-safe: the counter may be read from any thread.
+// set_cut(true) makes the server unreachable through the proxy (every connection is closed,
+// new ones are closed as soon as they are accepted) until set_cut(false): a network cut seen by
+// the proxy's clients only, while other clients still reach the server directly.
+//
+// One thread polls every connection. Thread-safe: the counter may be read, and set_cut called,
+// from any thread.
 
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -72,6 +77,13 @@ class RoundTripProxy {
     /// Connections accepted so far.
     std::uint64_t connections() const noexcept { return connections_.load(); }
 
+    /// Cuts the proxy's clients off the server (true) or lets them through again (false).
+    void set_cut(bool cut) {
+        cut_ = cut;
+        const char wake = 'c';
+        [[maybe_unused]] const auto written = ::write(wake_[1], &wake, 1);
+    }
+
   private:
     struct Link {
         int client = -1;
@@ -95,6 +107,10 @@ class RoundTripProxy {
         const int client = ::accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);
         if (client < 0)
             return;
+        if (cut_.load()) {
+            ::close(client);
+            return;
+        }
         const int server = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
         const sockaddr_in target = loopback_address(target_port_);
         if (server < 0 ||
@@ -138,8 +154,19 @@ class RoundTripProxy {
             }
             if (::poll(fds.data(), fds.size(), -1) < 0)
                 continue;  // EINTR
-            if (fds[0].revents != 0)
-                return;
+            if (fds[0].revents != 0) {
+                char wake = 's';
+                if (::read(wake_[0], &wake, 1) != 1 || wake == 's')
+                    return;
+                if (cut_.load()) {
+                    for (const auto& link : links_) {
+                        ::close(link.client);
+                        ::close(link.server);
+                    }
+                    links_.clear();
+                }
+                continue;
+            }
             std::vector<Link> open;
             for (std::size_t i = 0; i < links_.size(); ++i) {
                 Link& link = links_[i];
@@ -168,6 +195,7 @@ class RoundTripProxy {
     std::vector<Link> links_;  // only the proxy thread touches it (and the destructor, after)
     std::atomic<std::uint64_t> round_trips_{0};
     std::atomic<std::uint64_t> connections_{0};
+    std::atomic<bool> cut_{false};
     std::thread thread_;
 };
 
