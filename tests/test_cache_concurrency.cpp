@@ -355,10 +355,10 @@ TEST_CASE(
     auto bs = f.db.session();
     Repository<User> b{bs};
 
-    // A has run its query and stops before its fill; B arrives only now, after A's query began.
-    Gate fill = f.control->pause_next(Op::fill, entity_key("users", 1));
+    // A stops in its query; B arrives only now, after A's query began, but before A's fill.
+    Gate query = f.sql.stop_next(is_user_select);
     auto first = std::async(std::launch::async, [&] { return a.get(1).name; });
-    REQUIRE(fill.wait_arrived());
+    REQUIRE(query.wait_arrived());
     std::promise<pid_t> b_tid;
     auto second = std::async(std::launch::async, [&] {
         b_tid.set_value(current_tid());
@@ -367,11 +367,11 @@ TEST_CASE(
     const pid_t tid = b_tid.get_future().get();
     const bool waiting =
         wait_all_asleep({tid}, [&] { return second.wait_for(0s) == std::future_status::ready; });
-    fill.release();
+    query.release();
     CHECK(waiting);
     CHECK(first.get() == "old-1");
-    // The fill under A's lease landed: no invalidation of the key finished between A's lease
-    // and the fill, so A's row is current for B too. One query for both.
+    // The fill under A's lease, sent after B started, landed: no invalidation of the key
+    // finished between A's lease and the fill, so A's row is current for B too. One query.
     CHECK(second.get() == "old-1");
     CHECK(f.sql.user_selects() == 1);
     const auto stats = f.db.cache_manager().stats();

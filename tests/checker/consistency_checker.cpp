@@ -15,10 +15,10 @@
 //    after it ends (--window-ms) are counted apart: that is where the known limits of failing
 //    open live, and the largest staleness found tells how wide the window needs to be;
 //  - a rolled-back value seen: a negative version, which only rolled-back transactions write;
-//  - staleness at quiescence: once the workers have stopped and the faults ended, D later, a
-//    fresh Database (a fresh process's view of the shared cache) reads every row through the
-//    cache and compares it with the database. A memory cache lives and dies with its one
-//    worker process, which checks it itself.
+//  - staleness at quiescence: once the workers have stopped and the faults ended, a fresh
+//    Database (a fresh process's view of the shared cache) is opened and, D later, reads every
+//    row through the cache and compares it with the database. A memory cache lives and dies with
+//    its one worker process, which checks it itself.
 //
 // A commit whose process was killed never reports its end: every transaction also inserts its
 // id into checker_commits, so the database tells afterwards which of them committed, and
@@ -1132,9 +1132,13 @@ int run_checker(const Settings& settings) {
 
     std::vector<Event> events = load_events(run.dir);
     if (settings.backend != "memory") {
-        // A fresh Database is what a fresh process sees of the shared cache.
-        sleep_ms(settings.window_ms);
+        // A fresh Database is what a fresh process sees of the shared cache. It is opened
+        // before the window D, not after: the changes that writers which died cut off from the
+        // cache could not deliver wait in the database's outbox, and what delivers them within
+        // D is a process that has the database open and reaches the cache (docs/reference.md,
+        // cache rule 7).
         ormcache::Database fresh{database_config(run, false)};
+        sleep_ms(settings.window_ms);
         for (const auto& e : check_quiescence(fresh, settings.rows))
             events.push_back(e);
     }

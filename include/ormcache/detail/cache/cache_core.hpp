@@ -128,8 +128,11 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
         // A region value has nothing a commit could make old. An entity's tag (its table's
         // generation) does not move with row commits, so its result carries a tick: the one
         // taken before the leader looked again, or, once the leader's fill under its lease
-        // landed (no invalidation of the key finished between the lease and the fill), the one
-        // taken after the fill.
+        // landed, the one taken right before the fill was sent: an invalidation of the key that
+        // finished before then either came before the lease (the load saw its commit) or
+        // removed the lease (the fill could not land). Not a tick after the fill: a commit
+        // whose invalidation came just after the fill landed would be missed by a read that
+        // started in between.
         const bool tag_proves_fresh = !target.entity;
         bool waited = false;
         const CountWait count_wait{waited, singleflight_waits_};
@@ -149,11 +152,13 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
                     stamp = second->stamp;
                     lease = second->lease;
                 }
-                bool filled = false;
+                FillReport fill;
+                if (!tag_proves_fresh)
+                    fill.clock = &flight_clock_;
                 auto value = std::make_shared<const R>(
-                    load_and_store<R>(target, stamp, lease, {}, ttl, load, &filled));
-                if (filled && !lease.empty() && !tag_proves_fresh)
-                    fresh_as_of = flight_clock_.tick();
+                    load_and_store<R>(target, stamp, lease, {}, ttl, load, &fill));
+                if (fill.landed && !lease.empty() && !tag_proves_fresh)
+                    fresh_as_of = fill.sent_at;
                 return {std::move(value), fresh_as_of};
             },
             waited);
@@ -398,12 +403,18 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
 
     /// Loads from the database and stores the result under the lease and guards. If the load
     /// throws, the lease is given back (removing the key), so the next reader can fill.
-    /// `filled`, when given, tells whether the value landed in the cache.
+    /// What load_and_store() tells a flight's leader of its fill.
+    struct FillReport {
+        FlightClock* clock = nullptr;  ///< when set, `sent_at` is ticked right before the fill
+        FlightClock::Tick sent_at = 0;
+        bool landed = false;  ///< the value landed in the cache
+    };
+
     template <class R>
     R load_and_store(const ReadTarget& target, std::int64_t stamp, const std::string& lease,
                      const std::vector<std::pair<std::string, std::int64_t>>& guards,
                      std::optional<std::chrono::seconds> ttl, LoadRef<R> load,
-                     bool* filled = nullptr) {
+                     FillReport* report = nullptr) {
         R value = [&] {
             try {
                 return load();
@@ -413,9 +424,11 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
                 throw;
             }
         }();
+        if (report != nullptr && report->clock != nullptr)
+            report->sent_at = report->clock->tick();
         const bool landed = store(target, value, stamp, ttl, lease, guards);
-        if (filled != nullptr)
-            *filled = landed;
+        if (report != nullptr)
+            report->landed = landed;
         return value;
     }
 

@@ -63,7 +63,7 @@ class FlightClock {
     Tick now() const noexcept { return value_.load(); }
 
     /// A new tick, later than every now() and tick() already returned: taken right before a
-    /// load reads the database, and after a fill proved its value current.
+    /// load reads the database, and right before a fill that may prove its value current.
     Tick tick() noexcept { return value_.fetch_add(1) + 1; }
 
   private:
