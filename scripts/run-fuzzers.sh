@@ -19,7 +19,12 @@ seconds="${1:-20}"
 shift || true
 [[ "$seconds" =~ ^[0-9]+$ ]] || { echo "run-fuzzers: seconds must be a number, got '$seconds'" >&2; exit 2; }
 
-command -v clang++ >/dev/null || "$root/scripts/setup-debian.sh"
+# clang and its libFuzzer runtime (Debian: clang, libclang-rt-14-dev).
+have_libfuzzer() {
+    command -v "${CXX:-clang++}" >/dev/null &&
+        [[ -e "$("${CXX:-clang++}" --print-runtime-dir)/libclang_rt.fuzzer-$(uname -m).a" ]]
+}
+have_libfuzzer || "$root/scripts/setup-debian.sh"
 build="$root/build-fuzz"
 # Line tables only (symbolized stacks, a fraction of -g's build time). -O1 as libFuzzer
 # recommends for real runs; short runs (CI's) build at -O0, since there the build is most of the
