@@ -12,8 +12,11 @@ packages=(
     libhiredis-dev libmemcached-dev
     catch2 libbenchmark-dev clang-format
     redis-server memcached
+    clang libclang-rt-14-dev
 )
 # Sanitizer builds need nothing extra with GCC: libasan/libubsan/libtsan come with g++.
+# The fuzz targets (scripts/run-fuzzers.sh) need clang and its runtime libraries
+# (libclang-rt-14-dev: libFuzzer, ASan, UBSan for clang 14, Debian 12's).
 
 missing=()
 for pkg in "${packages[@]}"; do

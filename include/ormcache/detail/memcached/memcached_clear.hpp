@@ -30,6 +30,33 @@ inline void memcached_take_listed_key(std::string_view line, const MemcachedKeys
         keys.push_back(std::move(*key));
 }
 
+/// What one line of a `lru_crawler metadump` listing says.
+enum class MetadumpLine {
+    key,        ///< "key=...": an entry (its key was taken if it is ours)
+    end,        ///< "END": the listing is complete
+    busy,       ///< "BUSY ...": the crawler is running another listing
+    bad_class,  ///< "BADCLASS ..." to `metadump hash`: a server too old to list by hash
+    unexpected  ///< anything else: the server refused the command
+};
+
+/// Reads one line of a metadump listing (a pure function of the bytes, fuzzed by
+/// tests/fuzz/fuzz_memcached.cpp); the key of a key line goes to `keys` if it is ours.
+inline MetadumpLine memcached_metadump_line(std::string_view line, bool by_hash,
+                                            const MemcachedKeyspace& keyspace,
+                                            std::vector<std::string>& keys) {
+    if (line.starts_with("key=")) {
+        memcached_take_listed_key(line, keyspace, keys);
+        return MetadumpLine::key;
+    }
+    if (line == "END")
+        return MetadumpLine::end;
+    if (line.starts_with("BUSY"))
+        return MetadumpLine::busy;
+    if (by_hash && line.starts_with("BADCLASS"))
+        return MetadumpLine::bad_class;
+    return MetadumpLine::unexpected;
+}
+
 /// The keys `server` lists that belong to `keyspace` (wire form).
 inline std::vector<std::string> memcached_list_own_keys(MemcachedServer& server,
                                                         const MemcachedKeyspace& keyspace) {
@@ -48,19 +75,19 @@ inline std::vector<std::string> memcached_list_own_keys(MemcachedServer& server,
             socket.exchange(
                 by_hash ? "lru_crawler metadump hash\r\n" : "lru_crawler metadump all\r\n",
                 [&](std::string_view line) {
-                    if (line.starts_with("key=")) {
-                        memcached_take_listed_key(line, keyspace, keys);
-                        return true;
-                    }
-                    if (line == "END")
-                        return false;
-                    if (line.starts_with("BUSY")) {
-                        busy = true;
-                        return false;
-                    }
-                    if (by_hash && line.starts_with("BADCLASS")) {
-                        unsupported = true;
-                        return false;
+                    switch (memcached_metadump_line(line, by_hash, keyspace, keys)) {
+                        case MetadumpLine::key:
+                            return true;
+                        case MetadumpLine::end:
+                            return false;
+                        case MetadumpLine::busy:
+                            busy = true;
+                            return false;
+                        case MetadumpLine::bad_class:
+                            unsupported = true;
+                            return false;
+                        case MetadumpLine::unexpected:
+                            break;
                     }
                     server.refused("clear", line);
                 });

@@ -17,6 +17,29 @@
 
 namespace ormcache::detail {
 
+/// What memcached answered to one `incr <key> 1`.
+enum class IncrReply {
+    bumped,        ///< the new value
+    missing,       ///< "NOT_FOUND": no such counter
+    not_a_number,  ///< "CLIENT_ERROR ...": the value is not a number ("non-numeric value")
+    unexpected     ///< anything else: the server refused the command
+};
+
+/// Reads the reply to an incr (a pure function of the bytes, fuzzed by
+/// tests/fuzz/fuzz_memcached.cpp).
+inline IncrReply memcached_incr_reply(std::string_view line) {
+    if (line == "NOT_FOUND")
+        return IncrReply::missing;
+    if (line.starts_with("CLIENT_ERROR"))
+        return IncrReply::not_a_number;
+    return memcached_counter(line) ? IncrReply::bumped : IncrReply::unexpected;
+}
+
+/// The reply to a delete: "DELETED" or "NOT_FOUND" (gone either way).
+inline bool memcached_delete_reply(std::string_view line) {
+    return line == "DELETED" || line == "NOT_FOUND";
+}
+
 /// The counters an incr could not bump. A missing one is created from the clock, already
 /// bumped (as the Redis backend does); if a reader created it in between, it is bumped
 /// after all. One that is not a number (overwritten by someone else) is deleted: that
@@ -43,7 +66,7 @@ inline void memcached_repair_counters(MemcachedServer& server,
                     bump_again.append("incr ").append(missing[replied]).append(" 1\r\n");
                 else if (line != "STORED")
                     server.refused("invalidate", line);
-            } else if (line != "DELETED" && line != "NOT_FOUND") {
+            } else if (!memcached_delete_reply(line)) {
                 server.refused("invalidate", line);
             }
             return ++replied < missing.size() + garbage.size();
@@ -83,14 +106,19 @@ inline void memcached_deliver(MemcachedServer& server, const std::vector<std::st
         std::size_t replied = 0;
         socket.exchange(request, [&](std::string_view line) {
             if (replied < bumps.size()) {
-                if (line == "NOT_FOUND") {
-                    missing.push_back(bumps[replied]);
-                } else if (line.starts_with("CLIENT_ERROR")) {
-                    garbage.push_back(bumps[replied]);  // "non-numeric value"
-                } else if (!memcached_counter(line)) {
-                    server.refused("invalidate", line);
+                switch (memcached_incr_reply(line)) {
+                    case IncrReply::bumped:
+                        break;
+                    case IncrReply::missing:
+                        missing.push_back(bumps[replied]);
+                        break;
+                    case IncrReply::not_a_number:
+                        garbage.push_back(bumps[replied]);  // "non-numeric value"
+                        break;
+                    case IncrReply::unexpected:
+                        server.refused("invalidate", line);
                 }
-            } else if (line != "DELETED" && line != "NOT_FOUND") {
+            } else if (!memcached_delete_reply(line)) {
                 server.refused("invalidate", line);
             }
             return ++replied < bumps.size() + removals.size();

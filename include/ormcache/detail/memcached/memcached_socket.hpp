@@ -18,6 +18,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -36,6 +37,49 @@ class MemcachedSocketError : public std::runtime_error {
 
   private:
     bool timed_out_;
+};
+
+/// Received reply bytes, handed out line by line: how MemcachedSocket::exchange splits what
+/// it reads, kept apart from the socket so that it is a pure function of the bytes
+/// (tests/fuzz/fuzz_memcached.cpp feeds it any bytes, in any chunks).
+class MemcachedLineBuffer {
+  public:
+    /// Appends received bytes. Invalidates every line handed out before.
+    void append(std::string_view bytes) { buffer_.append(bytes); }
+
+    /// The next complete line, without its "\r\n" or "\n", or nothing until more bytes
+    /// arrive. The view lives until the next append(), compact() or clear().
+    std::optional<std::string_view> next_line() {
+        const auto end = buffer_.find('\n', consumed_);
+        if (end == std::string::npos)
+            return std::nullopt;
+        std::string_view line(buffer_.data() + consumed_, end - consumed_);
+        if (line.ends_with('\r'))
+            line.remove_suffix(1);
+        consumed_ = end + 1;
+        return line;
+    }
+
+    /// Drops the bytes already handed out once they are half the buffer or more: the buffer
+    /// stays about as small as the unread part.
+    void compact() {
+        if (consumed_ > 0 && consumed_ * 2 >= buffer_.size()) {
+            buffer_.erase(0, consumed_);
+            consumed_ = 0;
+        }
+    }
+
+    /// Bytes received but not handed out as a line (a partial line, or lines not asked for).
+    bool has_unread() const noexcept { return consumed_ < buffer_.size(); }
+
+    void clear() noexcept {
+        buffer_.clear();
+        consumed_ = 0;
+    }
+
+  private:
+    std::string buffer_;        // received bytes; [consumed_, size) not handed out yet
+    std::size_t consumed_ = 0;  // bytes of buffer_ already handed out as lines
 };
 
 class MemcachedSocket {
@@ -100,32 +144,21 @@ class MemcachedSocket {
     /// then unusable), or whatever on_line throws (likewise).
     template <class OnLine>
     void exchange(std::string_view request, OnLine&& on_line) {
-        if (consumed_ < buffer_.size())
+        if (lines_.has_unread())
             throw MemcachedSocketError("unread reply bytes left from an earlier exchange", false);
-        buffer_.clear();
-        consumed_ = 0;
+        lines_.clear();
         bool more = true;
         while (more) {
             // Hand out every complete line received so far.
-            for (;;) {
-                const auto end = buffer_.find('\n', consumed_);
-                if (end == std::string::npos)
-                    break;
-                std::string_view line(buffer_.data() + consumed_, end - consumed_);
-                if (line.ends_with('\r'))
-                    line.remove_suffix(1);
-                consumed_ = end + 1;
-                if (!on_line(line)) {
+            while (const auto line = lines_.next_line()) {
+                if (!on_line(*line)) {
                     more = false;
                     break;
                 }
             }
             if (!more)
                 break;
-            if (consumed_ > 0 && consumed_ * 2 >= buffer_.size()) {
-                buffer_.erase(0, consumed_);  // keep the buffer as small as the unread part
-                consumed_ = 0;
-            }
+            lines_.compact();
             pollfd p{fd_, static_cast<short>(POLLIN | (request.empty() ? 0 : POLLOUT)), 0};
             const int ready = ::poll(&p, 1, static_cast<int>(io_timeout_.count()));
             if (ready == 0)
@@ -150,7 +183,7 @@ class MemcachedSocket {
                 if (received < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
                     throw MemcachedSocketError(std::string("recv: ") + std::strerror(errno), false);
                 if (received > 0)
-                    buffer_.append(chunk, static_cast<std::size_t>(received));
+                    lines_.append(std::string_view(chunk, static_cast<std::size_t>(received)));
             }
         }
         if (!request.empty())
@@ -161,8 +194,7 @@ class MemcachedSocket {
   private:
     int fd_ = -1;
     std::chrono::milliseconds io_timeout_;
-    std::string buffer_;        // received bytes; [consumed_, size) not handed out yet
-    std::size_t consumed_ = 0;  // bytes of buffer_ already handed out as lines
+    MemcachedLineBuffer lines_;  // received bytes not handed out yet
 };
 
 }  // namespace ormcache::detail

@@ -88,6 +88,10 @@ ORMCACHE_INLINE std::optional<std::vector<std::uint8_t>> base64_decode(std::stri
         }
         const std::uint32_t n = (std::uint32_t(v[0]) << 18) | (std::uint32_t(v[1]) << 12) |
                                 (std::uint32_t(v[2]) << 6) | std::uint32_t(v[3]);
+        // Canonical: the bits the padding leaves over are zero ("QR==" is not "QQ==").
+        if ((padding == 2 && (n & 0xffff) != 0) || (padding == 1 && (n & 0xff) != 0)) {
+            return std::nullopt;
+        }
         out.push_back(static_cast<std::uint8_t>(n >> 16));
         if (padding < 2)
             out.push_back(static_cast<std::uint8_t>((n >> 8) & 0xff));
