@@ -6,9 +6,14 @@
 // cache as before. A keeper thread, one per Outbox, deletes the rows its process delivered and
 // delivers the rows nobody confirmed within half the bound: their writer died, is stopped, or
 // cannot reach the cache. Thread-safe.
+//
+// fork(): the keepers of the process are stopped before it and started again after it, in
+// the parent and in the child (pthread_atfork), so that the child is forked from a process
+// with no keeper thread in the middle of a round, and has keepers of its own.
 
-#include <sys/types.h>
-#include <unistd.h>
+#include <pthread.h>
+
+#include <algorithm>
 
 #include <chrono>
 #include <condition_variable>
@@ -66,6 +71,10 @@ class Outbox {
     std::size_t delivered_pending() const;
 
   private:
+    friend class OutboxRegistry;
+
+    void start_keeper();
+    void stop_keeper() noexcept;
     void keep() noexcept;
     /// One round of the keeper; false when the database cannot be used now.
     void round(SQLite::Database& db);
@@ -79,8 +88,27 @@ class Outbox {
     std::condition_variable wake_;
     std::vector<std::int64_t> delivered_;
     bool stop_ = false;
-    const pid_t owner_ = ::getpid();
-    std::thread keeper_;
+    std::thread keeper_;  // started and stopped under OutboxRegistry's lock
+};
+
+/// Every Outbox of the process, so that fork() can stop their keepers first and start them
+/// again after it. Never destroyed (an Outbox of a static Database may outlive any static).
+class OutboxRegistry {
+  public:
+    static OutboxRegistry& instance();
+
+    /// Registers `outbox` and starts its keeper.
+    void add(Outbox& outbox);
+    /// Stops `outbox`'s keeper and forgets it.
+    void remove(Outbox& outbox) noexcept;
+
+  private:
+    OutboxRegistry();
+    static void before_fork() noexcept;
+    static void after_fork() noexcept;
+
+    std::mutex mutex_;  // guards live_ and every keeper's start and stop; held across fork()
+    std::vector<Outbox*> live_;
 };
 
 #if ORMCACHE_DEFINITIONS
@@ -95,22 +123,70 @@ ORMCACHE_INLINE Outbox::Outbox(Open open, std::string cache, std::chrono::millis
     db->exec(
         "CREATE TABLE IF NOT EXISTS ormcache_outbox (id INTEGER PRIMARY KEY, cache TEXT NOT NULL, "
         "written_ms INTEGER NOT NULL, changes TEXT NOT NULL)");
-    keeper_ = std::thread([this] { keep(); });
+    OutboxRegistry::instance().add(*this);
 }
 
 ORMCACHE_INLINE Outbox::~Outbox() {
-    if (::getpid() != owner_) {
-        // A fork()'s child: the keeper thread is its parent's, it does not exist here. Leave
-        // it alone (joining it would wait forever).
-        keeper_.detach();
-        return;
+    OutboxRegistry::instance().remove(*this);
+}
+
+ORMCACHE_INLINE void Outbox::start_keeper() {
+    {
+        std::lock_guard lock(mutex_);
+        stop_ = false;
     }
+    keeper_ = std::thread([this] { keep(); });
+}
+
+ORMCACHE_INLINE void Outbox::stop_keeper() noexcept {
     {
         std::lock_guard lock(mutex_);
         stop_ = true;
     }
     wake_.notify_all();
-    keeper_.join();
+    if (keeper_.joinable())
+        keeper_.join();
+}
+
+ORMCACHE_INLINE OutboxRegistry& OutboxRegistry::instance() {
+    static OutboxRegistry* const registry = new OutboxRegistry();
+    return *registry;
+}
+
+ORMCACHE_INLINE OutboxRegistry::OutboxRegistry() {
+    ::pthread_atfork(&before_fork, &after_fork, &after_fork);
+}
+
+ORMCACHE_INLINE void OutboxRegistry::add(Outbox& outbox) {
+    std::lock_guard lock(mutex_);
+    live_.push_back(&outbox);
+    outbox.start_keeper();
+}
+
+ORMCACHE_INLINE void OutboxRegistry::remove(Outbox& outbox) noexcept {
+    std::lock_guard lock(mutex_);
+    std::erase(live_, &outbox);
+    outbox.stop_keeper();
+}
+
+ORMCACHE_INLINE void OutboxRegistry::before_fork() noexcept {
+    auto& self = instance();
+    self.mutex_.lock();  // unlocked by after_fork(), in the parent and in the child
+    for (Outbox* outbox : self.live_)
+        outbox->stop_keeper();
+}
+
+ORMCACHE_INLINE void OutboxRegistry::after_fork() noexcept {
+    auto& self = instance();
+    for (Outbox* outbox : self.live_) {
+        try {
+            outbox->start_keeper();
+        } catch (...) {
+            // No thread could be started: this process's commits are still delivered by
+            // their writers, and what they cannot deliver by the keepers of other processes.
+        }
+    }
+    self.mutex_.unlock();
 }
 
 ORMCACHE_INLINE std::int64_t Outbox::now_ms() noexcept {
@@ -127,8 +203,8 @@ ORMCACHE_INLINE void Outbox::deliver(std::optional<std::int64_t> row,
     } catch (...) {
         // The commit has happened: a failed delivery is left to the keepers.
     }
-    if (!accepted || !row || ::getpid() != owner_)
-        return;  // (a fork()'s child has no keeper of its own to delete it: others will)
+    if (!accepted || !row)
+        return;
     std::lock_guard lock(mutex_);
     delivered_.push_back(*row);
 }
@@ -159,11 +235,6 @@ ORMCACHE_INLINE void Outbox::keep() noexcept {
 }
 
 ORMCACHE_INLINE void Outbox::round(SQLite::Database& db) {
-    std::vector<std::int64_t> done;
-    {
-        std::lock_guard lock(mutex_);
-        done.swap(delivered_);
-    }
     // The rows nobody confirmed: written more than half the bound ago and still here.
     std::vector<std::int64_t> overdue;
     std::vector<Change> changes;
@@ -183,6 +254,11 @@ ORMCACHE_INLINE void Outbox::round(SQLite::Database& db) {
                 // Not a row ormcache wrote: nothing to deliver, and it must not block the rest.
             }
         }
+    }
+    std::vector<std::int64_t> done;
+    {
+        std::lock_guard lock(mutex_);
+        done.swap(delivered_);
     }
     if (!overdue.empty() && (changes.empty() || deliver_(ChangeSet(std::move(changes)))))
         done.insert(done.end(), overdue.begin(), overdue.end());
