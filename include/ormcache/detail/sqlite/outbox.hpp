@@ -7,13 +7,15 @@
 // delivers the rows nobody confirmed within half the bound: their writer died, is stopped, or
 // cannot reach the cache. Thread-safe.
 //
-// fork(): the keepers of the process are stopped before it and started again after it, in
-// the parent and in the child (pthread_atfork), so that the child is forked from a process
-// with no keeper thread in the middle of a round, and has keepers of its own.
+// fork(): the keepers of the process are stopped before it (pthread_atfork) and started again
+// right after it in the parent; in the child, each starts at the first commit through its
+// Database there. A child that only execs, or never uses the parent's Databases, starts no
+// thread (and never shares the parent's cache connections with one).
 
 #include <pthread.h>
 
 #include <algorithm>
+#include <atomic>
 
 #include <chrono>
 #include <condition_variable>
@@ -89,6 +91,8 @@ class Outbox {
     std::vector<std::int64_t> delivered_;
     bool stop_ = false;
     std::thread keeper_;  // started and stopped under OutboxRegistry's lock
+    /// In a fork()'s child until its first commit there: no keeper yet (see the top).
+    std::atomic<bool> forked_{false};
 };
 
 /// Every Outbox of the process, so that fork() can stop their keepers first and start them
@@ -101,11 +105,14 @@ class OutboxRegistry {
     void add(Outbox& outbox);
     /// Stops `outbox`'s keeper and forgets it.
     void remove(Outbox& outbox) noexcept;
+    /// Starts the keeper of an outbox inherited by a fork()'s child.
+    void resume(Outbox& outbox);
 
   private:
     OutboxRegistry();
     static void before_fork() noexcept;
-    static void after_fork() noexcept;
+    static void after_fork_in_parent() noexcept;
+    static void after_fork_in_child() noexcept;
 
     std::mutex mutex_;  // guards live_ and every keeper's start and stop; held across fork()
     std::vector<Outbox*> live_;
@@ -154,7 +161,7 @@ ORMCACHE_INLINE OutboxRegistry& OutboxRegistry::instance() {
 }
 
 ORMCACHE_INLINE OutboxRegistry::OutboxRegistry() {
-    ::pthread_atfork(&before_fork, &after_fork, &after_fork);
+    ::pthread_atfork(&before_fork, &after_fork_in_parent, &after_fork_in_child);
 }
 
 ORMCACHE_INLINE void OutboxRegistry::add(Outbox& outbox) {
@@ -176,7 +183,13 @@ ORMCACHE_INLINE void OutboxRegistry::before_fork() noexcept {
         outbox->stop_keeper();
 }
 
-ORMCACHE_INLINE void OutboxRegistry::after_fork() noexcept {
+ORMCACHE_INLINE void OutboxRegistry::resume(Outbox& outbox) {
+    std::lock_guard lock(mutex_);
+    if (outbox.forked_.exchange(false))
+        outbox.start_keeper();
+}
+
+ORMCACHE_INLINE void OutboxRegistry::after_fork_in_parent() noexcept {
     auto& self = instance();
     for (Outbox* outbox : self.live_) {
         try {
@@ -186,6 +199,13 @@ ORMCACHE_INLINE void OutboxRegistry::after_fork() noexcept {
             // their writers, and what they cannot deliver by the keepers of other processes.
         }
     }
+    self.mutex_.unlock();
+}
+
+ORMCACHE_INLINE void OutboxRegistry::after_fork_in_child() noexcept {
+    auto& self = instance();
+    for (Outbox* outbox : self.live_)
+        outbox->forked_ = true;
     self.mutex_.unlock();
 }
 
@@ -199,6 +219,8 @@ ORMCACHE_INLINE void Outbox::deliver(std::optional<std::int64_t> row,
                                      const ChangeSet& changes) noexcept {
     bool accepted = false;
     try {
+        if (forked_.load(std::memory_order_relaxed))
+            OutboxRegistry::instance().resume(*this);
         accepted = deliver_(changes);
     } catch (...) {
         // The commit has happened: a failed delivery is left to the keepers.
