@@ -78,7 +78,7 @@ class Outbox {
     void start_keeper();
     void stop_keeper() noexcept;
     void keep() noexcept;
-    /// One round of the keeper; false when the database cannot be used now.
+    /// One round of the keeper; throws when the database cannot be used now (keep() retries).
     void round(SQLite::Database& db);
 
     Open open_;
