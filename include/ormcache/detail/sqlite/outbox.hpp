@@ -69,9 +69,6 @@ class Outbox {
     /// wrote one) delivered when the backend accepted it.
     void deliver(std::optional<std::int64_t> row, const ChangeSet& changes) noexcept;
 
-    /// Rows delivered by this process and not deleted yet (for tests).
-    std::size_t delivered_pending() const;
-
   private:
     friend class OutboxRegistry;
 
@@ -229,11 +226,6 @@ ORMCACHE_INLINE void Outbox::deliver(std::optional<std::int64_t> row,
         return;
     std::lock_guard lock(mutex_);
     delivered_.push_back(*row);
-}
-
-ORMCACHE_INLINE std::size_t Outbox::delivered_pending() const {
-    std::lock_guard lock(mutex_);
-    return delivered_.size();
 }
 
 ORMCACHE_INLINE void Outbox::keep() noexcept {
