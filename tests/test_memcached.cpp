@@ -1073,6 +1073,27 @@ TEST_CASE("memcached: invalidations a paused server missed are replayed before i
     CHECK(f.log.size() == 0);
 }
 
+TEST_CASE("memcached: the outbox keeper delivers through an open circuit breaker, and closes it",
+          "[memcached][outbox][failopen]") {
+    MemcachedServer server;
+    auto config =
+        memcached_config(nlohmann::json::array({server.address()}), unique_prefix("outbox-circuit"),
+                         ormcache_test::long_breaker_arguments());
+    config.invalidation_bound = 200ms;
+    Fixture f(config);
+    auto client = server.client();
+    ormcache_test::check_keeper_goes_through_open_circuit(
+        f, server,
+        [&] {
+            for (const auto& key : client->keys_with_prefix(f.space() + "e:users:")) {
+                if (key.ends_with(":i1"))
+                    return key;
+            }
+            return std::string();
+        },
+        [&](const std::string& key) { return client->get(key).has_value(); });
+}
+
 TEST_CASE("memcached: fault run: 8 threads while one server is stopped and restarted",
           "[memcached][fault]") {
     const Servers servers = own_servers();

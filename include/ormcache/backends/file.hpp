@@ -155,7 +155,9 @@ class FileBackend {
         if (batch.empty())
             return;
         health_.keep(batch);
-        run("invalidate", [&](detail::FileConnection&) { return true; });
+        run(
+            "invalidate", [&](detail::FileConnection&) { return true; },
+            batch.through_open_circuit);
     }
 
     /// Deletes every entry whose key starts with the key prefix (other configurations may
@@ -253,12 +255,13 @@ class FileBackend {
     /// Runs `op` on a pooled connection, after replaying any undelivered invalidation. Any
     /// failure becomes a CacheError("file", operation), closes the connection, and opens an
     /// incident or continues one (on_error hears of an outage once); a success ends it.
+    /// through_open_circuit: see InvalidationBatch.
     template <class Op>
-    auto run(const char* operation, Op&& op)
+    auto run(const char* operation, Op&& op, bool through_open_circuit = false)
         -> decltype(op(std::declval<detail::FileConnection&>())) {
         return health_.track(
             [&] {
-                auto connection = pool_.acquire();
+                auto connection = pool_.acquire(through_open_circuit);
                 try {
                     replay(*connection);
                     return op(*connection);

@@ -259,7 +259,7 @@ class MemcachedBackend {
             if (parts[s].empty())
                 continue;
             try {
-                prepare(s);
+                prepare(s, batch.through_open_circuit);
             } catch (const CacheError& e) {
                 if (!failure)
                     failure = e;  // the other servers still get theirs
@@ -355,11 +355,16 @@ class MemcachedBackend {
     }
 
     /// Before any I/O to `server`: fail at once while its circuit is open, and deliver what
-    /// it missed before anything else is done on it.
-    void prepare(std::size_t server) {
-        guard_circuit(server);
-        servers_[server]->health().catch_up(
-            [&](const InvalidationBatch& batch) { deliver(batch); });
+    /// it missed before anything else is done on it. through_open_circuit: see
+    /// InvalidationBatch (the delivery closes the circuit).
+    void prepare(std::size_t server, bool through_open_circuit = false) {
+        auto& health = servers_[server]->health();
+        const bool probing = through_open_circuit && health.circuit_open();
+        if (!probing)
+            guard_circuit(server);
+        health.catch_up([&](const InvalidationBatch& batch) { deliver(batch, probing); });
+        if (probing)
+            health.close_circuit();
     }
 
     // ---- the operations ----
@@ -503,7 +508,7 @@ class MemcachedBackend {
     /// Bumps, then deletes; one round trip per server holding any of the keys (usually one
     /// server: invalidate() hands each server its own part). Throws at the first failure
     /// (the batch stays pending: repeating what was already done is harmless).
-    void deliver(const InvalidationBatch& batch) {
+    void deliver(const InvalidationBatch& batch, bool through_open_circuit = false) {
         std::vector<std::vector<std::string>> bumps(servers_.size()), removals(servers_.size());
         for (const auto& counter : batch.bump) {
             auto wire = keys_.key(counter).wire;
@@ -516,7 +521,8 @@ class MemcachedBackend {
         for (std::size_t server = 0; server < servers_.size(); ++server) {
             if (bumps[server].empty() && removals[server].empty())
                 continue;
-            guard_circuit(server);
+            if (!through_open_circuit)
+                guard_circuit(server);
             detail::memcached_deliver(*servers_[server], bumps[server], removals[server]);
         }
     }

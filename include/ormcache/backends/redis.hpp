@@ -173,7 +173,7 @@ class RedisBackend {
             return;
         health_.keep(batch);
         health_.track([&] {
-            auto c = pool_.acquire();
+            auto c = pool_.acquire(batch.through_open_circuit);
             replay(c);
             return true;
         });

@@ -184,7 +184,9 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
     /// commit, drop the changed entities and bump the list version of every changed table, in
     /// one backend batch.
     /// Returns whether the backend accepted the batch (or there was nothing to deliver).
-    bool on_commit(std::string_view space, const ChangeSet& changes);
+    /// through_open_circuit: see InvalidationBatch (the outbox keeper's deliveries).
+    bool on_commit(std::string_view space, const ChangeSet& changes,
+                   bool through_open_circuit = false);
 
     /// Whether processes other than this one may read what this cache stores (a backend that
     /// stores bytes), so that a commit's invalidation must outlive its writer (the outbox).
@@ -543,10 +545,12 @@ ORMCACHE_INLINE std::string CacheCore::key_space(const DatabaseState& database) 
     return keys_.space(id);
 }
 
-ORMCACHE_INLINE bool CacheCore::on_commit(std::string_view space, const ChangeSet& changes) {
+ORMCACHE_INLINE bool CacheCore::on_commit(std::string_view space, const ChangeSet& changes,
+                                          bool through_open_circuit) {
     if (!active() || changes.empty())
         return true;
     InvalidationBatch batch;
+    batch.through_open_circuit = through_open_circuit;
     std::shared_lock lock(models_mutex_);
     for (const auto& table : changes.tables()) {
         batch.bump.push_back(keys_.version_key(space, table));

@@ -34,6 +34,9 @@ class ServerHealth {
         retry_at_.store(until.time_since_epoch().count(), std::memory_order_relaxed);
     }
 
+    /// The server answered a call made through the open circuit: calls may go to it again.
+    void close_circuit() noexcept { retry_at_.store(0, std::memory_order_relaxed); }
+
     /// Calls fail at once (tripped less than retry_interval ago).
     bool circuit_open() const noexcept {
         return Clock::now().time_since_epoch().count() < retry_at_.load(std::memory_order_relaxed);

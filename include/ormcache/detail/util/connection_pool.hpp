@@ -112,7 +112,8 @@ class ConnectionPool {
     };
 
     /// An idle connection, or a new one; throws what refuse() makes when it cannot.
-    Checkout acquire() {
+    /// through_open_circuit: open one even while the circuit is open (a success closes it).
+    Checkout acquire(bool through_open_circuit = false) {
         std::unique_lock lock(mutex_);
         abandon_inherited_locked();
         const auto deadline = Clock::now() + limits_.wait;
@@ -122,7 +123,7 @@ class ConnectionPool {
                 idle_.pop_back();
                 return Checkout(*this, std::move(c), true);
             }
-            if (Clock::now() < retry_at_)
+            if (!through_open_circuit && Clock::now() < retry_at_)
                 throw refuse_(PoolRefusal::circuit_open, last_failure_);
             if (limits_.max_open == 0 || open_ < limits_.max_open)
                 break;
