@@ -31,6 +31,7 @@
 #include <utility>
 #include <vector>
 
+#include "backend_test_support.hpp"
 #include "models.hpp"
 #include "pausing_backend.hpp"
 #include "test_support.hpp"
@@ -159,12 +160,7 @@ struct Fixture {
     /// Renames user `id` to `name` and commits, from a session of its own (the commit
     /// listener has invalidated the cache when this returns).
     void commit_rename(std::int64_t id, const std::string& name) {
-        auto s = db.session();
-        Repository<User> users{s};
-        auto u = users.get(id, Options{.use_cache = false});
-        u.name = name;
-        users.update(u);
-        s.commit();
+        ormcache_test::rename_user(db, id, name);
     }
 
     /// What a fresh autocommit session gets for user `id` through the cache.
@@ -286,12 +282,7 @@ struct OtherProcess {
     explicit OtherProcess(Fixture& f) : db(Fixture::config(f.dir, *f.control, sql)) {}
 
     void commit_rename(std::int64_t id, const std::string& name) {
-        auto s = db.session();
-        Repository<User> users{s};
-        auto u = users.get(id, Options{.use_cache = false});
-        u.name = name;
-        users.update(u);
-        s.commit();
+        ormcache_test::rename_user(db, id, name);
     }
 
     SqlHook sql;

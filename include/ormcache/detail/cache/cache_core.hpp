@@ -188,12 +188,12 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
     bool on_commit(std::string_view space, const ChangeSet& changes,
                    bool through_open_circuit = false);
 
-    /// Whether processes other than this one may read what this cache stores (a backend that
-    /// stores bytes), so that a commit's invalidation must outlive its writer (the outbox).
-    bool shared_across_processes() const { return active() && !backend_->stores_objects(); }
-
-    /// Whether commits go through the database's outbox (CacheConfig::durable_invalidation).
-    bool uses_outbox() const { return shared_across_processes() && config_.durable_invalidation; }
+    /// Whether commits go through the database's outbox (CacheConfig::durable_invalidation):
+    /// when processes other than this one may read what this cache stores (a backend that
+    /// stores bytes), a commit's invalidation must outlive its writer.
+    bool uses_outbox() const {
+        return active() && !backend_->stores_objects() && config_.durable_invalidation;
+    }
 
     /// What the outbox rows for this cache are marked with: the backend and the key prefix.
     std::string outbox_name() const {

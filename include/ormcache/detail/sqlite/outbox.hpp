@@ -67,6 +67,9 @@ class Outbox {
     static constexpr std::string_view insert_sql{
         "INSERT INTO ormcache_outbox (cache, written_ms, changes) VALUES (?1, ?2, ?3)"};
 
+    /// Deletes one row (parameter: its id): delivered, or its commit undone.
+    static constexpr std::string_view delete_sql{"DELETE FROM ormcache_outbox WHERE id = ?1"};
+
     /// Milliseconds since the epoch: what written_ms holds.
     static std::int64_t now_ms() noexcept;
 
@@ -286,7 +289,7 @@ ORMCACHE_INLINE void Outbox::round(SQLite::Database& db) {
         return;
     try {
         SQLite::Transaction transaction(db);
-        SQLite::Statement remove(db, "DELETE FROM ormcache_outbox WHERE id = ?1");
+        SQLite::Statement remove(db, std::string(delete_sql));
         for (const auto id : done) {
             remove.bind(1, id);
             remove.exec();

@@ -375,7 +375,7 @@ ORMCACHE_INLINE void SessionState::write_outbox() {
 ORMCACHE_INLINE void SessionState::unwrite_outbox() noexcept {
     for (const auto& [outbox, id] : std::exchange(outbox_rows_, {})) {
         try {
-            auto remove = statements_->acquire("DELETE FROM ormcache_outbox WHERE id = ?1");
+            auto remove = statements_->acquire(Outbox::delete_sql);
             bind_value(remove.get(), 1, id);
             sqlite3_step(remove.get());
         } catch (...) {
