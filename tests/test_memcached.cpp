@@ -1073,7 +1073,7 @@ TEST_CASE("memcached: invalidations a paused server missed are replayed before i
     CHECK(f.log.size() == 0);
 }
 
-TEST_CASE("memcached: the outbox keeper delivers through an open circuit breaker, and closes it",
+TEST_CASE("memcached: an invalidation goes through an open circuit breaker, and closes it",
           "[memcached][outbox][failopen]") {
     MemcachedServer server;
     auto config =
@@ -1081,9 +1081,13 @@ TEST_CASE("memcached: the outbox keeper delivers through an open circuit breaker
                          ormcache_test::long_breaker_arguments());
     config.invalidation_bound = 200ms;
     Fixture f(config);
+    auto unreachable = memcached_config(
+        nlohmann::json::array({"127.0.0.1:" + std::to_string(ormcache_test::free_port())}),
+        config.key_prefix, {{"connect_timeout_ms", 100}});
+    unreachable.invalidation_bound = config.invalidation_bound;
     auto client = server.client();
-    ormcache_test::check_keeper_goes_through_open_circuit(
-        f, server,
+    ormcache_test::check_invalidation_goes_through_open_circuit(
+        f, server, unreachable,
         [&] {
             for (const auto& key : client->keys_with_prefix(f.space() + "e:users:")) {
                 if (key.ends_with(":i1"))

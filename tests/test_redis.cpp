@@ -734,16 +734,20 @@ TEST_CASE(
     CHECK(eventually([&] { return ormcache_test::outbox_rows(f.path()) == 0; }, 20s));
 }
 
-TEST_CASE("redis: the outbox keeper delivers through an open circuit breaker, and closes it",
+TEST_CASE("redis: an invalidation goes through an open circuit breaker, and closes it",
           "[redis][outbox][failopen]") {
     RedisServer server;
     auto config = redis_config(server.port(), unique_prefix("outbox-circuit"),
                                ormcache_test::long_breaker_arguments());
     config.invalidation_bound = 200ms;
     Fixture f(config);
+    auto unreachable =
+        redis_config(ormcache_test::free_port(), config.key_prefix, {{"connect_timeout_ms", 100}});
+    unreachable.invalidation_bound = config.invalidation_bound;
     auto client = server.client();
-    ormcache_test::check_keeper_goes_through_open_circuit(
-        f, server, [&] { return keys_like(*client, f.space(), "e:users:", ":i1").at(0); },
+    ormcache_test::check_invalidation_goes_through_open_circuit(
+        f, server, unreachable,
+        [&] { return keys_like(*client, f.space(), "e:users:", ":i1").at(0); },
         [&](const std::string& key) { return client->get(key).has_value(); });
 }
 

@@ -85,11 +85,6 @@ struct InvalidationBatch {
     /// generation of their tables): what a backend bumps instead of deleting those keys when
     /// it must fold undelivered invalidations to keep them bounded.
     std::vector<std::string> fallback_bump;
-    /// Try the server even while a circuit breaker holds other calls off it, and close the
-    /// breaker when it answers: set for the outbox keeper's deliveries (a breaker spares reads
-    /// a timeout per call; it must not hold back an invalidation that other processes, which
-    /// may reach the server, are waiting for). A backend without a breaker ignores it.
-    bool through_open_circuit = false;
     bool empty() const noexcept { return remove.empty() && bump.empty(); }
 };
 

@@ -107,12 +107,10 @@ ORMCACHE_INLINE Database::Database(DatabaseConfig config)
 ORMCACHE_INLINE void setup_cache_listeners(Database& db, CacheManager& manager);
 #if ORMCACHE_DEFINITIONS
 ORMCACHE_INLINE void setup_cache_listeners(Database& db, CacheManager& manager) {
-    using Sender = detail::Outbox::Sender;
     std::weak_ptr<detail::CacheCore> weak = manager.core_;
-    auto deliver = [weak, space = manager.core_->key_space(*db.state_)](const ChangeSet& changes,
-                                                                        Sender sender) {
+    auto deliver = [weak, space = manager.core_->key_space(*db.state_)](const ChangeSet& changes) {
         const auto core = weak.lock();
-        return core == nullptr || core->on_commit(space, changes, sender == Sender::keeper);
+        return core == nullptr || core->on_commit(space, changes);
     };
     if (manager.core_->uses_outbox() && db.state_->can_share_caches()) {
         // Other processes read this cache: the change set goes through the database's outbox,
@@ -120,9 +118,8 @@ ORMCACHE_INLINE void setup_cache_listeners(Database& db, CacheManager& manager) 
         db.state_->attach_outbox(manager.core_->outbox_name(), manager.config().invalidation_bound,
                                  std::move(deliver));
     } else {
-        db.state_->add_listener([deliver = std::move(deliver)](const ChangeSet& changes) {
-            deliver(changes, Sender::writer);
-        });
+        db.state_->add_listener(
+            [deliver = std::move(deliver)](const ChangeSet& changes) { deliver(changes); });
     }
     db.state_->attach_cache(manager.core_);
 }

@@ -150,14 +150,15 @@ class FileBackend {
 
     /// Kept until delivered: if the file cannot be written now (locked past the busy
     /// timeout, unreadable), the batch is replayed before any later read or fill, which would
-    /// otherwise find the entries it was meant to remove.
+    /// otherwise find the entries it was meant to remove. Tried even while the circuit is open
+    /// (one probe at a time): other processes may open the file and read what it invalidates.
     void invalidate(const InvalidationBatch& batch) {
         if (batch.empty())
             return;
         health_.keep(batch);
         run(
             "invalidate", [&](detail::FileConnection&) { return true; },
-            batch.through_open_circuit);
+            detail::FileConnectionPool::Admission::probe);
     }
 
     /// Deletes every entry whose key starts with the key prefix (other configurations may
@@ -255,16 +256,20 @@ class FileBackend {
     /// Runs `op` on a pooled connection, after replaying any undelivered invalidation. Any
     /// failure becomes a CacheError("file", operation), closes the connection, and opens an
     /// incident or continues one (on_error hears of an outage once); a success ends it.
-    /// through_open_circuit: see InvalidationBatch.
     template <class Op>
-    auto run(const char* operation, Op&& op, bool through_open_circuit = false)
+    auto run(const char* operation, Op&& op,
+             detail::FileConnectionPool::Admission admission =
+                 detail::FileConnectionPool::Admission::closed_circuit)
         -> decltype(op(std::declval<detail::FileConnection&>())) {
         return health_.track(
             [&] {
-                auto connection = pool_.acquire(through_open_circuit);
+                auto connection = pool_.acquire(admission);
                 try {
                     replay(*connection);
-                    return op(*connection);
+                    auto result = op(*connection);
+                    if (connection.probe())
+                        pool_.close_circuit();
+                    return result;
                 } catch (...) {
                     connection.discard();
                     throw;

@@ -259,7 +259,7 @@ class MemcachedBackend {
             if (parts[s].empty())
                 continue;
             try {
-                prepare(s, batch.through_open_circuit);
+                prepare(s, Admission::probe);
             } catch (const CacheError& e) {
                 if (!failure)
                     failure = e;  // the other servers still get theirs
@@ -354,17 +354,28 @@ class MemcachedBackend {
         servers_[server]->health().succeeded();
     }
 
-    /// Before any I/O to `server`: fail at once while its circuit is open, and deliver what
-    /// it missed before anything else is done on it. through_open_circuit: see
-    /// InvalidationBatch (the delivery closes the circuit).
-    void prepare(std::size_t server, bool through_open_circuit = false) {
+    /// Whether a call may try a server while its circuit is open.
+    enum class Admission {
+        closed_circuit,  ///< no: reads and fills, which the database serves meanwhile
+        probe,           ///< yes, unless another probe is under way: invalidations (ServerHealth)
+    };
+
+    /// Before any I/O to `server`: fail at once while its circuit is open (but for a probe),
+    /// and deliver what it missed before anything else is done on it.
+    void prepare(std::size_t server, Admission admission = Admission::closed_circuit) {
         auto& health = servers_[server]->health();
-        const bool probing = through_open_circuit && health.circuit_open();
-        if (!probing)
+        if (!health.circuit_open() || admission != Admission::probe || !health.begin_probe()) {
             guard_circuit(server);
-        health.catch_up([&](const InvalidationBatch& batch) { deliver(batch, probing); });
-        if (probing)
-            health.close_circuit();
+            health.catch_up([&](const InvalidationBatch& batch) { deliver(batch); });
+            return;
+        }
+        try {
+            health.catch_up([&](const InvalidationBatch& batch) { deliver(batch, server); });
+        } catch (...) {
+            health.end_probe(false);
+            throw;
+        }
+        health.end_probe(true);
     }
 
     // ---- the operations ----
@@ -508,7 +519,8 @@ class MemcachedBackend {
     /// Bumps, then deletes; one round trip per server holding any of the keys (usually one
     /// server: invalidate() hands each server its own part). Throws at the first failure
     /// (the batch stays pending: repeating what was already done is harmless).
-    void deliver(const InvalidationBatch& batch, bool through_open_circuit = false) {
+    /// `probed`: a server whose open circuit this delivery may go through (see prepare()).
+    void deliver(const InvalidationBatch& batch, std::optional<std::size_t> probed = std::nullopt) {
         std::vector<std::vector<std::string>> bumps(servers_.size()), removals(servers_.size());
         for (const auto& counter : batch.bump) {
             auto wire = keys_.key(counter).wire;
@@ -521,7 +533,7 @@ class MemcachedBackend {
         for (std::size_t server = 0; server < servers_.size(); ++server) {
             if (bumps[server].empty() && removals[server].empty())
                 continue;
-            if (!through_open_circuit)
+            if (server != probed)
                 guard_circuit(server);
             detail::memcached_deliver(*servers_[server], bumps[server], removals[server]);
         }

@@ -167,14 +167,17 @@ class RedisBackend {
     }
 
     /// Kept until delivered: if the server does not answer now, the batch is replayed before
-    /// anything else once it does.
+    /// anything else once it does. Tried even while the circuit is open (one probe at a time):
+    /// other processes may reach the server and read what it invalidates.
     void invalidate(const InvalidationBatch& batch) {
         if (batch.empty())
             return;
         health_.keep(batch);
         health_.track([&] {
-            auto c = pool_.acquire(batch.through_open_circuit);
+            auto c = pool_.acquire(Pool::Admission::probe);
             replay(c);
+            if (c.probe())
+                pool_.close_circuit();
             return true;
         });
     }
@@ -191,7 +194,8 @@ class RedisBackend {
     std::size_t pending_invalidations() const { return health_.pending(); }
 
   private:
-    using Checkout = detail::RedisPool<RedisOptions>::Checkout;
+    using Pool = detail::RedisPool<RedisOptions>;
+    using Checkout = Pool::Checkout;
 
     ReadResult read_once(const ReadRequest& request, std::optional<Ttl> lease_ttl) {
         if (!lease_ttl && !request.key.empty()) {
@@ -412,7 +416,7 @@ class RedisBackend {
         return out;
     }
 
-    detail::RedisPool<RedisOptions> pool_;
+    Pool pool_;
     std::string prefix_;
     detail::ServerHealth health_;  // no breaker of its own: the pool's covers the server
     detail::RedisScriptShas shas_;

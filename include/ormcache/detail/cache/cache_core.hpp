@@ -184,9 +184,7 @@ class CacheCore : public CacheHook, public std::enable_shared_from_this<CacheCor
     /// commit, drop the changed entities and bump the list version of every changed table, in
     /// one backend batch.
     /// Returns whether the backend accepted the batch (or there was nothing to deliver).
-    /// through_open_circuit: see InvalidationBatch (the outbox keeper's deliveries).
-    bool on_commit(std::string_view space, const ChangeSet& changes,
-                   bool through_open_circuit = false);
+    bool on_commit(std::string_view space, const ChangeSet& changes);
 
     /// Whether commits go through the database's outbox (CacheConfig::durable_invalidation):
     /// when processes other than this one may read what this cache stores (a backend that
@@ -545,12 +543,10 @@ ORMCACHE_INLINE std::string CacheCore::key_space(const DatabaseState& database) 
     return keys_.space(id);
 }
 
-ORMCACHE_INLINE bool CacheCore::on_commit(std::string_view space, const ChangeSet& changes,
-                                          bool through_open_circuit) {
+ORMCACHE_INLINE bool CacheCore::on_commit(std::string_view space, const ChangeSet& changes) {
     if (!active() || changes.empty())
         return true;
     InvalidationBatch batch;
-    batch.through_open_circuit = through_open_circuit;
     std::shared_lock lock(models_mutex_);
     for (const auto& table : changes.tables()) {
         batch.bump.push_back(keys_.version_key(space, table));

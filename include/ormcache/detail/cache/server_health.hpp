@@ -34,12 +34,22 @@ class ServerHealth {
         retry_at_.store(until.time_since_epoch().count(), std::memory_order_relaxed);
     }
 
-    /// The server answered a call made through the open circuit: calls may go to it again.
-    void close_circuit() noexcept { retry_at_.store(0, std::memory_order_relaxed); }
-
     /// Calls fail at once (tripped less than retry_interval ago).
     bool circuit_open() const noexcept {
         return Clock::now().time_since_epoch().count() < retry_at_.load(std::memory_order_relaxed);
+    }
+
+    /// The breaker spares reads a timeout per call; it must not hold back invalidations, which
+    /// other processes that reach the server wait for. So while the circuit is open, one
+    /// invalidation at a time may still try the server: true when the caller may (then it
+    /// must call end_probe()), false while another probe is under way.
+    bool begin_probe() noexcept { return !probing_.exchange(true, std::memory_order_acquire); }
+
+    /// The probe is over; `answered`: the server answered it, so every call may go to it again.
+    void end_probe(bool answered) noexcept {
+        if (answered)
+            retry_at_.store(0, std::memory_order_relaxed);
+        probing_.store(false, std::memory_order_release);
     }
 
     // ---- incidents ----
@@ -93,6 +103,7 @@ class ServerHealth {
 
     const std::chrono::milliseconds retry_interval_;
     std::atomic<std::int64_t> retry_at_{0};  // steady clock ticks: no I/O before then
+    std::atomic<bool> probing_{false};       // an invalidation is trying the open circuit
     IncidentTracker incident_;
     PendingInvalidations pending_;
 };

@@ -43,13 +43,8 @@ class Outbox {
   public:
     static constexpr std::string_view table{"ormcache_outbox"};
 
-    /// Who delivers a change set: its writer right after the commit, or a keeper.
-    enum class Sender { writer, keeper };
-    /// Delivers a change set to the cache; true when the backend accepted it. A keeper's
-    /// delivery goes through the backend's open circuit breaker (InvalidationBatch): the
-    /// breaker spares reads a timeout per call, and must not hold back an invalidation that
-    /// other processes are waiting for; a writer's does not (its commit would pay the timeout).
-    using Deliver = std::function<bool(const ChangeSet&, Sender)>;
+    /// Delivers a change set to the cache; true when the backend accepted it.
+    using Deliver = std::function<bool(const ChangeSet&)>;
     /// Opens a connection to the database (the keeper's own).
     using Open = std::function<std::unique_ptr<SQLite::Database>()>;
 
@@ -226,7 +221,7 @@ ORMCACHE_INLINE void Outbox::deliver(std::optional<std::int64_t> row,
     try {
         if (forked_.load(std::memory_order_relaxed))
             OutboxRegistry::instance().resume(*this);
-        accepted = deliver_(changes, Sender::writer);
+        accepted = deliver_(changes);
     } catch (...) {
         // The commit has happened: a failed delivery is left to the keepers.
     }
@@ -282,8 +277,7 @@ ORMCACHE_INLINE void Outbox::round(SQLite::Database& db) {
         std::lock_guard lock(mutex_);
         done.swap(delivered_);
     }
-    if (!overdue.empty() &&
-        (changes.empty() || deliver_(ChangeSet(std::move(changes)), Sender::keeper)))
+    if (!overdue.empty() && (changes.empty() || deliver_(ChangeSet(std::move(changes)))))
         done.insert(done.end(), overdue.begin(), overdue.end());
     if (done.empty())
         return;

@@ -3,7 +3,9 @@
 // libmemcached handle, SQLite connection) must not be used by two threads at once, so each
 // operation checks one out and hands it back when done. Opening is slow and may fail, so the
 // pool never opens while holding its lock, and after a failed open it stops trying for a while
-// (a circuit breaker) instead of paying the connect timeout on every call.
+// (a circuit breaker) instead of paying the connect timeout on every call. The breaker only
+// spares reads and fills that timeout: an invalidation may still try the server through it (a
+// probe, one at a time), since other processes that reach the server wait for it.
 
 #include <chrono>
 #include <concepts>
@@ -78,19 +80,20 @@ class ConnectionPool {
     /// A connection checked out of the pool: handed back on destruction unless discarded.
     class Checkout {
       public:
-        Checkout(ConnectionPool& pool, Handle c, bool reused)
-            : pool_(&pool), c_(std::move(c)), reused_(reused) {}
+        Checkout(ConnectionPool& pool, Handle c, bool reused, bool probe)
+            : pool_(&pool), c_(std::move(c)), reused_(reused), probe_(probe) {}
         // Not defaulted: the moved-from checkout must not hand anything back (a null
         // connection handed back counts as a closed one, and the pool would open one too
         // many).
         Checkout(Checkout&& other) noexcept
             : pool_(std::exchange(other.pool_, nullptr)),
               c_(std::move(other.c_)),
-              reused_(other.reused_) {}
+              reused_(other.reused_),
+              probe_(other.probe_) {}
         Checkout& operator=(Checkout&&) = delete;
         ~Checkout() {
             if (pool_ != nullptr)
-                pool_->give_back(std::move(c_));
+                pool_->give_back(std::move(c_), probe_);
         }
 
         Connection& operator*() const noexcept { return *c_; }
@@ -105,28 +108,42 @@ class ConnectionPool {
         /// have closed it since.
         bool reused() const noexcept { return reused_; }
 
+        /// Opened through the open circuit (acquire(Admission::probe)): once the call made on
+        /// it succeeded, close_circuit().
+        bool probe() const noexcept { return probe_; }
+
       private:
         ConnectionPool* pool_;
         Handle c_;
         bool reused_;
+        bool probe_;
+    };
+
+    /// Whether a checkout may try the server while the circuit is open.
+    enum class Admission {
+        closed_circuit,  ///< no: reads and fills, which the database serves meanwhile
+        probe,           ///< yes, unless another probe is under way: invalidations
     };
 
     /// An idle connection, or a new one; throws what refuse() makes when it cannot.
-    /// through_open_circuit: open one even while the circuit is open (a success closes it).
-    Checkout acquire(bool through_open_circuit = false) {
+    Checkout acquire(Admission admission = Admission::closed_circuit) {
         std::unique_lock lock(mutex_);
         abandon_inherited_locked();
         const auto deadline = Clock::now() + limits_.wait;
+        bool probe = false;
         for (;;) {
             if (!idle_.empty()) {
                 auto c = std::move(idle_.back());
                 idle_.pop_back();
-                return Checkout(*this, std::move(c), true);
+                return Checkout(*this, std::move(c), true, false);
             }
-            if (!through_open_circuit && Clock::now() < retry_at_)
+            const bool circuit_open = Clock::now() < retry_at_;
+            if (circuit_open && (admission != Admission::probe || probing_))
                 throw refuse_(PoolRefusal::circuit_open, last_failure_);
-            if (limits_.max_open == 0 || open_ < limits_.max_open)
+            if (limits_.max_open == 0 || open_ < limits_.max_open) {
+                probe = probing_ = circuit_open;
                 break;
+            }
             if (available_.wait_until(lock, deadline) == std::cv_status::timeout && idle_.empty() &&
                 open_ >= limits_.max_open) {
                 throw refuse_(PoolRefusal::busy, {});
@@ -136,22 +153,31 @@ class ConnectionPool {
         lock.unlock();
         try {
             Handle c = connect_();
-            lock.lock();
-            retry_at_ = {};
-            lock.unlock();
-            return Checkout(*this, std::move(c), false);
+            if (!probe) {
+                lock.lock();
+                retry_at_ = {};  // the one retry after retry_interval worked
+                lock.unlock();
+            }
+            return Checkout(*this, std::move(c), false, probe);
         } catch (const CacheError& e) {
-            closed_after_failure(e.what());
+            closed_after_failure(e.what(), probe);
             throw;  // already says which server and what failed
         } catch (const std::exception& e) {
-            closed_after_failure(e.what());
+            closed_after_failure(e.what(), probe);
             if (!refuse_)
                 throw;
             throw refuse_(PoolRefusal::open_failed, e.what());
         } catch (...) {
-            closed_after_failure("unknown exception");
+            closed_after_failure("unknown exception", probe);
             throw;
         }
+    }
+
+    /// After a probe's call succeeded: the server answers, every call may go to it again.
+    /// (A probe that only connected proves little: a stopped server's kernel still accepts.)
+    void close_circuit() {
+        std::lock_guard lock(mutex_);
+        retry_at_ = {};
     }
 
     /// After an I/O failure on a checked-out connection: close the idle ones (the server
@@ -170,16 +196,20 @@ class ConnectionPool {
   private:
     using Clock = std::chrono::steady_clock;
 
-    void closed_after_failure(std::string why) {
+    void closed_after_failure(std::string why, bool probe) {
         std::lock_guard lock(mutex_);
         --open_;
+        if (probe)
+            probing_ = false;
         last_failure_ = std::move(why);
         retry_at_ = Clock::now() + limits_.retry_interval;  // stop paying the open timeout
         available_.notify_one();
     }
 
-    void give_back(Handle c) {
+    void give_back(Handle c, bool probe) {
         std::unique_lock lock(mutex_);
+        if (probe)
+            probing_ = false;
         if (c && inherited(*c)) {
             (void)c.release();  // opened before a fork, in the parent: see the class comment
             return;
@@ -229,6 +259,7 @@ class ConnectionPool {
         std::erase(idle_, nullptr);
         // Whatever the parent had checked out never comes back here.
         open_ = idle_.size();
+        probing_ = false;
         generation_ = now;
     }
 
@@ -237,11 +268,12 @@ class ConnectionPool {
     const Refuse refuse_;
     const Generation generation_of_;
 
-    std::mutex mutex_;  // guards idle_, open_, retry_at_, last_failure_, generation_
+    std::mutex mutex_;  // guards idle_, open_, retry_at_, probing_, last_failure_, generation_
     std::condition_variable available_;
     std::vector<Handle> idle_;
     std::size_t open_ = 0;
     Clock::time_point retry_at_{};
+    bool probing_ = false;  // a probe's connection is checked out (or being opened)
     std::string last_failure_;
     std::uint64_t generation_;
 };
