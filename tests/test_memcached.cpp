@@ -1003,11 +1003,19 @@ TEST_CASE("memcached: a dead server costs only its share of keys; on_error hears
     }));
 }
 
-TEST_CASE("memcached: invalidations a paused server missed are replayed before it is read",
+TEST_CASE("memcached: invalidations a cut-off server missed are replayed before it is read",
           "[memcached][failopen]") {
+    // This process reaches each server through a proxy that can cut it off; the test looks at
+    // the servers directly.
     const Servers servers = own_servers();
+    std::vector<std::unique_ptr<RoundTripProxy>> proxies;
+    nlohmann::json url = nlohmann::json::array();
+    for (const auto& server : servers) {
+        proxies.push_back(std::make_unique<RoundTripProxy>(server->port()));
+        url.push_back(proxies.back()->address());
+    }
     Fixture f(memcached_config(
-        urls_of(servers), unique_prefix("replay"),
+        url, unique_prefix("replay"),
         {{"connect_timeout_ms", 100}, {"socket_timeout_ms", 100}, {"retry_interval_ms", 1500}}));
     auto s = f.db->session();
     Repository<User> users{s};
@@ -1046,14 +1054,14 @@ TEST_CASE("memcached: invalidations a paused server missed are replayed before i
     REQUIRE(id != 0);
     const std::string old_name = users.get(id).name;
 
-    // A read times out on the paused server and opens its circuit; the commit right after
-    // cannot send its delete at all (a timed-out command would still run on resume).
-    servers[where]->pause();
+    // Cut off, a read fails and opens the server's circuit; the commit right after cannot
+    // send its delete (its probe through the open circuit fails too).
+    proxies[where]->set_cut(true);
     CHECK(users.get(id).name == old_name);
     const auto errors_before = f.stats().errors;
-    f.rename(id, "renamed while paused");
+    f.rename(id, "renamed while cut off");
     CHECK(f.stats().errors > errors_before);
-    servers[where]->resume();
+    proxies[where]->set_cut(false);
     // The server still holds the old row...
     const auto raw = servers[where]->client()->get(key);
     REQUIRE(raw.has_value());
@@ -1061,15 +1069,15 @@ TEST_CASE("memcached: invalidations a paused server missed are replayed before i
     // ...but it is never served: the replay runs before anything else is read there.
     int stale = 0;
     const bool refilled = eventually([&] {
-        if (users.get(id).name != "renamed while paused")
+        if (users.get(id).name != "renamed while cut off")
             ++stale;
         const auto now = servers[where]->client()->get(key);
-        return now && now->find("renamed while paused") != std::string::npos;
+        return now && now->find("renamed while cut off") != std::string::npos;
     });
     CHECK(refilled);
     CHECK(stale == 0);
     f.log.clear();
-    CHECK(users.get(id).name == "renamed while paused");
+    CHECK(users.get(id).name == "renamed while cut off");
     CHECK(f.log.size() == 0);
 }
 
