@@ -1,6 +1,7 @@
 // The pieces every remote backend shares (include/ormcache/detail/): undelivered
-// invalidations kept and folded, incident tracking for on_error, and the distributed-lock
-// wait. The backends' own tests exercise them against real servers; these pin their contracts.
+// invalidations kept and folded, incident tracking for on_error, the circuit breaker and the
+// probes that invalidations make through it, and the distributed-lock wait. The backends' own tests
+// exercise them against real servers; these pin their contracts.
 
 #include <atomic>
 #include <chrono>
@@ -14,12 +15,16 @@
 #include <ormcache/detail/cache/incident.hpp>
 #include <ormcache/detail/cache/lock_wait.hpp>
 #include <ormcache/detail/cache/pending_invalidations.hpp>
+#include <ormcache/detail/cache/server_health.hpp>
+#include <ormcache/detail/util/connection_pool.hpp>
 
 using ormcache::CacheError;
 using ormcache::InvalidationBatch;
 using ormcache::ReadResult;
 using ormcache::detail::IncidentTracker;
 using ormcache::detail::PendingInvalidations;
+using ormcache::detail::PoolRefusal;
+using ormcache::detail::ServerHealth;
 using ormcache::detail::wait_for_lock;
 using namespace std::chrono_literals;
 
@@ -135,6 +140,70 @@ TEST_CASE("IncidentTracker: the first failure opens an incident, a success ends 
     CacheError third("down again", "test", "read");
     tracker.failed(third);
     CHECK_FALSE(third.continues_incident());
+}
+
+TEST_CASE(
+    "ConnectionPool: an open circuit refuses reads, lets one probe through at a time, and "
+    "closes when a probe's call succeeded",
+    "[backend][circuit]") {
+    struct Connection {};
+    using Pool = ormcache::detail::ConnectionPool<Connection>;
+    int opens = 0;
+    bool down = true;
+    Pool pool(
+        {.max_idle = 1, .retry_interval = 10min},
+        [&] {
+            ++opens;
+            if (down)
+                throw CacheError("down", "test", "connect");
+            return std::make_unique<Connection>();
+        },
+        [](PoolRefusal refusal, std::string_view) {
+            return CacheError(refusal == PoolRefusal::circuit_open ? "circuit open" : "refused",
+                              "test", "connect");
+        });
+    CHECK_THROWS_WITH(pool.acquire(), "down");  // opens the circuit
+    CHECK_THROWS_WITH(pool.acquire(), "circuit open");
+    CHECK(opens == 1);
+    // A failed probe lets the next one try.
+    CHECK_THROWS_WITH(pool.acquire(Pool::Admission::probe), "down");
+    CHECK(opens == 2);
+    down = false;
+    {
+        auto probe = pool.acquire(Pool::Admission::probe);
+        CHECK(probe.probe());
+        CHECK(opens == 3);
+        CHECK_THROWS_WITH(pool.acquire(Pool::Admission::probe), "circuit open");  // one at a time
+        CHECK_THROWS_WITH(pool.acquire(), "circuit open");  // a connect alone proves little
+        probe.discard();                                    // its call failed
+    }
+    CHECK_THROWS_WITH(pool.acquire(), "circuit open");
+    {
+        auto probe = pool.acquire(Pool::Admission::probe);
+        CHECK(probe.probe());
+        pool.close_circuit();  // its call succeeded
+    }
+    auto read = pool.acquire();  // the probe's connection, kept
+    CHECK_FALSE(read.probe());
+    CHECK(read.reused());
+    CHECK(opens == 4);
+}
+
+TEST_CASE("ServerHealth: one probe at a time through an open circuit; one that answered closes it",
+          "[backend][circuit]") {
+    ServerHealth health(10min);
+    CHECK_FALSE(health.circuit_open());
+    health.trip();
+    CHECK(health.circuit_open());
+    REQUIRE(health.begin_probe());
+    CHECK_FALSE(health.begin_probe());
+    health.end_probe(false);
+    CHECK(health.circuit_open());
+    REQUIRE(health.begin_probe());
+    health.end_probe(true);
+    CHECK_FALSE(health.circuit_open());
+    CHECK(health.begin_probe());  // the next probe may go
+    health.end_probe(true);
 }
 
 TEST_CASE("wait_for_lock: returns what the holder filled, or gives up at the timeout",
