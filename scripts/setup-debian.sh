@@ -2,16 +2,17 @@
 # Installs everything needed to build and test ormcache on Debian 12 / Ubuntu 22.04+.
 # Idempotent: packages already present are skipped and apt is not touched at all.
 #
-# It does not start or stop redis-server/memcached: the tests start their own instances on
-# free ports, so the system services (if apt started them) are irrelevant either way.
+# It does not start or stop redis-server/memcached/PostgreSQL: the tests start their own
+# instances on free ports (PostgreSQL: a throwaway cluster each), so the system services (if apt
+# started them) are irrelevant either way.
 set -euo pipefail
 
 packages=(
     build-essential cmake pkg-config git
     libsqlite3-dev libsqlitecpp-dev nlohmann-json3-dev
-    libhiredis-dev libmemcached-dev
+    libhiredis-dev libmemcached-dev libpq-dev
     catch2 libbenchmark-dev clang-format
-    redis-server memcached
+    redis-server memcached postgresql
     clang libclang-rt-14-dev
 )
 # Sanitizer builds need nothing extra with GCC: libasan/libubsan/libtsan come with g++.

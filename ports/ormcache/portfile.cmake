@@ -1,8 +1,8 @@
 # vcpkg overlay port for ormcache (header-only).
 #
-#   vcpkg install ormcache[redis,memcached] --overlay-ports=<checkout>/ports
+#   vcpkg install ormcache[redis,memcached,postgresql] --overlay-ports=<checkout>/ports
 #
-# then in CMake:  find_package(ormcache CONFIG REQUIRED COMPONENTS redis memcached)
+# then in CMake:  find_package(ormcache CONFIG REQUIRED COMPONENTS redis memcached postgresql)
 #
 # NOTE: vcpkg is not available on the machine this port was written on, so it has not been
 # run through vcpkg; the CMake install it drives is exercised by tests/cmake/find_package_test.
@@ -19,12 +19,13 @@ vcpkg_check_features(OUT_FEATURE_OPTIONS FEATURE_OPTIONS
     FEATURES
         redis     ORMCACHE_WITH_REDIS
         memcached ORMCACHE_WITH_MEMCACHED
+        postgresql ORMCACHE_WITH_POSTGRESQL
 )
 
-# hiredis and libmemcached are located through pkg-config (their .pc files are installed by
-# the vcpkg ports); the core needs no pkg-config.
+# hiredis, libmemcached and libpq are located through pkg-config (their .pc files are installed
+# by the vcpkg ports); the core needs no pkg-config.
 set(PKGCONFIG_OPTIONS "")
-if("redis" IN_LIST FEATURES OR "memcached" IN_LIST FEATURES)
+if("redis" IN_LIST FEATURES OR "memcached" IN_LIST FEATURES OR "postgresql" IN_LIST FEATURES)
     vcpkg_find_acquire_program(PKGCONFIG)
     set(PKGCONFIG_OPTIONS "-DPKG_CONFIG_EXECUTABLE=${PKGCONFIG}")
 endif()
