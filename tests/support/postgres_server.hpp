@@ -93,15 +93,7 @@ class PgClient {
 class PostgresServer : public ServerProcess {
   public:
     /// port 0: pick a free one.
-    explicit PostgresServer(int port = 0)
-        : ServerProcess(Program{.binary = "postgres",
-                                .binary_env = "ORMCACHE_POSTGRES",
-                                .needed_by = "the PostgreSQL tests",
-                                .package = "postgresql",
-                                .ready_probe = "PQping",
-                                .search_path = binary_dirs(),
-                                .stop_signal = SIGINT,  // fast shutdown: sessions are ended
-                                .run_as = "postgres"}) {
+    explicit PostgresServer(int port = 0) : ServerProcess(program()) {
         make_cluster_dir();
         init_cluster();
         launch(port);
@@ -152,6 +144,17 @@ class PostgresServer : public ServerProcess {
     }
 
   private:
+    static Program program() {
+        return {.binary = "postgres",
+                .binary_env = "ORMCACHE_POSTGRES",
+                .needed_by = "the PostgreSQL tests",
+                .package = "postgresql",
+                .ready_probe = "PQping",
+                .search_path = binary_dirs(),
+                .stop_signal = SIGINT,  // fast shutdown: open sessions are ended
+                .run_as = "postgres"};
+    }
+
     /// pg_config's bindir, then Debian's versioned directories, newest first.
     static std::string binary_dirs() {
         std::string dirs;
