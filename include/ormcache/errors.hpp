@@ -38,12 +38,18 @@ class SerializationError : public Error {
     using Error::Error;
 };
 
-/// Any failure reported by SQLite. Keeps SQLite's primary and extended result codes and the SQL
-/// that failed, so that callers can react to SQLITE_BUSY and friends without parsing messages.
+/// Any failure reported by the database. Keeps SQLite's primary and extended result codes, the
+/// SQLSTATE (PostgreSQL) and the SQL that failed, so that callers can react to SQLITE_BUSY and
+/// friends without parsing messages.
 class DatabaseError : public Error {
   public:
-    DatabaseError(const std::string& message, int code, int extended_code, std::string sql)
-        : Error(message), code_(code), extended_code_(extended_code), sql_(std::move(sql)) {}
+    DatabaseError(const std::string& message, int code, int extended_code, std::string sql,
+                  std::string sqlstate = {})
+        : Error(message),
+          code_(code),
+          extended_code_(extended_code),
+          sql_(std::move(sql)),
+          sqlstate_(std::move(sqlstate)) {}
 
     /// SQLite primary result code (SQLITE_BUSY, SQLITE_CONSTRAINT, ...).
     int code() const noexcept { return code_; }
@@ -51,11 +57,17 @@ class DatabaseError : public Error {
     int extended_code() const noexcept { return extended_code_; }
     /// The statement that failed (may be empty for connection-level failures).
     const std::string& sql() const noexcept { return sql_; }
+    /// The five-character SQLSTATE ("23505", "40001", ...); empty on SQLite, which has none.
+    const std::string& sqlstate() const noexcept { return sqlstate_; }
+    /// Whether running the transaction again may succeed: true for TransactionConflictError
+    /// only.
+    virtual bool retryable() const noexcept { return false; }
 
   private:
     int code_;
     int extended_code_;
     std::string sql_;
+    std::string sqlstate_;
 };
 
 /// A constraint violation (UNIQUE, NOT NULL, CHECK, FOREIGN KEY, PRIMARY KEY).
@@ -63,6 +75,15 @@ class DatabaseError : public Error {
 class IntegrityError : public DatabaseError {
   public:
     using DatabaseError::DatabaseError;
+};
+
+/// A serialization failure or a deadlock (SQLSTATE 40001, 40P01): the transaction was rolled
+/// back and running it again may succeed. SQLite never throws it (SQLITE_BUSY stays a
+/// DatabaseError).
+class TransactionConflictError : public DatabaseError {
+  public:
+    using DatabaseError::DatabaseError;
+    bool retryable() const noexcept override { return true; }
 };
 
 /// A cache backend failure (server down, timeout, corrupt payload). The cache layer absorbs
