@@ -13,7 +13,9 @@ namespace ormcache {
 /// An aggregate: fields are declared in API order; add new ones at the end only.
 struct DatabaseConfig {
     /// A SQLite file path, ":memory:" (one in-memory database shared by every session of the
-    /// Database) or a "file:" URI.
+    /// Database) or a "file:" URI. It selects the engine: "postgresql://", "postgres://" and
+    /// libpq keyword strings setting host or dbname are PostgreSQL, which this version refuses
+    /// with a ConfigError (see detail/engine/engine_kind.hpp for the exact rule).
     std::string connection_string = ":memory:";
     /// Absent = no cache (db.cache_manager() is then a manager on the null backend).
     std::optional<CacheConfig> cache_config{};

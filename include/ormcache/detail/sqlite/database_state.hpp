@@ -21,6 +21,7 @@
 #include "../../change_set.hpp"
 #include "../../database_config.hpp"
 #include "../../errors.hpp"
+#include "../engine/engine_kind.hpp"
 #include "../orm/sql_text.hpp"
 #include "../util/linkage.hpp"
 #include "database_identity.hpp"
@@ -66,7 +67,13 @@ class DatabaseState {
 
     /// A new connection with the per-connection settings applied.
     std::unique_ptr<SQLite::Database> open_connection() const {
-        return wrap_sqlite("open " + path_, [&] { return open_raw(); });
+        try {
+            return open_raw();
+        } catch (const SQLite::Exception& e) {
+            // Redacted here, not before the call: opening a session pays nothing for it.
+            throw_database_error(e.getErrorCode(), e.getExtendedErrorCode(), e.what(),
+                                 "open " + redact_connection_string(path_));
+        }
     }
 
     /// The database's identity in cache keys (see detail/sqlite/database_identity.hpp), computed at
@@ -192,6 +199,9 @@ class DatabaseState {
 #if ORMCACHE_DEFINITIONS
 
 ORMCACHE_INLINE DatabaseState::DatabaseState(DatabaseConfig config) : config_(std::move(config)) {
+    // Until the engine registry exists, SQLite is the only engine a program can have.
+    if (engine_kind_of(config_.connection_string) != EngineKind::sqlite)
+        throw ConfigError(missing_engine_message(config_.connection_string));
     if (config_.connection_string.empty()) {
         throw ConfigError(
             "DatabaseConfig::connection_string is empty; use a file path, "
@@ -222,16 +232,19 @@ ORMCACHE_INLINE DatabaseState::DatabaseState(DatabaseConfig config) : config_(st
             keeper_->exec("PRAGMA journal_mode = WAL");
         }
     } catch (const SQLite::Exception& e) {
-        throw ConfigError("DatabaseConfig::connection_string '" + config_.connection_string +
+        throw ConfigError("DatabaseConfig::connection_string '" +
+                          redact_connection_string(config_.connection_string) +
                           "' cannot be opened: " + e.what());
     }
 }
 
 ORMCACHE_INLINE const std::string& DatabaseState::cache_identity() const {
     std::call_once(identity_once_, [&] {
-        identity_ = !config_.cache_identity.empty()
-                        ? config_.cache_identity
-                        : sqlite_database_identity(*keeper_, in_memory_, config_.connection_string);
+        identity_ =
+            !config_.cache_identity.empty()
+                ? config_.cache_identity
+                : sqlite_database_identity(*keeper_, in_memory_,
+                                           redact_connection_string(config_.connection_string));
     });
     return identity_;
 }
