@@ -122,10 +122,7 @@ void write_seeds(const std::string& dir) {
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
-    if (const auto dir = fuzz::seed_directory()) {
-        write_seeds(*dir);
-        std::exit(0);
-    }
+    fuzz::write_seeds_if_asked(write_seeds);
     return 0;
 }
 

@@ -46,10 +46,7 @@ using fuzz::Row;
 using ormcache::detail::from_payload;
 using ormcache::detail::to_payload;
 
-struct Env {
-    std::unique_ptr<ormcache::Database> db;
-    std::unique_ptr<ormcache::Session> session;
-    std::unique_ptr<ormcache::Repository<Row>> rows;
+struct Env : fuzz::SampleDatabase {
     sqlite3* file = nullptr;  // this target's own connection to the cache file
     std::string key;          // row 1's entry
     std::string counter;      // the generation counter its entry is stamped under
@@ -79,13 +76,6 @@ struct Statement {
     sqlite3_stmt* s = nullptr;
 };
 
-std::string check_of(const std::string& entry) {
-    const auto space = entry.find(' ', ormcache::detail::envelope_tag.size());
-    const auto newline = entry.find('\n');
-    const auto size = std::stoull(entry.substr(space + 1, newline - space - 1));
-    return entry.substr(newline + 1, size);
-}
-
 std::int64_t now_ms() {
     return std::chrono::duration_cast<std::chrono::milliseconds>(
                std::chrono::system_clock::now().time_since_epoch())
@@ -97,20 +87,13 @@ void set_up() {
     for (std::size_t i = 0; i < fuzz::serializers().size(); ++i) {
         Env env;
         const std::string cache_file = dir + "/cache-" + std::to_string(i) + ".sqlite";
-        env.db = std::make_unique<ormcache::Database>(ormcache::DatabaseConfig{
-            .connection_string = dir + "/db-" + std::to_string(i) + ".sqlite",
-            .cache_config = ormcache::CacheConfig{.backend = "file",
-                                                  .arguments = {{"filename", cache_file},
-                                                                {"retry_interval_ms", 0},
-                                                                {"busy_timeout_ms", 10000},
-                                                                {"pool_size", 1}},
-                                                  .serializer = fuzz::serializers()[i]},
-        });
-        env.db->create_all<Row>();
-        env.session = std::make_unique<ormcache::Session>(env.db->session());
-        env.rows = std::make_unique<ormcache::Repository<Row>>(*env.session);
-        env.rows->add(fuzz::sample_row());
-        env.session->commit();
+        env.open(dir + "/db-" + std::to_string(i) + ".sqlite",
+                 ormcache::CacheConfig{.backend = "file",
+                                       .arguments = {{"filename", cache_file},
+                                                     {"retry_interval_ms", 0},
+                                                     {"busy_timeout_ms", 10000},
+                                                     {"pool_size", 1}},
+                                       .serializer = fuzz::serializers()[i]});
         env.row = fuzz::identity(env.rows->get_or_none(1));  // a miss, filled
 
         if (sqlite3_open(cache_file.c_str(), &env.file) != SQLITE_OK)
@@ -123,7 +106,7 @@ void set_up() {
             env.key = reinterpret_cast<const char*>(sqlite3_column_text(s.s, 0));
             const auto* value = static_cast<const char*>(sqlite3_column_blob(s.s, 1));
             const std::string entry(value, static_cast<std::size_t>(sqlite3_column_bytes(s.s, 1)));
-            env.check = check_of(entry);
+            env.check = fuzz::check_of(entry);
             FUZZ_CHECK(sqlite3_step(s.s) == SQLITE_DONE);
             const auto payload = ormcache::detail::open_envelope(
                 entry, std::stoll(entry.substr(ormcache::detail::envelope_tag.size())), env.check);

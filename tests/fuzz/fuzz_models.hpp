@@ -1,17 +1,19 @@
 #pragma once
 // The models of the fuzz targets, self-contained (no test framework): a row with every kind
 // of column a cache entry can carry, a text-keyed one, and a value comparison that survives
-// NaN and strings that are not UTF-8.
+// NaN and strings that are not UTF-8; the database the cache-path targets read row 1 of, and
+// the check text of a cache entry.
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include <ormcache/detail/cache/envelope.hpp>
 #include <ormcache/detail/cache/payload.hpp>
-#include <ormcache/model.hpp>
-#include <ormcache/serializer.hpp>
+#include <ormcache/ormcache.hpp>
 
 namespace fuzz {
 
@@ -86,6 +88,32 @@ template <class R>
 std::string identity(const R& value) {
     const auto bytes = nlohmann::json::to_msgpack(ormcache::detail::to_payload(value));
     return std::string(bytes.begin(), bytes.end());
+}
+
+/// A database whose table of Row holds sample_row() as row 1 (committed), with a session and a
+/// repository on it: what the cache-path targets read through their caches.
+struct SampleDatabase {
+    void open(const std::string& path, ormcache::CacheConfig cache) {
+        db = std::make_unique<ormcache::Database>(
+            ormcache::DatabaseConfig{.connection_string = path, .cache_config = std::move(cache)});
+        db->create_all<Row>();
+        session = std::make_unique<ormcache::Session>(db->session());
+        rows = std::make_unique<ormcache::Repository<Row>>(*session);
+        rows->add(sample_row());
+        session->commit();
+    }
+
+    std::unique_ptr<ormcache::Database> db;
+    std::unique_ptr<ormcache::Session> session;
+    std::unique_ptr<ormcache::Repository<Row>> rows;
+};
+
+/// The check text of a cache entry (its envelope's second field).
+inline std::string check_of(const std::string& entry) {
+    const auto space = entry.find(' ', ormcache::detail::envelope_tag.size());
+    const auto newline = entry.find('\n');
+    const auto size = std::stoull(entry.substr(space + 1, newline - space - 1));
+    return entry.substr(newline + 1, size);
 }
 
 /// The three built-in serializers, by index (what the first input byte picks).

@@ -140,10 +140,7 @@ class SlotBackend {
     Slot& slot_;
 };
 
-struct Env {
-    std::unique_ptr<ormcache::Database> db;
-    std::unique_ptr<ormcache::Session> session;
-    std::unique_ptr<ormcache::Repository<Row>> rows;
+struct Env : fuzz::SampleDatabase {
     Slot* slot = nullptr;
     std::string check;  // the check text of row 1's entry
     std::string row;    // identity of the database's row 1
@@ -151,14 +148,6 @@ struct Env {
 // Never destroyed: the databases and connections live until the process ends, and the leak
 // check at exit must not see them freed halfway (a global's destructor runs before it).
 std::vector<Env>& envs = *new std::vector<Env>;
-
-/// The check text of an entry (its envelope's second field).
-std::string check_of(const std::string& entry) {
-    const auto space = entry.find(' ', ormcache::detail::envelope_tag.size());
-    const auto newline = entry.find('\n');
-    const auto size = std::stoull(entry.substr(space + 1, newline - space - 1));
-    return entry.substr(newline + 1, size);
-}
 
 void set_up() {
     const std::string dir = fuzz::scratch_directory("fuzz-payload");
@@ -171,22 +160,15 @@ void set_up() {
         slots.push_back(std::make_unique<Slot>());
         Env env;
         env.slot = slots.back().get();
-        env.db = std::make_unique<ormcache::Database>(ormcache::DatabaseConfig{
-            .connection_string = dir + "/db-" + std::to_string(i) + ".sqlite",
-            .cache_config = ormcache::CacheConfig{.backend = "fuzz-slot",
-                                                  .arguments = {{"slot", i}},
-                                                  .serializer = fuzz::serializers()[i]},
-        });
-        env.db->create_all<Row>();
-        env.session = std::make_unique<ormcache::Session>(env.db->session());
-        env.rows = std::make_unique<ormcache::Repository<Row>>(*env.session);
-        env.rows->add(fuzz::sample_row());
-        env.session->commit();
+        env.open(dir + "/db-" + std::to_string(i) + ".sqlite",
+                 ormcache::CacheConfig{.backend = "fuzz-slot",
+                                       .arguments = {{"slot", i}},
+                                       .serializer = fuzz::serializers()[i]});
         const auto row = env.rows->get_or_none(1);  // a miss, filled
         env.row = fuzz::identity(row);
         FUZZ_CHECK(env.row == fuzz::identity(std::optional<Row>(fuzz::sample_row())));
         FUZZ_CHECK(!env.slot->key.empty() && env.slot->value);
-        env.check = check_of(*env.slot->value);
+        env.check = fuzz::check_of(*env.slot->value);
         FUZZ_CHECK(fuzz::identity(env.rows->get_or_none(1)) == env.row);  // a hit
         FUZZ_CHECK(env.db->cache_manager().stats().hits == 1);
         envs.push_back(std::move(env));
@@ -273,10 +255,7 @@ void write_seeds(const std::string& dir) {
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
     set_up();
-    if (const auto dir = fuzz::seed_directory()) {
-        write_seeds(*dir);
-        std::exit(0);
-    }
+    fuzz::write_seeds_if_asked(write_seeds);
     return 0;
 }
 

@@ -51,6 +51,16 @@ inline std::optional<std::string> seed_directory() {
     return std::string(dir);
 }
 
+/// For LLVMFuzzerInitialize: in a run that only makes seeds (seed_directory() is set), writes
+/// them with write_seeds(dir) and exits; otherwise does nothing.
+template <class WriteSeeds>
+void write_seeds_if_asked(WriteSeeds&& write_seeds) {
+    if (const auto dir = seed_directory()) {
+        write_seeds(*dir);
+        std::exit(0);
+    }
+}
+
 inline void write_seed(const std::string& dir, const std::string& name, std::string_view bytes) {
     std::ofstream out(dir + "/" + name, std::ios::binary);
     out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
